@@ -1,0 +1,1 @@
+"""zambeze_mesh.security."""

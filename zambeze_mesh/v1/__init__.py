@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for the zambeze_mesh.v1 contract. Do not edit."""
