@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1azambeze_mesh/v1/data.proto\x12\x0fzambeze_mesh.v1\"Z\n\nObjectInfo\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x10\n\x08mtime_ns\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x0e\n\x06is_dir\x18\x05 \x01(\x08\"-\n\x0cOfferRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07methods\x18\x02 \x03(\t\">\n\rManifestEntry\x12\x0f\n\x07relpath\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"/\n\x05Grant\x12\r\n\x05token\x18\x01 \x01(\x0c\x12\x17\n\x0f\x65xpires_unix_ms\x18\x02 \x01(\x03\"\xb2\x02\n\rOfferResponse\x12)\n\x04info\x18\x01 \x01(\x0b\x32\x1b.zambeze_mesh.v1.ObjectInfo\x12\x0f\n\x07methods\x18\x02 \x03(\t\x12\x0e\n\x06\x63hosen\x18\x03 \x01(\t\x12%\n\x05grant\x18\x04 \x01(\x0b\x32\x16.zambeze_mesh.v1.Grant\x12\x30\n\x08manifest\x18\x05 \x03(\x0b\x32\x1e.zambeze_mesh.v1.ManifestEntry\x12G\n\rmethod_params\x18\x06 \x03(\x0b\x32\x30.zambeze_mesh.v1.OfferResponse.MethodParamsEntry\x1a\x33\n\x11MethodParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"j\n\x0c\x46\x65tchRequest\x12%\n\x05grant\x18\x01 \x01(\x0b\x32\x16.zambeze_mesh.v1.Grant\x12\x0f\n\x07relpath\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x12\n\nchunk_size\x18\x04 \x01(\r\"C\n\x05\x43hunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0c\n\x04last\x18\x03 \x01(\x08\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"E\n\tPushChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"9\n\x0cPushResponse\x12)\n\x04info\x18\x01 \x01(\x0b\x32\x1b.zambeze_mesh.v1.ObjectInfo\"\x1b\n\x0bStatRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"*\n\x0bListRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"O\n\x0cListResponse\x12,\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1b.zambeze_mesh.v1.ObjectInfo\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x32\xdd\x02\n\x04\x44\x61ta\x12\x46\n\x05Offer\x12\x1d.zambeze_mesh.v1.OfferRequest\x1a\x1e.zambeze_mesh.v1.OfferResponse\x12@\n\x05\x46\x65tch\x12\x1d.zambeze_mesh.v1.FetchRequest\x1a\x16.zambeze_mesh.v1.Chunk0\x01\x12\x43\n\x04Push\x12\x1a.zambeze_mesh.v1.PushChunk\x1a\x1d.zambeze_mesh.v1.PushResponse(\x01\x12\x41\n\x04Stat\x12\x1c.zambeze_mesh.v1.StatRequest\x1a\x1b.zambeze_mesh.v1.ObjectInfo\x12\x43\n\x04List\x12\x1c.zambeze_mesh.v1.ListRequest\x1a\x1d.zambeze_mesh.v1.ListResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1azambeze_mesh/v1/data.proto\x12\x0fzambeze_mesh.v1\"Z\n\nObjectInfo\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x10\n\x08mtime_ns\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x0e\n\x06is_dir\x18\x05 \x01(\x08\"-\n\x0cOfferRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07methods\x18\x02 \x03(\t\">\n\rManifestEntry\x12\x0f\n\x07relpath\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"/\n\x05Grant\x12\r\n\x05token\x18\x01 \x01(\x0c\x12\x17\n\x0f\x65xpires_unix_ms\x18\x02 \x01(\x03\"\xb2\x02\n\rOfferResponse\x12)\n\x04info\x18\x01 \x01(\x0b\x32\x1b.zambeze_mesh.v1.ObjectInfo\x12\x0f\n\x07methods\x18\x02 \x03(\t\x12\x0e\n\x06\x63hosen\x18\x03 \x01(\t\x12%\n\x05grant\x18\x04 \x01(\x0b\x32\x16.zambeze_mesh.v1.Grant\x12\x30\n\x08manifest\x18\x05 \x03(\x0b\x32\x1e.zambeze_mesh.v1.ManifestEntry\x12G\n\rmethod_params\x18\x06 \x03(\x0b\x32\x30.zambeze_mesh.v1.OfferResponse.MethodParamsEntry\x1a\x33\n\x11MethodParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"j\n\x0c\x46\x65tchRequest\x12%\n\x05grant\x18\x01 \x01(\x0b\x32\x16.zambeze_mesh.v1.Grant\x12\x0f\n\x07relpath\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x12\n\nchunk_size\x18\x04 \x01(\r\"Y\n\x05\x43hunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0c\n\x04last\x18\x03 \x01(\x08\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0c\x63hunk_digest\x18\x05 \x01(\t\"E\n\tPushChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"9\n\x0cPushResponse\x12)\n\x04info\x18\x01 \x01(\x0b\x32\x1b.zambeze_mesh.v1.ObjectInfo\"\x1b\n\x0bStatRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"*\n\x0bListRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"O\n\x0cListResponse\x12,\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1b.zambeze_mesh.v1.ObjectInfo\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x32\xdd\x02\n\x04\x44\x61ta\x12\x46\n\x05Offer\x12\x1d.zambeze_mesh.v1.OfferRequest\x1a\x1e.zambeze_mesh.v1.OfferResponse\x12@\n\x05\x46\x65tch\x12\x1d.zambeze_mesh.v1.FetchRequest\x1a\x16.zambeze_mesh.v1.Chunk0\x01\x12\x43\n\x04Push\x12\x1a.zambeze_mesh.v1.PushChunk\x1a\x1d.zambeze_mesh.v1.PushResponse(\x01\x12\x41\n\x04Stat\x12\x1c.zambeze_mesh.v1.StatRequest\x1a\x1b.zambeze_mesh.v1.ObjectInfo\x12\x43\n\x04List\x12\x1c.zambeze_mesh.v1.ListRequest\x1a\x1d.zambeze_mesh.v1.ListResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,17 +48,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FETCHREQUEST']._serialized_start=608
   _globals['_FETCHREQUEST']._serialized_end=714
   _globals['_CHUNK']._serialized_start=716
-  _globals['_CHUNK']._serialized_end=783
-  _globals['_PUSHCHUNK']._serialized_start=785
-  _globals['_PUSHCHUNK']._serialized_end=854
-  _globals['_PUSHRESPONSE']._serialized_start=856
-  _globals['_PUSHRESPONSE']._serialized_end=913
-  _globals['_STATREQUEST']._serialized_start=915
-  _globals['_STATREQUEST']._serialized_end=942
-  _globals['_LISTREQUEST']._serialized_start=944
-  _globals['_LISTREQUEST']._serialized_end=986
-  _globals['_LISTRESPONSE']._serialized_start=988
-  _globals['_LISTRESPONSE']._serialized_end=1067
-  _globals['_DATA']._serialized_start=1070
-  _globals['_DATA']._serialized_end=1419
+  _globals['_CHUNK']._serialized_end=805
+  _globals['_PUSHCHUNK']._serialized_start=807
+  _globals['_PUSHCHUNK']._serialized_end=876
+  _globals['_PUSHRESPONSE']._serialized_start=878
+  _globals['_PUSHRESPONSE']._serialized_end=935
+  _globals['_STATREQUEST']._serialized_start=937
+  _globals['_STATREQUEST']._serialized_end=964
+  _globals['_LISTREQUEST']._serialized_start=966
+  _globals['_LISTREQUEST']._serialized_end=1008
+  _globals['_LISTRESPONSE']._serialized_start=1010
+  _globals['_LISTRESPONSE']._serialized_end=1089
+  _globals['_DATA']._serialized_start=1092
+  _globals['_DATA']._serialized_end=1441
 # @@protoc_insertion_point(module_scope)

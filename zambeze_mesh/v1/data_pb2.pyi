@@ -231,11 +231,14 @@ class Chunk(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     LAST_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
+    CHUNK_DIGEST_FIELD_NUMBER: _builtins.int
     offset: _builtins.int
     data: _builtins.bytes
     last: _builtins.bool
     sha256: _builtins.str
     """digest of the whole file, on the last chunk"""
+    chunk_digest: _builtins.str
+    """"crc32:<8 hex>" or "sha256:<hex>" of `data`"""
     def __init__(
         self,
         *,
@@ -243,10 +246,11 @@ class Chunk(_message.Message):
         data: _builtins.bytes = ...,
         last: _builtins.bool = ...,
         sha256: _builtins.str = ...,
+        chunk_digest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "last", b"last", "offset", b"offset", "sha256", b"sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_digest", b"chunk_digest", "data", b"data", "last", b"last", "offset", b"offset", "sha256", b"sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from zambeze_mesh.v1 import common_pb2 as zambeze__mesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n zambeze_mesh/v1/membership.proto\x12\x0fzambeze_mesh.v1\x1a\x1czambeze_mesh/v1/common.proto\"\xb4\x01\n\x0bJoinRequest\x12\x11\n\tca_digest\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63sr_der\x18\x03 \x01(\x0c\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x11\n\tadvertise\x18\x05 \x01(\t\x12\x1b\n\x13\x61\x64mission_advertise\x18\x06 \x01(\t\x12\x14\n\x0ctime_unix_ms\x18\x07 \x01(\x03\x12\r\n\x05proof\x18\x08 \x01(\x0c\x12\x0c\n\x04hops\x18\t \x01(\r\"\x86\x01\n\x0cJoinResponse\x12\x13\n\x0b\x63\x61_cert_der\x18\x01 \x01(\x0c\x12\x10\n\x08\x63\x65rt_der\x18\x02 \x01(\x0c\x12\x0c\n\x04mesh\x18\x03 \x01(\t\x12.\n\x07members\x18\x04 \x03(\x0b\x32\x1d.zambeze_mesh.v1.SignedRecord\x12\x11\n\tsigned_by\x18\x05 \x01(\t\"\xfe\x01\n\x0cMemberUpdate\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".zambeze_mesh.v1.MemberUpdate.Kind\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bincarnation\x18\x03 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x04 \x01(\t\x12-\n\x06signed\x18\x05 \x01(\x0b\x32\x1d.zambeze_mesh.v1.SignedRecord\"\\\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n\nKIND_ALIVE\x10\x01\x12\x10\n\x0cKIND_SUSPECT\x10\x02\x12\r\n\tKIND_DEAD\x10\x03\x12\r\n\tKIND_LEFT\x10\x04\"j\n\x0bPingRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x30\n\tpiggyback\x18\x04 \x03(\x0b\x32\x1d.zambeze_mesh.v1.MemberUpdate\"\x85\x01\n\x0ePingReqRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x16\n\x0etarget_address\x18\x04 \x01(\t\x12\x30\n\tpiggyback\x18\x05 \x03(\x0b\x32\x1d.zambeze_mesh.v1.MemberUpdate\"^\n\x03\x41\x63k\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\t\x12\n\n\x02ok\x18\x03 \x01(\x08\x12\x30\n\tpiggyback\x18\x04 \x03(\x0b\x32\x1d.zambeze_mesh.v1.MemberUpdate\"M\n\rGossipRequest\x12\x0c\n\x04\x66rom\x18\x01 \x01(\t\x12.\n\x07updates\x18\x02 \x03(\x0b\x32\x1d.zambeze_mesh.v1.MemberUpdate\"\x10\n\x0eGossipResponse\"W\n\x0bSyncRequest\x12\x0c\n\x04\x66rom\x18\x01 \x01(\t\x12,\n\x05state\x18\x02 \x03(\x0b\x32\x1d.zambeze_mesh.v1.MemberUpdate\x12\x0c\n\x04join\x18\x03 \x01(\x08\"<\n\x0cSyncResponse\x12,\n\x05state\x18\x01 \x03(\x0b\x32\x1d.zambeze_mesh.v1.MemberUpdate\"=\n\x0cLeaveRequest\x12-\n\x06update\x18\x01 \x01(\x0b\x32\x1d.zambeze_mesh.v1.MemberUpdate\"\x0f\n\rLeaveResponse2\xa7\x03\n\nMembership\x12\x43\n\x04Join\x12\x1c.zambeze_mesh.v1.JoinRequest\x1a\x1d.zambeze_mesh.v1.JoinResponse\x12:\n\x04Ping\x12\x1c.zambeze_mesh.v1.PingRequest\x1a\x14.zambeze_mesh.v1.Ack\x12@\n\x07PingReq\x12\x1f.zambeze_mesh.v1.PingReqRequest\x1a\x14.zambeze_mesh.v1.Ack\x12I\n\x06Gossip\x12\x1e.zambeze_mesh.v1.GossipRequest\x1a\x1f.zambeze_mesh.v1.GossipResponse\x12\x43\n\x04Sync\x12\x1c.zambeze_mesh.v1.SyncRequest\x1a\x1d.zambeze_mesh.v1.SyncResponse\x12\x46\n\x05Leave\x12\x1d.zambeze_mesh.v1.LeaveRequest\x1a\x1e.zambeze_mesh.v1.LeaveResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n zambeze_mesh/v1/membership.proto\x12\x0fzambeze_mesh.v1\x1a\x1czambeze_mesh/v1/common.proto\"\xc5\x01\n\x0bJoinRequest\x12\x11\n\tca_digest\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63sr_der\x18\x03 \x01(\x0c\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x11\n\tadvertise\x18\x05 \x01(\t\x12\x1b\n\x13\x61\x64mission_advertise\x18\x06 \x01(\t\x12\x14\n\x0ctime_unix_ms\x18\x07 \x01(\x03\x12\r\n\x05proof\x18\x08 \x01(\x0c\x12\x0c\n\x04hops\x18\t \x01(\r\x12\x0f\n\x07vouched\x18\n \x01(\x08\"\x86\x01\n\x0cJoinResponse\x12\x13\n\x0b\x63\x61_cert_der\x18\x01 \x01(\x0c\x12\x10\n\x08\x63\x65rt_der\x18\x02 \x01(\x0c\x12\x0c\n\x04mesh\x18\x03 \x01(\t\x12.\n\x07members\x18\x04 \x03(\x0b\x32\x1d.zambeze_mesh.v1.SignedRecord\x12\x11\n\tsigned_by\x18\x05 \x01(\t\"\xfe\x01\n\x0cMemberUpdate\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".zambeze_mesh.v1.MemberUpdate.Kind\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bincarnation\x18\x03 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x04 \x01(\t\x12-\n\x06signed\x18\x05 \x01(\x0b\x32\x1d.zambeze_mesh.v1.SignedRecord\"\\\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n\nKIND_ALIVE\x10\x01\x12\x10\n\x0cKIND_SUSPECT\x10\x02\x12\r\n\tKIND_DEAD\x10\x03\x12\r\n\tKIND_LEFT\x10\x04\"j\n\x0bPingRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x30\n\tpiggyback\x18\x04 \x03(\x0b\x32\x1d.zambeze_mesh.v1.MemberUpdate\"\x85\x01\n\x0ePingReqRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x16\n\x0etarget_address\x18\x04 \x01(\t\x12\x30\n\tpiggyback\x18\x05 \x03(\x0b\x32\x1d.zambeze_mesh.v1.MemberUpdate\"^\n\x03\x41\x63k\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\t\x12\n\n\x02ok\x18\x03 \x01(\x08\x12\x30\n\tpiggyback\x18\x04 \x03(\x0b\x32\x1d.zambeze_mesh.v1.MemberUpdate\"M\n\rGossipRequest\x12\x0c\n\x04\x66rom\x18\x01 \x01(\t\x12.\n\x07updates\x18\x02 \x03(\x0b\x32\x1d.zambeze_mesh.v1.MemberUpdate\"\x10\n\x0eGossipResponse\"W\n\x0bSyncRequest\x12\x0c\n\x04\x66rom\x18\x01 \x01(\t\x12,\n\x05state\x18\x02 \x03(\x0b\x32\x1d.zambeze_mesh.v1.MemberUpdate\x12\x0c\n\x04join\x18\x03 \x01(\x08\"J\n\x0cSyncResponse\x12,\n\x05state\x18\x01 \x03(\x0b\x32\x1d.zambeze_mesh.v1.MemberUpdate\x12\x0c\n\x04\x66rom\x18\x02 \x01(\t\"=\n\x0cLeaveRequest\x12-\n\x06update\x18\x01 \x01(\x0b\x32\x1d.zambeze_mesh.v1.MemberUpdate\"\x0f\n\rLeaveResponse2\xa7\x03\n\nMembership\x12\x43\n\x04Join\x12\x1c.zambeze_mesh.v1.JoinRequest\x1a\x1d.zambeze_mesh.v1.JoinResponse\x12:\n\x04Ping\x12\x1c.zambeze_mesh.v1.PingRequest\x1a\x14.zambeze_mesh.v1.Ack\x12@\n\x07PingReq\x12\x1f.zambeze_mesh.v1.PingReqRequest\x1a\x14.zambeze_mesh.v1.Ack\x12I\n\x06Gossip\x12\x1e.zambeze_mesh.v1.GossipRequest\x1a\x1f.zambeze_mesh.v1.GossipResponse\x12\x43\n\x04Sync\x12\x1c.zambeze_mesh.v1.SyncRequest\x1a\x1d.zambeze_mesh.v1.SyncResponse\x12\x46\n\x05Leave\x12\x1d.zambeze_mesh.v1.LeaveRequest\x1a\x1e.zambeze_mesh.v1.LeaveResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,31 +33,31 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'zambeze_mesh.v1.membership_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOINREQUEST']._serialized_start=84
-  _globals['_JOINREQUEST']._serialized_end=264
-  _globals['_JOINRESPONSE']._serialized_start=267
-  _globals['_JOINRESPONSE']._serialized_end=401
-  _globals['_MEMBERUPDATE']._serialized_start=404
-  _globals['_MEMBERUPDATE']._serialized_end=658
-  _globals['_MEMBERUPDATE_KIND']._serialized_start=566
-  _globals['_MEMBERUPDATE_KIND']._serialized_end=658
-  _globals['_PINGREQUEST']._serialized_start=660
-  _globals['_PINGREQUEST']._serialized_end=766
-  _globals['_PINGREQREQUEST']._serialized_start=769
-  _globals['_PINGREQREQUEST']._serialized_end=902
-  _globals['_ACK']._serialized_start=904
-  _globals['_ACK']._serialized_end=998
-  _globals['_GOSSIPREQUEST']._serialized_start=1000
-  _globals['_GOSSIPREQUEST']._serialized_end=1077
-  _globals['_GOSSIPRESPONSE']._serialized_start=1079
-  _globals['_GOSSIPRESPONSE']._serialized_end=1095
-  _globals['_SYNCREQUEST']._serialized_start=1097
-  _globals['_SYNCREQUEST']._serialized_end=1184
-  _globals['_SYNCRESPONSE']._serialized_start=1186
-  _globals['_SYNCRESPONSE']._serialized_end=1246
-  _globals['_LEAVEREQUEST']._serialized_start=1248
-  _globals['_LEAVEREQUEST']._serialized_end=1309
-  _globals['_LEAVERESPONSE']._serialized_start=1311
-  _globals['_LEAVERESPONSE']._serialized_end=1326
-  _globals['_MEMBERSHIP']._serialized_start=1329
-  _globals['_MEMBERSHIP']._serialized_end=1752
+  _globals['_JOINREQUEST']._serialized_end=281
+  _globals['_JOINRESPONSE']._serialized_start=284
+  _globals['_JOINRESPONSE']._serialized_end=418
+  _globals['_MEMBERUPDATE']._serialized_start=421
+  _globals['_MEMBERUPDATE']._serialized_end=675
+  _globals['_MEMBERUPDATE_KIND']._serialized_start=583
+  _globals['_MEMBERUPDATE_KIND']._serialized_end=675
+  _globals['_PINGREQUEST']._serialized_start=677
+  _globals['_PINGREQUEST']._serialized_end=783
+  _globals['_PINGREQREQUEST']._serialized_start=786
+  _globals['_PINGREQREQUEST']._serialized_end=919
+  _globals['_ACK']._serialized_start=921
+  _globals['_ACK']._serialized_end=1015
+  _globals['_GOSSIPREQUEST']._serialized_start=1017
+  _globals['_GOSSIPREQUEST']._serialized_end=1094
+  _globals['_GOSSIPRESPONSE']._serialized_start=1096
+  _globals['_GOSSIPRESPONSE']._serialized_end=1112
+  _globals['_SYNCREQUEST']._serialized_start=1114
+  _globals['_SYNCREQUEST']._serialized_end=1201
+  _globals['_SYNCRESPONSE']._serialized_start=1203
+  _globals['_SYNCRESPONSE']._serialized_end=1277
+  _globals['_LEAVEREQUEST']._serialized_start=1279
+  _globals['_LEAVEREQUEST']._serialized_end=1340
+  _globals['_LEAVERESPONSE']._serialized_start=1342
+  _globals['_LEAVERESPONSE']._serialized_end=1357
+  _globals['_MEMBERSHIP']._serialized_start=1360
+  _globals['_MEMBERSHIP']._serialized_end=1783
 # @@protoc_insertion_point(module_scope)

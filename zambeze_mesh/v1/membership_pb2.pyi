@@ -33,6 +33,7 @@ class JoinRequest(_message.Message):
     TIME_UNIX_MS_FIELD_NUMBER: _builtins.int
     PROOF_FIELD_NUMBER: _builtins.int
     HOPS_FIELD_NUMBER: _builtins.int
+    VOUCHED_FIELD_NUMBER: _builtins.int
     ca_digest: _builtins.str
     """hex sha256 of the CA cert (from the token)"""
     token_id: _builtins.str
@@ -51,6 +52,8 @@ class JoinRequest(_message.Message):
     """HMAC-SHA256(secret, canonical request)"""
     hops: _builtins.int
     """forwarding depth (loops are refused)"""
+    vouched: _builtins.bool
+    """set by a forwarding agent that checked the proof itself"""
     def __init__(
         self,
         *,
@@ -63,10 +66,11 @@ class JoinRequest(_message.Message):
         time_unix_ms: _builtins.int = ...,
         proof: _builtins.bytes = ...,
         hops: _builtins.int = ...,
+        vouched: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admission_advertise", b"admission_advertise", "advertise", b"advertise", "ca_digest", b"ca_digest", "csr_der", b"csr_der", "hops", b"hops", "name", b"name", "proof", b"proof", "time_unix_ms", b"time_unix_ms", "token_id", b"token_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admission_advertise", b"admission_advertise", "advertise", b"advertise", "ca_digest", b"ca_digest", "csr_der", b"csr_der", "hops", b"hops", "name", b"name", "proof", b"proof", "time_unix_ms", b"time_unix_ms", "token_id", b"token_id", "vouched", b"vouched"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -314,6 +318,7 @@ class SyncResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATE_FIELD_NUMBER: _builtins.int
+    FROM_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def state(self) -> _containers.RepeatedCompositeFieldContainer[Global___MemberUpdate]:
         """the callee's full view"""
@@ -325,7 +330,7 @@ class SyncResponse(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

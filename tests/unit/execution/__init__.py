@@ -1,0 +1,1 @@
+"""Tests of zambeze_mesh.execution."""

@@ -1,0 +1,182 @@
+"""Admission of new agents (server side of ``Membership.Join``).
+
+Two calls. The first carries only the CA digest from the token and returns the CA
+certificate, so the joiner can pin it before it proves anything. The second carries a
+CSR and an HMAC proof keyed by the token secret (the secret never travels). The agent
+that receives it checks the proof against its own tokens; if it holds the CA key it
+signs the CSR, otherwise it forwards the vouched request over mTLS to a CA holder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+
+from zambeze_mesh.agent.bootstrap import hosts_for
+from zambeze_mesh.agent.config import split_hostport
+from zambeze_mesh.agent.logs import log_event
+from zambeze_mesh.errors import (
+    AlreadyExists,
+    InvalidInput,
+    NotPermitted,
+    Unauthenticated,
+    Unavailable,
+    from_rpc_error,
+)
+from zambeze_mesh.security import tokens as tokmod
+from zambeze_mesh.security.authz import Caller
+from zambeze_mesh.security.identity import Identity, validate_name
+from zambeze_mesh.store import identity as idstore
+from zambeze_mesh.store import tokens as tokstore
+from zambeze_mesh.v1 import common_pb2, membership_pb2, membership_pb2_grpc
+
+if TYPE_CHECKING:
+    from zambeze_mesh.agent.agent import Agent
+
+log = logging.getLogger("zambeze_mesh.admission")
+
+MAX_CSR_BYTES = 4096
+MAX_HOPS = 3
+FORWARD_TIMEOUT_S = 10.0
+
+
+def _validate(req: membership_pb2.JoinRequest) -> None:
+    validate_name(req.name, "agent name")
+    if not req.csr_der or len(req.csr_der) > MAX_CSR_BYTES:
+        raise InvalidInput(f"join request needs a CSR of at most {MAX_CSR_BYTES} bytes")
+    if len(req.proof) != 32:
+        raise InvalidInput("join request needs a 32-byte proof")
+    for addr in (req.advertise, req.admission_advertise):
+        if addr:
+            split_hostport(addr)
+    if not req.advertise:
+        raise InvalidInput("join request needs the joiner's advertised address")
+    tokmod.validate_token_id(req.token_id)
+    if req.hops > MAX_HOPS:
+        raise InvalidInput("join request was forwarded too many times")
+
+
+class Admission:
+    """Answers join requests for one agent."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    async def join(
+        self, req: membership_pb2.JoinRequest, caller: Caller
+    ) -> membership_pb2.JoinResponse:
+        """Handle one Join call (pinning call or admission call)."""
+        ca = self.agent.ca
+        assert ca is not None
+        if not req.csr_der:
+            log_event(log, "join.pin", name=req.name)
+            return membership_pb2.JoinResponse(ca_cert_der=ca.cert_der, mesh=self.agent.mesh)
+        _validate(req)
+        if req.ca_digest != ca.digest:
+            raise Unauthenticated("join request is for another mesh CA")
+        forwarded = req.hops > 0
+        if forwarded and (caller.identity is None or not caller.identity.is_agent):
+            raise NotPermitted("only agents may forward join requests")
+        # The token is checked by the first agent that knows it: the seed if the token
+        # was created there, else the CA holder the request is forwarded to.
+        vouched = forwarded and req.vouched
+        known = tokstore.get_token(self.agent.require_store(), req.token_id) is not None
+        if not vouched and (known or ca.can_sign):
+            self._check_token(req)
+            vouched = True
+        self._check_name_free(req.name)
+        if ca.can_sign:
+            cert_der = ca.sign_csr(
+                req.csr_der,
+                Identity.agent(self.agent.mesh, req.name),
+                hosts_for(req.advertise, *(a for a in [req.admission_advertise] if a)),
+            )
+            signer = self.agent.name
+        else:
+            resp = await self._forward(req, vouched)
+            cert_der, signer = resp.cert_der, resp.signed_by
+        if known:
+            tokstore.count_use(self.agent.require_store(), req.token_id)
+        await self._record_member(req)
+        log_event(
+            log,
+            "join.accepted",
+            name=req.name,
+            address=req.advertise,
+            signed_by=signer,
+            forwarded=forwarded,
+        )
+        return membership_pb2.JoinResponse(
+            ca_cert_der=ca.cert_der,
+            cert_der=cert_der,
+            mesh=self.agent.mesh,
+            members=self._member_records(),
+            signed_by=signer,
+        )
+
+    def _check_token(self, req: membership_pb2.JoinRequest) -> None:
+        row = tokstore.get_token(self.agent.require_store(), req.token_id)
+        if row is None:
+            log_event(log, "join.refused", level=logging.WARNING, reason="unknown token")
+            raise Unauthenticated("unknown join token (create one with `zmesh token create`)")
+        try:
+            tokmod.verify_join_proof(
+                tokstore.token_record(row),
+                req.proof,
+                tokmod.JoinFields.from_request(req),
+                int(time.time() * 1000),
+            )
+        except Unauthenticated as exc:
+            log_event(log, "join.refused", level=logging.WARNING, reason=str(exc))
+            raise
+
+    def _check_name_free(self, name: str) -> None:
+        if name == self.agent.name:
+            raise AlreadyExists(f"agent name {name!r} is taken by the admitting agent")
+        gossip = self.agent.gossip
+        if gossip is None:
+            return
+        for m in gossip.members():
+            if m.name == name and m.status in ("alive", "suspect"):
+                raise AlreadyExists(f"an agent named {name!r} is already an active member")
+
+    async def _forward(
+        self, req: membership_pb2.JoinRequest, vouched: bool
+    ) -> membership_pb2.JoinResponse:
+        store = self.agent.require_store()
+        holders = idstore.ca_holders(store)
+        if not holders:
+            raise Unavailable("this agent cannot sign certificates and knows no agent that can")
+        channels = self.agent.channels
+        assert channels is not None
+        fwd = membership_pb2.JoinRequest()
+        fwd.CopyFrom(req)
+        fwd.hops = req.hops + 1
+        fwd.vouched = vouched
+        last: Exception | None = None
+        for name, address in holders:
+            stub = membership_pb2_grpc.MembershipStub(channels.get(address))
+            try:
+                resp: membership_pb2.JoinResponse = await stub.Join(fwd, timeout=FORWARD_TIMEOUT_S)
+                return resp
+            except grpc.RpcError as exc:
+                err = from_rpc_error(exc)
+                if not isinstance(err, Unavailable):
+                    raise err from None
+                last = err
+                log_event(log, "join.forward_failed", level=logging.WARNING, to=name)
+        raise Unavailable(f"no CA holder reachable to sign the certificate: {last}")
+
+    async def _record_member(self, req: membership_pb2.JoinRequest) -> None:
+        gossip = self.agent.gossip
+        if gossip is not None:
+            await gossip.introduce(req.name, req.advertise)
+
+    def _member_records(self) -> list[common_pb2.SignedRecord]:
+        gossip = self.agent.gossip
+        if gossip is None:
+            return []
+        return gossip.signed_records()

@@ -1,0 +1,237 @@
+"""The composition root: one :class:`Agent` per resource.
+
+It builds the store, identity, TLS credentials, gRPC servers, membership and the
+services on top, starts them in order and stops them in reverse order. Servicers only
+translate protobuf to library calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from zambeze_mesh.agent.config import AgentConfig, join_hostport, split_hostport
+from zambeze_mesh.agent.gossip import Gossip
+from zambeze_mesh.agent.home import Home, HomeLock
+from zambeze_mesh.agent.logs import log_event, setup_logging
+from zambeze_mesh.errors import AlreadyExists, Unavailable
+from zambeze_mesh.security.authz import AuthorizationInterceptor
+from zambeze_mesh.security.ca import MeshCA
+from zambeze_mesh.security.keys import der_to_pem, key_from_pem
+from zambeze_mesh.security.tls import channel_credentials, server_credentials
+from zambeze_mesh.store import Store
+from zambeze_mesh.store import identity as idstore
+from zambeze_mesh.transport.channels import ChannelPool
+from zambeze_mesh.v1 import (
+    campaigns_pb2,
+    campaigns_pb2_grpc,
+    data_pb2,
+    data_pb2_grpc,
+    membership_pb2,
+    membership_pb2_grpc,
+    scheduling_pb2,
+    scheduling_pb2_grpc,
+)
+
+log = logging.getLogger("zambeze_mesh.agent")
+
+SERVICE_NAMES = (
+    campaigns_pb2.DESCRIPTOR.services_by_name["Campaigns"].full_name,
+    membership_pb2.DESCRIPTOR.services_by_name["Membership"].full_name,
+    scheduling_pb2.DESCRIPTOR.services_by_name["Scheduling"].full_name,
+    data_pb2.DESCRIPTOR.services_by_name["Data"].full_name,
+)
+
+
+class Agent:
+    """One mesh agent: the gRPC servers and every service behind them.
+
+    Life cycle: ``await start()`` → serving; ``await leave()`` announces a graceful
+    departure; ``await shutdown()`` flips health to NOT_SERVING, stops accepting calls,
+    lets running ones finish within a grace period, then releases everything.
+    """
+
+    def __init__(self, home: Home, *, log_to_file: bool = True) -> None:
+        self.home = home
+        home.require()
+        self.config = AgentConfig.load(home.config)
+        self._log_to_file = log_to_file
+        self._log_handler: logging.Handler | None = None
+        self._lock = HomeLock(home)
+        self.store: Store | None = None
+        self.server: grpc.aio.Server | None = None
+        self.health = health.aio.HealthServicer()
+        self.address = self.config.advertise
+        self.admission_address = self.config.admission_advertise
+        self._stopped = asyncio.Event()
+        self._started = False
+        self.channels: ChannelPool | None = None
+        self.ca: MeshCA | None = None
+        self.identity: idstore.StoredIdentity | None = None
+        self.gossip: Gossip | None = None
+
+    @property
+    def name(self) -> str:
+        """This agent's name."""
+        return self.config.name
+
+    @property
+    def mesh(self) -> str:
+        """The mesh this agent belongs to."""
+        return self.config.mesh
+
+    async def start(self) -> None:
+        """Take the home lock, open the store, bind every listener and start serving."""
+        self._lock.acquire()
+        try:
+            await self._start()
+        except BaseException:
+            await self._teardown(grace=0)
+            raise
+        self._started = True
+
+    async def _start(self) -> None:
+        if self._log_to_file:
+            self._log_handler = setup_logging(self.name, self.home.log, self.config.log_level)
+        self.store = Store(self.home.db)
+        self.identity = idstore.load_identity(self.store)
+        ident = self.identity
+        self.ca = MeshCA.from_pem(der_to_pem(ident.ca_cert_der), ident.ca_key_pem)
+        key_pem = ident.key_pem
+        cert_pem = der_to_pem(ident.cert_der)
+        key_from_pem(key_pem)  # fail early on a damaged key
+        self.channels = ChannelPool(
+            channel_credentials(key_pem, cert_pem, self.ca.cert_pem), self.config.max_message_bytes
+        )
+        limit = self.config.max_message_bytes
+        self.server = grpc.aio.server(
+            interceptors=[AuthorizationInterceptor(self.mesh, self.ca.cert)],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ],
+        )
+        self._add_services(self.server)
+        creds = server_credentials(key_pem, cert_pem, self.ca.cert_pem)
+        self.address = self._bind(
+            lambda a: self.server.add_secure_port(a, creds),
+            self.config.listen,
+            self.config.advertise,
+        )
+        self.admission_address = self._bind(
+            self.server.add_insecure_port,
+            self.config.admission_listen,
+            self.config.admission_advertise,
+        )
+        sock = self.home.socket
+        if sock.exists():
+            sock.unlink()
+        old_umask = os.umask(0o177)
+        try:
+            self.server.add_insecure_port(f"unix:{sock}")
+            await self.server.start()
+        finally:
+            os.umask(old_umask)
+        os.chmod(sock, 0o600)
+        await self._start_services()
+        for service in (*SERVICE_NAMES, ""):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self.home.ports.write_text(f"{self.address}\n{self.admission_address}\n")
+        log_event(
+            log,
+            "agent.started",
+            address=self.address,
+            admission=self.admission_address,
+            pid=os.getpid(),
+        )
+
+    def _bind(self, add: object, listen: str, advertise: str) -> str:
+        """Bind ``listen``; return the advertised address with the real port filled in."""
+        try:
+            port = add(listen)  # type: ignore[operator]
+        except RuntimeError as exc:
+            raise AlreadyExists(f"cannot listen on {listen}: address in use ({exc})") from None
+        if port == 0:
+            raise AlreadyExists(f"cannot listen on {listen}: address in use or not available")
+        host, adv_port = split_hostport(advertise)
+        return join_hostport(host, port if adv_port == 0 else adv_port)
+
+    def _add_services(self, server: grpc.aio.Server) -> None:
+        from zambeze_mesh.agent.servicers.campaigns import CampaignsServicer
+        from zambeze_mesh.agent.servicers.data import DataServicer
+        from zambeze_mesh.agent.servicers.membership import MembershipServicer
+        from zambeze_mesh.agent.servicers.scheduling import SchedulingServicer
+
+        membership_pb2_grpc.add_MembershipServicer_to_server(MembershipServicer(self), server)
+        campaigns_pb2_grpc.add_CampaignsServicer_to_server(CampaignsServicer(self), server)
+        scheduling_pb2_grpc.add_SchedulingServicer_to_server(SchedulingServicer(self), server)
+        data_pb2_grpc.add_DataServicer_to_server(DataServicer(self), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+
+    async def _start_services(self) -> None:
+        """Start membership and the services above it (in dependency order)."""
+        assert self.store is not None and self.identity is not None and self.ca is not None
+        self.gossip = Gossip(self)
+        await self.gossip.start()
+
+    async def serve_forever(self) -> None:
+        """Block until :meth:`shutdown` is called (e.g. from a signal handler)."""
+        await self._stopped.wait()
+
+    async def leave(self) -> None:
+        """Announce a graceful departure to the mesh (members mark this agent ``left``)."""
+        if self.gossip is not None:
+            await self.gossip.leave()
+        log_event(log, "agent.left")
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """Stop serving: health NOT_SERVING first, then a graceful gRPC stop."""
+        if not self._started:
+            return
+        self._started = False
+        await self.health.enter_graceful_shutdown()
+        await self._teardown(grace)
+        log_event(log, "agent.stopped")
+        self._stopped.set()
+
+    async def _teardown(self, grace: float) -> None:
+        if self.gossip is not None:
+            await self.gossip.stop()
+        if self.server is not None:
+            await self.server.stop(grace)
+        if self.channels is not None:
+            await self.channels.close()
+        if self.store is not None:
+            self.store.close()
+        try:
+            self.home.socket.unlink()
+        except FileNotFoundError:
+            pass
+        if self._log_handler is not None:
+            logging.getLogger("zambeze_mesh").removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
+        self._lock.release()
+
+    @property
+    def data_dir(self) -> Path:
+        """The agent's data directory (``@agentdir``)."""
+        return (self.home.root / self.config.data_dir).absolute()
+
+    def require_store(self) -> Store:
+        """The open store (raises when the agent is not running)."""
+        if self.store is None:
+            raise Unavailable("agent is not running")
+        return self.store

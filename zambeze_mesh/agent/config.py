@@ -1,0 +1,146 @@
+"""Agent configuration: ``config.toml`` in the agent home, read with :mod:`tomllib`.
+
+The file is small and flat. Unknown keys are refused so that typos do not pass silently.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from zambeze_mesh.errors import InvalidInput
+
+DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6) and validate the port."""
+    if not value or ":" not in value:
+        raise InvalidInput(f"expected HOST:PORT, got {value!r}")
+    host, _, port_s = value.rpartition(":")
+    host = host.strip("[]")
+    if not host:
+        raise InvalidInput(f"expected HOST:PORT, got {value!r}")
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise InvalidInput(f"port in {value!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise InvalidInput(f"port in {value!r} is out of range")
+    return host, port
+
+
+def join_hostport(host: str, port: int) -> str:
+    """Inverse of :func:`split_hostport`."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def admission_for(address: str) -> str:
+    """The default admission address of an agent listening on ``address``: port + 1."""
+    host, port = split_hostport(address)
+    if port == 0:
+        return join_hostport(host, 0)
+    return join_hostport(host, port + 1)
+
+
+@dataclass
+class AgentConfig:
+    """Everything an agent reads from ``config.toml``."""
+
+    name: str
+    mesh: str
+    listen: str
+    advertise: str = ""
+    admission_listen: str = ""
+    admission_advertise: str = ""
+    data_dir: str = "data"
+    slots: int = 2
+    labels: dict[str, str] = field(default_factory=dict)
+    exported_roots: list[str] = field(default_factory=list)
+    transfer_methods: list[str] = field(default_factory=lambda: ["grpc-stream"])
+    accept_functions: bool = True
+    plugins: list[str] = field(default_factory=list)
+    disabled_plugins: list[str] = field(default_factory=list)
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE
+    membership: str = "local"
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        split_hostport(self.listen)
+        if not self.advertise:
+            self.advertise = self.listen
+        if not self.admission_listen:
+            self.admission_listen = admission_for(self.listen)
+        if not self.admission_advertise:
+            self.admission_advertise = admission_for(self.advertise)
+        for value in (self.advertise, self.admission_listen, self.admission_advertise):
+            split_hostport(value)
+        if self.slots < 1 or self.slots > 4096:
+            raise InvalidInput(f"slots must be between 1 and 4096, got {self.slots}")
+        if self.membership not in ("local", "lan", "wan"):
+            raise InvalidInput(f"membership must be local, lan or wan, got {self.membership!r}")
+        if not 1024 <= self.max_message_bytes <= 256 * 1024 * 1024:
+            raise InvalidInput("max_message_bytes must be between 1 KiB and 256 MiB")
+
+    @classmethod
+    def load(cls, path: Path) -> AgentConfig:
+        """Read and validate a config file."""
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise InvalidInput(f"no config at {path}: run `zmesh init` or `zmesh join`") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInput(f"{path}: {exc}") from None
+        return cls.from_dict(raw)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> AgentConfig:
+        """Build from a parsed TOML table, refusing unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise InvalidInput(f"unknown config keys: {', '.join(unknown)}")
+        try:
+            return cls(**raw)
+        except TypeError as exc:
+            raise InvalidInput(f"bad config: {exc}") from None
+
+    def save(self, path: Path) -> None:
+        """Write the config as TOML (atomically)."""
+        lines = []
+        tables = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, dict):
+                tables.append((f.name, value))
+            else:
+                lines.append(f"{f.name} = {_toml_value(value)}")
+        for name, table in tables:
+            lines.append("")
+            lines.append(f"[{name}]")
+            for k, v in sorted(table.items()):
+                lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(path)
+
+
+def _toml_key(key: str) -> str:
+    if key.replace("_", "").replace("-", "").isalnum():
+        return key
+    return _toml_value(key)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")

@@ -1,0 +1,254 @@
+"""Membership inside the agent: SWIM over gRPC with signed, verified agent records.
+
+This is the edge around :class:`~zambeze_mesh.membership.swim.Swim`: it signs this
+agent's record with the agent's own key, verifies every record that arrives against the
+mesh CA (forged, tampered or stale ones are dropped and logged), persists the view and
+incarnation, and answers the Membership RPCs.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from zambeze_mesh.agent.capabilities import build_capabilities
+from zambeze_mesh.agent.logs import log_event
+from zambeze_mesh.errors import ZmeshError
+from zambeze_mesh.membership.config import Config
+from zambeze_mesh.membership.events import MemberEvent, MemberState
+from zambeze_mesh.membership.messages import ALIVE, LEFT, Update
+from zambeze_mesh.membership.runner import SwimRunner
+from zambeze_mesh.membership.swim import Swim
+from zambeze_mesh.security.keys import key_from_pem
+from zambeze_mesh.security.records import sign_record, verify_record
+from zambeze_mesh.store import identity as idstore
+from zambeze_mesh.store import members as memstore
+from zambeze_mesh.transport.grpc_transport import GrpcTransport
+from zambeze_mesh.v1 import common_pb2
+
+if TYPE_CHECKING:
+    from zambeze_mesh.agent.agent import Agent
+
+log = logging.getLogger("zambeze_mesh.gossip")
+
+PRESETS: dict[str, Callable[[], Config]] = {
+    "local": Config.local,
+    "lan": Config.lan,
+    "wan": Config.wan,
+}
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """A member as the rest of the agent sees it: liveness plus its verified record."""
+
+    name: str
+    address: str
+    status: str
+    incarnation: int
+    record: common_pb2.AgentRecord | None
+    signed: common_pb2.SignedRecord | None
+
+
+class Gossip:
+    """Runs this agent's membership; the only owner of the SWIM state machine."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        ident = agent.identity
+        assert ident is not None and agent.ca is not None and agent.channels is not None
+        self._key = key_from_pem(ident.key_pem)
+        self._cert_der = ident.cert_der
+        self._ca_cert = agent.ca.cert
+        self.rejected = 0
+        self._free_slots = agent.config.slots
+        self._plugins: list[str] = []
+        self._scheduler = ""
+        self._partitions: list[str] = []
+        self._records: dict[str, common_pb2.AgentRecord] = {}
+        self.transport = GrpcTransport(agent.channels, agent.address)
+        store = agent.require_store()
+        # A restarted agent resumes above every incarnation it ever used.
+        start_inc = idstore.bump_incarnation(store, ident.incarnation + 1)
+        self.config = PRESETS[agent.config.membership]()
+        self.swim = Swim(
+            agent.name,
+            agent.address,
+            self.config,
+            random.Random(),
+            self._make_record,
+            accept=self._accept,
+            incarnation=start_inc,
+            make_left_record=self._make_left_record,
+        )
+        self.runner = SwimRunner(self.swim, self.transport)
+        self.runner.add_listener(self._on_event)
+
+    # ----------------------------------------------------------- records
+    def _record(self, inc: int, status: int) -> common_pb2.SignedRecord:
+        agent = self.agent
+        rec = common_pb2.AgentRecord(
+            name=agent.name,
+            mesh=agent.mesh,
+            address=agent.address,
+            admission_address=agent.admission_address,
+            incarnation=inc,
+            capabilities=build_capabilities(
+                agent.config,
+                plugins=self._plugins,
+                free_slots=self._free_slots,
+                data_dir=agent.data_dir,
+                scheduler=self._scheduler,
+                partitions=self._partitions,
+            ),
+            status=status,  # type: ignore[arg-type]
+            issued_unix_ms=int(time.time() * 1000),
+        )
+        self._records[agent.name] = rec
+        store = agent.store
+        if store is not None:
+            idstore.bump_incarnation(store, inc)
+        return sign_record(self._key, self._cert_der, rec)
+
+    def _make_record(self, inc: int) -> common_pb2.SignedRecord:
+        return self._record(inc, common_pb2.MEMBER_STATUS_ALIVE)
+
+    def _make_left_record(self, inc: int) -> common_pb2.SignedRecord:
+        return self._record(inc, common_pb2.MEMBER_STATUS_LEFT)
+
+    def _accept(self, u: Update) -> bool:
+        """Believe an alive/left update only if its record is genuine and matches it."""
+        signed = u.record
+        try:
+            if not isinstance(signed, common_pb2.SignedRecord):
+                raise ZmeshError("no signed record")
+            rec = verify_record(signed, self._ca_cert, mesh=self.agent.mesh)
+            want = (
+                common_pb2.MEMBER_STATUS_LEFT if u.kind == LEFT else common_pb2.MEMBER_STATUS_ALIVE
+            )
+            if rec.name != u.name:
+                raise ZmeshError(f"record names {rec.name!r}")
+            if rec.address != u.address or rec.incarnation != u.incarnation:
+                raise ZmeshError("update does not match its signed record")
+            if rec.status != want:
+                raise ZmeshError("record status does not match the update")
+        except ZmeshError as exc:
+            self.rejected += 1
+            log_event(
+                log,
+                "gossip.record_rejected",
+                level=logging.WARNING,
+                member=u.name,
+                kind=u.kind,
+                reason=str(exc),
+            )
+            return False
+        self._records[rec.name] = rec
+        return True
+
+    # ----------------------------------------------------------- life cycle
+    async def start(self) -> None:
+        """Join through the members this home remembers and start gossiping."""
+        store = self.agent.require_store()
+        seeds = [
+            (row.name, row.address)
+            for row in memstore.load_members(store)
+            if row.name != self.agent.name and row.status != "left"
+        ]
+        await self.runner.start(seeds)
+        log_event(log, "gossip.started", seeds=[s[0] for s in seeds])
+
+    async def leave(self) -> None:
+        """Gossip our departure (status ``left``), then stop."""
+        await self.runner.leave(drain=max(1.0, 4 * self.config.gossip_interval))
+        self._persist()
+
+    async def stop(self) -> None:
+        """Stop gossiping (idempotent) and persist the last view."""
+        await self.runner.close()
+        self._persist()
+
+    # ----------------------------------------------------------- view
+    def members(self) -> list[MemberInfo]:
+        """Every known member, ourselves included."""
+        return [self._info(m) for m in self.runner.members()]
+
+    def _info(self, m: MemberState) -> MemberInfo:
+        signed = m.record if isinstance(m.record, common_pb2.SignedRecord) else None
+        return MemberInfo(
+            m.name, m.address, m.status, m.incarnation, self._records.get(m.name), signed
+        )
+
+    def alive(self) -> list[MemberInfo]:
+        """Members currently alive (or suspect, still usable)."""
+        return [m for m in self.members() if m.status in (ALIVE, "suspect")]
+
+    def signed_records(self) -> list[common_pb2.SignedRecord]:
+        """Signed records of the members not known to be gone."""
+        return [m.signed for m in self.members() if m.signed is not None and m.status != LEFT]
+
+    def events(self) -> AsyncIterator[MemberEvent]:
+        """Member events from now on."""
+        return self.runner.events()
+
+    def set_load(self, free_slots: int) -> None:
+        """Free slots changed: re-sign the record so gossip carries the new load."""
+        if free_slots != self._free_slots:
+            self._free_slots = free_slots
+            self.runner.update_local()
+
+    def set_capabilities(
+        self, plugins: list[str], scheduler: str = "", partitions: list[str] | None = None
+    ) -> None:
+        """Plugins or scheduler changed: re-sign and gossip."""
+        self._plugins = list(plugins)
+        self._scheduler = scheduler
+        self._partitions = list(partitions or [])
+        self.runner.update_local()
+
+    async def introduce(self, name: str, address: str) -> None:
+        """A new member was admitted here: remember it so we sync with it once it runs."""
+        memstore.upsert_members(
+            self.agent.require_store(),
+            [memstore.MemberRow(name, address, "", 0, "joining", None)],
+        )
+
+    async def on_rpc(self, pb: object) -> object | None:
+        """Answer one Membership RPC (caller already authenticated by the servicer)."""
+        src = f"rpc:{getattr(pb, 'from', '') or 'leave'}"
+        return await self.transport.handle(src, pb)
+
+    # ----------------------------------------------------------- events
+    def _on_event(self, ev: MemberEvent) -> None:
+        m = ev.member
+        log_event(log, f"member.{ev.kind}", member=m.name, incarnation=m.incarnation)
+        if ev.kind in ("alive", "dead", "left", "suspect", "updated"):
+            self._persist_one(m)
+
+    def _persist_one(self, m: MemberState) -> None:
+        store = self.agent.store
+        if store is None or m.name == self.agent.name:
+            return
+        rec = self._records.get(m.name)
+        signed = m.record if isinstance(m.record, common_pb2.SignedRecord) else None
+        memstore.upsert_members(
+            store,
+            [
+                memstore.MemberRow(
+                    m.name,
+                    m.address,
+                    rec.admission_address if rec else "",
+                    m.incarnation,
+                    m.status,
+                    signed.SerializeToString() if signed else None,
+                )
+            ],
+        )
+
+    def _persist(self) -> None:
+        for m in self.runner.members():
+            self._persist_one(m)

@@ -1,0 +1,66 @@
+"""One error map: library exceptions become gRPC statuses with clear messages."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar, cast
+
+import grpc
+
+from zambeze_mesh.errors import ZmeshError
+
+log = logging.getLogger("zambeze_mesh.rpc")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def rpc_errors(func: F) -> F:
+    """Decorate a servicer method: ZmeshError → its status; anything else → INTERNAL, logged."""
+    if inspect.isasyncgenfunction(func):
+
+        @functools.wraps(func)
+        async def stream(
+            self: Any, request: Any, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            try:
+                async for item in func(self, request, context):
+                    yield item
+            except ZmeshError as exc:
+                await context.abort(exc.code, str(exc))
+            except (grpc.aio.AbortError, GeneratorExit):
+                raise
+            except Exception as exc:
+                log.exception("rpc.internal_error", extra={"fields": {"method": func.__name__}})
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+
+        return cast(F, stream)
+
+    @functools.wraps(func)
+    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await func(self, request, context)
+        except ZmeshError as exc:
+            await context.abort(exc.code, str(exc))
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            log.exception("rpc.internal_error", extra={"fields": {"method": func.__name__}})
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+
+    return cast(F, unary)
+
+
+def not_built(service: str, issue: str) -> Callable[..., Any]:
+    """A handler for an RPC of the contract that this version does not serve yet."""
+
+    async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"{service} is part of the zambeze_mesh.v1 contract but not served by this "
+            f"agent version yet ({issue})",
+        )
+
+    return handler

@@ -1,0 +1,80 @@
+"""``Membership`` service: admission (Join) and the SWIM messages, delegated to gossip."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import grpc
+
+from zambeze_mesh.agent.admission import Admission
+from zambeze_mesh.agent.servicers.errors import rpc_errors
+from zambeze_mesh.errors import NotPermitted, Unavailable
+from zambeze_mesh.security.authz import require_caller
+from zambeze_mesh.v1 import membership_pb2, membership_pb2_grpc
+
+if TYPE_CHECKING:
+    from zambeze_mesh.agent.agent import Agent
+    from zambeze_mesh.agent.gossip import Gossip
+
+
+class MembershipServicer(membership_pb2_grpc.MembershipServicer):
+    """Adapter from the Membership RPCs to :class:`Admission` and the gossip layer."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.admission = Admission(agent)
+
+    def _gossip(self, claimed: str) -> Gossip:
+        caller = require_caller()
+        if caller.identity is None or caller.identity.name != claimed:
+            raise NotPermitted(
+                f"message claims to come from {claimed!r} but the caller's certificate says "
+                f"{caller.identity.name if caller.identity else 'nobody'}"
+            )
+        gossip = self.agent.gossip
+        if gossip is None:
+            raise Unavailable("membership is not running yet")
+        return gossip
+
+    @rpc_errors
+    async def Join(
+        self, request: membership_pb2.JoinRequest, context: grpc.aio.ServicerContext
+    ) -> membership_pb2.JoinResponse:
+        return await self.admission.join(request, require_caller())
+
+    @rpc_errors
+    async def Ping(
+        self, request: membership_pb2.PingRequest, context: grpc.aio.ServicerContext
+    ) -> membership_pb2.Ack:
+        gossip = self._gossip(getattr(request, "from"))
+        return await gossip.on_rpc(request)  # type: ignore[return-value]
+
+    @rpc_errors
+    async def PingReq(
+        self, request: membership_pb2.PingReqRequest, context: grpc.aio.ServicerContext
+    ) -> membership_pb2.Ack:
+        gossip = self._gossip(getattr(request, "from"))
+        return await gossip.on_rpc(request)  # type: ignore[return-value]
+
+    @rpc_errors
+    async def Gossip(
+        self, request: membership_pb2.GossipRequest, context: grpc.aio.ServicerContext
+    ) -> membership_pb2.GossipResponse:
+        gossip = self._gossip(getattr(request, "from"))
+        await gossip.on_rpc(request)
+        return membership_pb2.GossipResponse()
+
+    @rpc_errors
+    async def Sync(
+        self, request: membership_pb2.SyncRequest, context: grpc.aio.ServicerContext
+    ) -> membership_pb2.SyncResponse:
+        gossip = self._gossip(getattr(request, "from"))
+        return await gossip.on_rpc(request)  # type: ignore[return-value]
+
+    @rpc_errors
+    async def Leave(
+        self, request: membership_pb2.LeaveRequest, context: grpc.aio.ServicerContext
+    ) -> membership_pb2.LeaveResponse:
+        gossip = self._gossip(request.update.name)
+        await gossip.on_rpc(request)
+        return membership_pb2.LeaveResponse()

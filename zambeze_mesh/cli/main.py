@@ -1,0 +1,256 @@
+"""The ``zmesh`` command: parses arguments, calls the library, prints with rich.
+
+Errors of the library become one line on stderr (``zmesh: error: ...``) and the exit
+code of their class; nothing else is printed on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from zambeze_mesh.agent.home import Home
+from zambeze_mesh.errors import InvalidInput, ZmeshError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _labels(values: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"label {item!r} must look like key=value")
+        out[key] = value
+    return out
+
+
+def _home(args: argparse.Namespace) -> Home:
+    return Home.resolve(args.home)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from zambeze_mesh.agent.bootstrap import init_mesh
+
+    home = _home(args)
+    extra: dict[str, Any] = {}
+    if args.slots:
+        extra["slots"] = args.slots
+    cfg = init_mesh(
+        home,
+        name=args.name,
+        listen=args.listen,
+        advertise=args.advertise or "",
+        mesh=args.mesh,
+        labels=_labels(args.label),
+        **extra,
+    )
+    print(f"created mesh {cfg.mesh!r} with agent {cfg.name!r} in {home.root}")
+    print("next: `zmesh agent start`, then `zmesh token create` for each joining agent")
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from zambeze_mesh.agent.bootstrap import create_token, open_store, parse_ttl
+
+    store = open_store(_home(args))
+    try:
+        print(create_token(store, parse_ttl(args.ttl)))
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from zambeze_mesh.agent.bootstrap import open_store, revoke_token
+
+    store = open_store(_home(args))
+    try:
+        token_id = revoke_token(store, args.token)
+    finally:
+        store.close()
+    print(f"revoked token {token_id}")
+    return 0
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    from zambeze_mesh.agent.join import join_mesh
+
+    seed = args.seed
+    admission = args.seed_admission or ""
+    if args.discover:
+        from zambeze_mesh.membership.discovery import discover_seed
+
+        seed, admission = discover_seed(timeout=args.discover_timeout, interface=args.interface)
+        print(f"discovered seed {seed}")
+    if not seed:
+        raise InvalidInput("give a seed address (HOST:PORT) or --discover")
+    extra: dict[str, Any] = {}
+    if args.slots:
+        extra["slots"] = args.slots
+    result = asyncio.run(
+        join_mesh(
+            _home(args),
+            seed,
+            args.token,
+            name=args.name,
+            listen=args.listen,
+            advertise=args.advertise or "",
+            seed_admission=admission,
+            labels=_labels(args.label),
+            **extra,
+        )
+    )
+    print(
+        f"joined mesh {result.mesh!r} as {result.config.name!r} (certificate signed by "
+        f"{result.signed_by}); start it with `zmesh agent start`"
+    )
+    return 0
+
+
+def cmd_agent_start(args: argparse.Namespace) -> int:
+    from zambeze_mesh.cli import daemon
+
+    home = _home(args)
+    if args.foreground:
+        asyncio.run(daemon.run_foreground(home))
+        return 0
+    pid = daemon.start_background(home)
+    address = home.ports.read_text().split()[0]
+    print(f"agent started (pid {pid}) on {address}")
+    return 0
+
+
+def cmd_agent_stop(args: argparse.Namespace) -> int:
+    from zambeze_mesh.cli import daemon
+
+    pid = daemon.stop(_home(args))
+    print("no agent was running" if pid is None else f"agent (pid {pid}) stopped")
+    return 0
+
+
+def cmd_agent_status(args: argparse.Namespace) -> int:
+    from zambeze_mesh.agent.config import AgentConfig
+
+    home = _home(args)
+    home.require()
+    cfg = AgentConfig.load(home.config)
+    pid = home.running_pid()
+    doc = {
+        "name": cfg.name,
+        "mesh": cfg.mesh,
+        "home": str(home.root),
+        "running": pid is not None,
+        "pid": pid,
+        "address": home.ports.read_text().split()[0] if pid and home.ports.exists() else None,
+    }
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        state = f"running (pid {pid}) on {doc['address']}" if pid else "stopped"
+        print(f"agent {cfg.name} of mesh {cfg.mesh}: {state}")
+    return 0 if pid else 1
+
+
+def cmd_members(args: argparse.Namespace) -> int:
+    from zambeze_mesh.cli.members import show_members
+
+    return show_members(_home(args), as_json=args.json, watch=args.watch)
+
+
+def cmd_cert_issue_client(args: argparse.Namespace) -> int:
+    from zambeze_mesh.agent.bootstrap import issue_client, open_store
+
+    store = open_store(_home(args))
+    try:
+        bundle = issue_client(store, args.name, Path(args.out))
+    finally:
+        store.close()
+    print(f"issued {bundle.identity}")
+    print(f"  key:  {bundle.key}\n  cert: {bundle.cert}\n  ca:   {bundle.ca}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``zmesh`` argument parser."""
+    home_help = "agent home (default: $ZMESH_HOME or ~/.zmesh)"
+    p = argparse.ArgumentParser(
+        prog="zmesh",
+        description="zambeze-mesh: cross-facility workflows on a peer-to-peer agent mesh",
+    )
+    p.add_argument("--home", help=home_help)
+    # Sub-commands accept --home too; SUPPRESS keeps them from resetting the top-level one.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", default=argparse.SUPPRESS, help=home_help)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler: Handler, parent: Any = sub, **kw: Any) -> argparse.ArgumentParser:
+        sp: argparse.ArgumentParser = parent.add_parser(name, parents=[common], **kw)
+        sp.set_defaults(handler=handler)
+        return sp
+
+    def agent_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--name", required=True, help="this agent's name")
+        sp.add_argument("--listen", required=True, help="HOST:PORT of the mTLS listener")
+        sp.add_argument("--advertise", help="HOST:PORT others use (default: --listen)")
+        sp.add_argument("--label", action="append", help="key=value label (repeatable)")
+        sp.add_argument("--slots", type=int, help="activities run at once (default 2)")
+
+    sp = add("init", cmd_init, help="create a new mesh with this agent as its first member")
+    agent_opts(sp)
+    sp.add_argument("--mesh", default="default", help="mesh name (default: default)")
+
+    tok = sub.add_parser("token", help="join tokens").add_subparsers(dest="sub", required=True)
+    sp = add("create", cmd_token_create, tok, help="print a new join token")
+    sp.add_argument("--ttl", default="1h", help="lifetime, e.g. 15m, 1h, 7d (default 1h)")
+    sp = add("revoke", cmd_token_revoke, tok, help="revoke a join token")
+    sp.add_argument("token")
+
+    sp = add("join", cmd_join, help="join an existing mesh through a seed agent")
+    sp.add_argument("seed", nargs="?", default="", help="HOST:PORT of any member")
+    sp.add_argument("--token", required=True)
+    sp.add_argument("--seed-admission", help="seed's admission HOST:PORT (default port+1)")
+    sp.add_argument("--discover", action="store_true", help="find a seed with zeroconf")
+    sp.add_argument("--discover-timeout", type=float, default=5.0)
+    sp.add_argument("--interface", help="interface address for --discover")
+    agent_opts(sp)
+
+    ag = sub.add_parser("agent", help="run the agent").add_subparsers(dest="sub", required=True)
+    sp = add("start", cmd_agent_start, ag, help="start the agent (returns once serving)")
+    sp.add_argument("--foreground", action="store_true", help="run in this process")
+    add("stop", cmd_agent_stop, ag, help="stop the agent gracefully")
+    sp = add("status", cmd_agent_status, ag, help="is the agent running?")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("members", cmd_members, help="the mesh as this agent sees it")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--watch", action="store_true", help="follow changes live")
+
+    cert = sub.add_parser("cert", help="certificates").add_subparsers(dest="sub", required=True)
+    sp = add("issue-client", cmd_cert_issue_client, cert, help="credentials for a client")
+    sp.add_argument("name")
+    sp.add_argument("--out", required=True, help="directory for client.key/.crt and ca.crt")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``zmesh``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+        return code
+    except ZmeshError as exc:
+        print(f"zmesh: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Join tokens persisted in the store (the secret is kept: it keys the join proof)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zambeze_mesh.errors import NotFound
+from zambeze_mesh.security import tokens as tokmod
+from zambeze_mesh.store.db import Store
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """One join token as stored."""
+
+    token_id: str
+    secret: str
+    created_ms: int
+    expires_ms: int
+    revoked: bool
+    uses: int
+
+
+def add_token(store: Store, token_id: str, secret: str, created_ms: int, expires_ms: int) -> None:
+    """Store a new token."""
+    with store.tx() as db:
+        db.execute(
+            "INSERT INTO tokens (token_id, secret, created_ms, expires_ms) VALUES (?, ?, ?, ?)",
+            (token_id, secret, created_ms, expires_ms),
+        )
+
+
+def get_token(store: Store, token_id: str) -> TokenRow | None:
+    """Look a token up by its public id."""
+    rows = store.read("SELECT * FROM tokens WHERE token_id = ?", (token_id,))
+    if not rows:
+        return None
+    r = rows[0]
+    return TokenRow(
+        r["token_id"], r["secret"], r["created_ms"], r["expires_ms"], bool(r["revoked"]), r["uses"]
+    )
+
+
+def revoke_token(store: Store, token_id: str) -> None:
+    """Mark a token revoked; raise NotFound for an unknown one."""
+    with store.tx() as db:
+        cur = db.execute("UPDATE tokens SET revoked = 1 WHERE token_id = ?", (token_id,))
+        if cur.rowcount == 0:
+            raise NotFound(f"no such token {token_id}")
+
+
+def count_use(store: Store, token_id: str) -> None:
+    """Record one successful admission with a token."""
+    with store.tx() as db:
+        db.execute("UPDATE tokens SET uses = uses + 1 WHERE token_id = ?", (token_id,))
+
+
+def token_record(row: TokenRow) -> tokmod.TokenRecord:
+    """The security layer's view of a stored token (for proof verification)."""
+    return tokmod.TokenRecord.from_dict(
+        {
+            "token_id": row.token_id,
+            "secret": row.secret,
+            "created_ms": row.created_ms,
+            "expires_ms": row.expires_ms,
+            "revoked": row.revoked,
+        }
+    )
