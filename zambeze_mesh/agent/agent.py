@@ -159,7 +159,8 @@ class Agent:
         try:
             port = add(listen)  # type: ignore[operator]
         except RuntimeError as exc:
-            raise AlreadyExists(f"cannot listen on {listen}: address in use ({exc})") from None
+            del exc
+            raise AlreadyExists(f"cannot listen on {listen}: address in use") from None
         if port == 0:
             raise AlreadyExists(f"cannot listen on {listen}: address in use or not available")
         host, adv_port = split_hostport(advertise)

@@ -13,6 +13,8 @@ from zambeze_mesh.agent.home import Home
 from zambeze_mesh.errors import AlreadyExists, FailedPrecondition, Unavailable
 
 START_TIMEOUT_S = 30.0
+#: Sent by ``zmesh agent stop --leave``: gossip a graceful departure, then stop.
+LEAVE_SIGNAL = signal.SIGUSR1
 STOP_TIMEOUT_S = 20.0
 
 
@@ -24,10 +26,20 @@ async def run_foreground(home: Home) -> None:
     await agent.start()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
+    leaving = False
+
+    def leave() -> None:
+        nonlocal leaving
+        leaving = True
+        stopping.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    loop.add_signal_handler(LEAVE_SIGNAL, leave)
     print(f"agent {agent.name} serving on {agent.address}", flush=True)
     await stopping.wait()
+    if leaving:
+        await agent.leave()
     await agent.shutdown()
 
 
@@ -82,15 +94,15 @@ def _last_error(path: os.PathLike[str] | str) -> str:
     return lines[-1] if lines else ""
 
 
-def stop(home: Home) -> int | None:
-    """SIGTERM the agent of ``home`` and wait until it has released the home."""
+def stop(home: Home, *, leave: bool = False) -> int | None:
+    """Stop the agent of ``home`` (leaving the mesh first with ``leave``) and wait for it."""
     home.require()
     pid = home.running_pid()
     if pid is None:
         return None
     if pid > 0:
         try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, LEAVE_SIGNAL if leave else signal.SIGTERM)
         except ProcessLookupError:
             return None
     deadline = time.monotonic() + STOP_TIMEOUT_S

@@ -129,7 +129,7 @@ def cmd_agent_start(args: argparse.Namespace) -> int:
 def cmd_agent_stop(args: argparse.Namespace) -> int:
     from zambeze_mesh.cli import daemon
 
-    pid = daemon.stop(_home(args))
+    pid = daemon.stop(_home(args), leave=args.leave)
     print("no agent was running" if pid is None else f"agent (pid {pid}) stopped")
     return 0
 
@@ -223,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     ag = sub.add_parser("agent", help="run the agent").add_subparsers(dest="sub", required=True)
     sp = add("start", cmd_agent_start, ag, help="start the agent (returns once serving)")
     sp.add_argument("--foreground", action="store_true", help="run in this process")
-    add("stop", cmd_agent_stop, ag, help="stop the agent gracefully")
+    sp = add("stop", cmd_agent_stop, ag, help="stop the agent gracefully")
+    sp.add_argument("--leave", action="store_true", help="announce leaving the mesh first")
     sp = add("status", cmd_agent_status, ag, help="is the agent running?")
     sp.add_argument("--json", action="store_true")
 

@@ -25,7 +25,7 @@ class Config:
     suspicion_mult: int = 4
     """Min suspicion timeout = mult * max(1, log10(N)) * probe_interval [SuspicionMult]."""
     suspicion_max_timeout_mult: int = 6
-    """Upper bound of the suspicion timeout, as a multiple of the lower [SuspicionMaxTimeoutMult]."""
+    """Max suspicion timeout as a multiple of the min [SuspicionMaxTimeoutMult]."""
     retransmit_mult: int = 4
     """Each update is sent mult * ceil(log10(N + 1)) times [RetransmitMult]."""
     push_pull_interval: float = 30.0

@@ -20,8 +20,14 @@ from zambeze_mesh.transport.memory import MemoryNetwork
 
 async def _until(cond: Callable[[], bool], timeout: float) -> None:
     async with asyncio.timeout(timeout):
-        while not cond():
+        for _ in range(100_000):
+            if cond():
+                return
             await asyncio.sleep(0.02)
+
+
+def _record_maker(name: str) -> Callable[[int], tuple[str, int]]:
+    return lambda inc: (name, inc)
 
 
 def _statuses(r: SwimRunner) -> dict[str, str]:
@@ -35,7 +41,7 @@ async def test_runner_five_agents_join_detect_and_leave() -> None:
     for i in range(5):
         t = net.transport(f"mem://a{i}")
         assert isinstance(t, Transport)
-        swim = Swim(f"a{i}", t.address, cfg, random.Random(i), lambda inc, i=i: (f"a{i}", inc))
+        swim = Swim(f"a{i}", t.address, cfg, random.Random(i), _record_maker(f"a{i}"))
         runners.append(SwimRunner(swim, t))
     seen: list[MemberEvent] = []
     runners[0].add_listener(seen.append)
