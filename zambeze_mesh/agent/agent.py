@@ -8,6 +8,7 @@ translate protobuf to library calls.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -17,10 +18,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from zambeze_mesh.agent.config import AgentConfig, join_hostport, split_hostport
+from zambeze_mesh.agent.contractor import Contractor
 from zambeze_mesh.agent.gossip import Gossip
 from zambeze_mesh.agent.home import Home, HomeLock
 from zambeze_mesh.agent.logs import log_event, setup_logging
+from zambeze_mesh.agent.monitor import Monitor
+from zambeze_mesh.agent.placement import Placement
 from zambeze_mesh.errors import AlreadyExists, Unavailable
+from zambeze_mesh.execution import PluginRegistry
+from zambeze_mesh.membership.discovery import Advertisement, Advertiser, interface_for
+from zambeze_mesh.membership.events import MemberEvent
 from zambeze_mesh.security.authz import AuthorizationInterceptor
 from zambeze_mesh.security.ca import MeshCA
 from zambeze_mesh.security.keys import der_to_pem, key_from_pem
@@ -75,6 +82,11 @@ class Agent:
         self.ca: MeshCA | None = None
         self.identity: idstore.StoredIdentity | None = None
         self.gossip: Gossip | None = None
+        self.registry: PluginRegistry | None = None
+        self.monitor: Monitor | None = None
+        self.contractor: Contractor | None = None
+        self.placement: Placement | None = None
+        self.advertiser: Advertiser | None = None
 
     @property
     def name(self) -> str:
@@ -184,8 +196,47 @@ class Agent:
     async def _start_services(self) -> None:
         """Start membership and the services above it (in dependency order)."""
         assert self.store is not None and self.identity is not None and self.ca is not None
-        self.gossip = Gossip(self)
+        cfg = self.config
+        self.registry = PluginRegistry.load(
+            extra=cfg.plugins,
+            disabled=cfg.disabled_plugins,
+            options={"python": {"accept_functions": cfg.accept_functions}},
+        )
+        self.gossip = Gossip(self, plugins=self.registry.names())
         await self.gossip.start()
+        self.monitor = Monitor(self)
+        self.contractor = Contractor(self, self.registry)
+        await self.contractor.start()
+        self.placement = Placement(self, self.monitor)
+        await self.monitor.start(self.placement)
+        self.gossip.runner.add_listener(self._on_member_event)
+        if self.config.zeroconf:
+            await self._advertise()
+
+    async def _advertise(self) -> None:
+        """Advertise ``_zmesh._tcp`` on the listening interface (best effort)."""
+        assert self.identity is not None
+        ad = Advertisement(
+            self.name,
+            self.mesh,
+            self.address,
+            self.admission_address,
+            hashlib.sha256(self.identity.ca_cert_der).hexdigest(),
+        )
+        advertiser = Advertiser(ad, interface_for(self.config.listen, self.address))
+        try:
+            await advertiser.start()
+        except Exception as exc:  # discovery is a convenience: never fail the agent
+            log_event(log, "zeroconf.failed", level=logging.WARNING, reason=str(exc))
+            return
+        self.advertiser = advertiser
+
+    def _on_member_event(self, ev: MemberEvent) -> None:
+        if ev.kind in ("dead", "left") and ev.member.name != self.name:
+            if self.placement is not None:
+                self.placement.member_down(ev.member.name)
+            if self.monitor is not None:
+                self.monitor.member_down(ev.member.name)
 
     async def serve_forever(self) -> None:
         """Block until :meth:`shutdown` is called (e.g. from a signal handler)."""
@@ -208,8 +259,20 @@ class Agent:
         self._stopped.set()
 
     async def _teardown(self, grace: float) -> None:
+        if self.advertiser is not None:
+            advertiser, self.advertiser = self.advertiser, None
+            try:
+                await advertiser.close()
+            except Exception as exc:
+                log_event(log, "zeroconf.failed", level=logging.WARNING, reason=str(exc))
+        if self.placement is not None:
+            await self.placement.close()
+        if self.contractor is not None:
+            await self.contractor.close()
         if self.gossip is not None:
             await self.gossip.stop()
+        if self.registry is not None:
+            await self.registry.close()
         if self.server is not None:
             await self.server.stop(grace)
         if self.channels is not None:

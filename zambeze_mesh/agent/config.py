@@ -66,6 +66,7 @@ class AgentConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE
     membership: str = "local"
     log_level: str = "info"
+    zeroconf: bool = True
 
     def __post_init__(self) -> None:
         split_hostport(self.listen)

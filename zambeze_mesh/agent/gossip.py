@@ -57,7 +57,7 @@ class MemberInfo:
 class Gossip:
     """Runs this agent's membership; the only owner of the SWIM state machine."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, plugins: list[str] | None = None) -> None:
         self.agent = agent
         ident = agent.identity
         assert ident is not None and agent.ca is not None and agent.channels is not None
@@ -66,10 +66,11 @@ class Gossip:
         self._ca_cert = agent.ca.cert
         self.rejected = 0
         self._free_slots = agent.config.slots
-        self._plugins: list[str] = []
+        self._plugins: list[str] = list(plugins or [])
         self._scheduler = ""
         self._partitions: list[str] = []
         self._records: dict[str, common_pb2.AgentRecord] = {}
+        self._started = False
         self.transport = GrpcTransport(agent.channels, agent.address)
         store = agent.require_store()
         # A restarted agent resumes above every incarnation it ever used.
@@ -160,6 +161,7 @@ class Gossip:
             if row.name != self.agent.name and row.status != "left"
         ]
         await self.runner.start(seeds)
+        self._started = True
         log_event(log, "gossip.started", seeds=[s[0] for s in seeds])
 
     async def leave(self) -> None:
@@ -197,7 +199,7 @@ class Gossip:
 
     def set_load(self, free_slots: int) -> None:
         """Free slots changed: re-sign the record so gossip carries the new load."""
-        if free_slots != self._free_slots:
+        if free_slots != self._free_slots and self._started:
             self._free_slots = free_slots
             self.runner.update_local()
 
@@ -208,7 +210,8 @@ class Gossip:
         self._plugins = list(plugins)
         self._scheduler = scheduler
         self._partitions = list(partitions or [])
-        self.runner.update_local()
+        if self._started:
+            self.runner.update_local()
 
     async def introduce(self, name: str, address: str) -> None:
         """A new member was admitted here: remember it so we sync with it once it runs."""

@@ -85,8 +85,13 @@ def cmd_join(args: argparse.Namespace) -> int:
     admission = args.seed_admission or ""
     if args.discover:
         from zambeze_mesh.membership.discovery import discover_seed
+        from zambeze_mesh.security.tokens import parse_token
 
-        seed, admission = discover_seed(timeout=args.discover_timeout, interface=args.interface)
+        seed, admission = discover_seed(
+            timeout=args.discover_timeout,
+            interface=args.interface,
+            ca_digest=parse_token(args.token).ca_digest,
+        )
         print(f"discovered seed {seed}")
     if not seed:
         raise InvalidInput("give a seed address (HOST:PORT) or --discover")

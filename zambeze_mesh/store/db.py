@@ -68,8 +68,14 @@ def _m1_foundation(db: sqlite3.Connection) -> None:
     )
 
 
+def _m2_campaigns(db: sqlite3.Connection) -> None:
+    from zambeze_mesh.store.campaigns import m2_campaigns
+
+    m2_campaigns(db)
+
+
 #: Forward-only migrations; index i upgrades schema version i to i+1.
-MIGRATIONS: list[Migration] = [_m1_foundation]
+MIGRATIONS: list[Migration] = [_m1_foundation, _m2_campaigns]
 
 
 class Store:

@@ -1,19 +1,19 @@
-"""``Campaigns`` service: the client API."""
+"""``Campaigns`` service: the client API (thin adapter over :class:`Monitor`)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import grpc
 
-from zambeze_mesh.agent.servicers.errors import not_built, rpc_errors
-from zambeze_mesh.errors import Unavailable
+from zambeze_mesh.agent.servicers.errors import rpc_errors
+from zambeze_mesh.errors import InvalidInput, Unavailable
 from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2
 
 if TYPE_CHECKING:
     from zambeze_mesh.agent.agent import Agent
-
-_WHY = "campaign execution"
+    from zambeze_mesh.agent.monitor import Monitor
 
 STATUS = {
     "alive": common_pb2.MEMBER_STATUS_ALIVE,
@@ -21,6 +21,13 @@ STATUS = {
     "dead": common_pb2.MEMBER_STATUS_DEAD,
     "left": common_pb2.MEMBER_STATUS_LEFT,
 }
+MAX_ID = 64
+
+
+def _cid(value: str) -> str:
+    if not value or len(value) > MAX_ID:
+        raise InvalidInput("campaign_id is required (at most 64 characters)")
+    return value
 
 
 class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
@@ -29,11 +36,44 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
 
-    Submit = not_built("Campaigns.Submit", _WHY)
-    Get = not_built("Campaigns.Get", _WHY)
-    Watch = not_built("Campaigns.Watch", _WHY)
-    Cancel = not_built("Campaigns.Cancel", _WHY)
-    ListCampaigns = not_built("Campaigns.ListCampaigns", _WHY)
+    def _monitor(self) -> Monitor:
+        if self.agent.monitor is None:
+            raise Unavailable("the agent is still starting")
+        return self.agent.monitor
+
+    @rpc_errors
+    async def Submit(
+        self, request: campaigns_pb2.SubmitRequest, context: grpc.aio.ServicerContext
+    ) -> campaigns_pb2.SubmitResponse:
+        cid = self._monitor().submit(request)
+        return campaigns_pb2.SubmitResponse(campaign_id=cid, monitor=self.agent.name)
+
+    @rpc_errors
+    async def Get(
+        self, request: campaigns_pb2.GetCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> campaigns_pb2.CampaignStatus:
+        return self._monitor().status(_cid(request.campaign_id))
+
+    @rpc_errors
+    async def Watch(
+        self, request: campaigns_pb2.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[common_pb2.Event]:
+        monitor = self._monitor()
+        async for ev in monitor.watch(_cid(request.campaign_id), request.after_seq):
+            yield ev
+
+    @rpc_errors
+    async def Cancel(
+        self, request: campaigns_pb2.CancelCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> campaigns_pb2.CampaignStatus:
+        return self._monitor().cancel(_cid(request.campaign_id))
+
+    @rpc_errors
+    async def ListCampaigns(
+        self, request: campaigns_pb2.ListCampaignsRequest, context: grpc.aio.ServicerContext
+    ) -> campaigns_pb2.ListCampaignsResponse:
+        limit = min(request.limit or 100, 1000)
+        return campaigns_pb2.ListCampaignsResponse(campaigns=self._monitor().list(limit))
 
     @rpc_errors
     async def ListMembers(

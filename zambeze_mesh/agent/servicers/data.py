@@ -1,26 +1,142 @@
-"""``Data`` service (offers, streaming fetch, push, stat, list)."""
+"""``Data`` service (offers, streaming fetch, push, stat, list): protobuf ↔ DataService.
+
+Fault injection for tests: a ``fault(index, chunk) -> chunk`` callable, given to the
+servicer or set as ``agent.data_fault``, sees every outgoing ``Chunk`` of ``Fetch``
+(``index`` counts from 0 in each stream). It may return a modified chunk (e.g. with
+corrupted bytes) or raise a :class:`~zambeze_mesh.errors.ZmeshError` to break the
+stream with that status.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
-from zambeze_mesh.agent.servicers.errors import not_built
-from zambeze_mesh.v1 import data_pb2_grpc
+import grpc
+
+from zambeze_mesh.agent.datasvc import DataService, for_agent
+from zambeze_mesh.agent.servicers.errors import rpc_errors
+from zambeze_mesh.data.stream import chunk_messages
+from zambeze_mesh.data.wire import info_to_pb, manifest_to_pb
+from zambeze_mesh.errors import InvalidInput, ResourceExhausted, Unauthenticated
+from zambeze_mesh.security.authz import require_caller
+from zambeze_mesh.v1 import data_pb2, data_pb2_grpc
 
 if TYPE_CHECKING:
     from zambeze_mesh.agent.agent import Agent
 
-_WHY = "data fabric"
+DataFault = Callable[[int, data_pb2.Chunk], data_pb2.Chunk]
+"""Test hook: sees (index in stream, chunk) before a chunk is sent; returns the chunk."""
+
+CHUNK_DIGEST_ALG = "crc32"
+
+
+def _caller_uri() -> str:
+    caller = require_caller()
+    if caller.identity is None:
+        raise Unauthenticated("the Data service needs a caller with a certificate")
+    return caller.identity.uri
 
 
 class DataServicer(data_pb2_grpc.DataServicer):
-    """Agent-to-agent data movement."""
+    """Agent-to-agent data movement; the policy lives in :class:`DataService`."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, fault: DataFault | None = None) -> None:
         self.agent = agent
+        self.fault = fault
 
-    Offer = not_built("Data.Offer", _WHY)
-    Fetch = not_built("Data.Fetch", _WHY)
-    Push = not_built("Data.Push", _WHY)
-    Stat = not_built("Data.Stat", _WHY)
-    List = not_built("Data.List", _WHY)
+    @property
+    def service(self) -> DataService:
+        """The agent's data service (built on first use)."""
+        return for_agent(self.agent)
+
+    def _fault(self) -> DataFault | None:
+        hook: DataFault | None = self.fault or getattr(self.agent, "data_fault", None)
+        return hook
+
+    @rpc_errors
+    async def Offer(
+        self, request: data_pb2.OfferRequest, context: grpc.aio.ServicerContext
+    ) -> data_pb2.OfferResponse:
+        caller = _caller_uri()
+        svc = self.service
+        res = await asyncio.to_thread(svc.offer, caller, request.path, list(request.methods))
+        resp = data_pb2.OfferResponse(
+            info=info_to_pb(res.info),
+            methods=res.methods,
+            chosen=res.chosen,
+            grant=data_pb2.Grant(token=res.token, expires_unix_ms=res.expires_ms),
+            manifest=manifest_to_pb(res.manifest),
+            method_params=res.method_params,
+        )
+        limit = self.agent.config.max_message_bytes
+        if resp.ByteSize() > limit:
+            raise ResourceExhausted(
+                f"{request.path!r}: the manifest of {len(res.manifest)} files does not fit in "
+                f"one message ({limit} bytes); offer a smaller directory"
+            )
+        return resp
+
+    @rpc_errors
+    async def Fetch(
+        self, request: data_pb2.FetchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[data_pb2.Chunk]:
+        caller = _caller_uri()
+        svc = self.service
+        target = await asyncio.to_thread(
+            svc.fetch_target, caller, request.grant.token, request.relpath
+        )
+        if request.offset > target.size:
+            raise InvalidInput(f"offset {request.offset} is past the end ({target.size} bytes)")
+        fault = self._fault()
+        index = 0
+        async for msg in chunk_messages(
+            target.path,
+            request.offset,
+            svc.chunk_size(request.chunk_size),
+            target.sha256,
+            digest_alg=CHUNK_DIGEST_ALG,
+        ):
+            if fault is not None:
+                msg = fault(index, msg)
+            index += 1
+            # Yielding suspends until gRPC has taken the message (flow control applies).
+            yield msg
+
+    @rpc_errors
+    async def Push(
+        self, request_iterator: AsyncIterator[data_pb2.PushChunk], context: grpc.aio.ServicerContext
+    ) -> data_pb2.PushResponse:
+        _caller_uri()
+        it = request_iterator.__aiter__()
+        try:
+            first = await it.__anext__()
+        except StopAsyncIteration:
+            raise InvalidInput("push: empty stream") from None
+
+        async def pieces() -> AsyncIterator[bytes]:
+            yield first.data
+            async for m in it:
+                if m.path or m.size or m.sha256:
+                    raise InvalidInput("push: path, size and sha256 go in the first message only")
+                yield m.data
+
+        info = await self.service.receive_push(first.path, first.size, first.sha256, pieces())
+        return data_pb2.PushResponse(info=info_to_pb(info))
+
+    @rpc_errors
+    async def Stat(
+        self, request: data_pb2.StatRequest, context: grpc.aio.ServicerContext
+    ) -> data_pb2.ObjectInfo:
+        _caller_uri()
+        info = await asyncio.to_thread(self.service.stat, request.path)
+        return info_to_pb(info)
+
+    @rpc_errors
+    async def List(
+        self, request: data_pb2.ListRequest, context: grpc.aio.ServicerContext
+    ) -> data_pb2.ListResponse:
+        _caller_uri()
+        entries, truncated = await asyncio.to_thread(self.service.list, request.path, request.limit)
+        return data_pb2.ListResponse(entries=[info_to_pb(e) for e in entries], truncated=truncated)

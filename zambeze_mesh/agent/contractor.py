@@ -1,0 +1,408 @@
+"""The contractor: bids on tenders, accepts awards, runs activities, reports back.
+
+Events are written to the contractor's own outbox (SQLite) before they are sent and
+deleted only when the monitor acknowledges them, so neither side's restart loses one.
+At most ``slots`` activities run at once; accepted work beyond that waits in a queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+
+from zambeze_mesh.agent.campaign_wire import event, key_of
+from zambeze_mesh.agent.staging import Stager
+from zambeze_mesh.errors import InvalidInput, ZmeshError
+from zambeze_mesh.execution import Outcome, PluginRegistry, RunContext, RunRequest
+from zambeze_mesh.scheduling import (
+    ActivityDef,
+    Bid,
+    TenderKey,
+    activity_from_spec,
+    agent_from_record,
+    estimate_bid,
+)
+from zambeze_mesh.scheduling import states as st
+from zambeze_mesh.store import campaigns as cstore
+from zambeze_mesh.v1 import common_pb2, scheduling_pb2, scheduling_pb2_grpc
+
+if TYPE_CHECKING:
+    from zambeze_mesh.agent.agent import Agent
+
+log = logging.getLogger("zambeze_mesh.contractor")
+
+QUEUE_PER_SLOT = 512
+REPORT_BATCH = 2000
+LOAD_GOSSIP_INTERVAL_S = 1.0
+
+
+@dataclass
+class Job:
+    """One accepted attempt."""
+
+    key: TenderKey
+    monitor: str
+    act: ActivityDef
+    item: scheduling_pb2.AwardItem
+    cancelled: bool = False
+    running: bool = False
+    plugin_name: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+
+class Contractor:
+    """Executes awarded activities on this agent."""
+
+    def __init__(self, agent: Agent, registry: PluginRegistry) -> None:
+        self.agent = agent
+        self.registry = registry
+        self.stager = Stager(agent)
+        self.jobs: dict[TenderKey, Job] = {}
+        self._queue: asyncio.Queue[Job] = asyncio.Queue()
+        self._running = 0
+        self._workers: list[asyncio.Task[None]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._loadtask: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._runtime: dict[str, float] = defaultdict(lambda: 1.0)
+        self._closing = False
+
+    @property
+    def slots(self) -> int:
+        return self.agent.config.slots
+
+    # ------------------------------------------------------------ life cycle
+    async def start(self) -> None:
+        """Report attempts lost by a previous crash, then start workers and the reporter."""
+        store = self.agent.require_store()
+        lost = cstore.contracts_open(store)
+        for cid, act, attempt, monitor, _item in lost:
+            self._emit_sync(
+                monitor,
+                event(
+                    cid,
+                    act,
+                    st.FAILED,
+                    attempt=attempt,
+                    agent=self.agent.name,
+                    message="the contractor restarted and lost this attempt",
+                ),
+            )
+        self._workers = [asyncio.create_task(self._worker()) for _ in range(self.slots)]
+        self._flusher = asyncio.create_task(self._flush_loop())
+        self._loadtask = asyncio.create_task(self._load_loop())
+
+    async def close(self) -> None:
+        """Cancel running work and stop the workers (events stay in the outbox)."""
+        self._closing = True
+        for job in list(self.jobs.values()):
+            if job.running:
+                await self._cancel_job(job)
+        tasks = [*self._workers, self._flusher, self._loadtask]
+        for t in tasks:
+            if t is not None:
+                t.cancel()
+        await asyncio.gather(*(t for t in tasks if t is not None), return_exceptions=True)
+
+    # ------------------------------------------------------------ bidding
+    def _self_info(self) -> object:
+        gossip = self.agent.gossip
+        rec = gossip._records.get(self.agent.name) if gossip is not None else None
+        return agent_from_record(rec, "alive") if rec is not None else None
+
+    def bids(self, req: scheduling_pb2.CallForProposalsRequest) -> list[Bid]:
+        """Answer a call for proposals: one bid or refusal per tender."""
+        me = self._self_info()
+        queued = self._queue.qsize()
+        free = max(0, self.slots - self._running)
+        out = []
+        for t in req.tenders:
+            key = key_of(t)
+            try:
+                act = activity_from_spec(t.spec)
+            except InvalidInput as exc:
+                out.append(Bid.refusal(key, str(exc)))
+                continue
+            if self._full():
+                out.append(Bid.refusal(key, "queue is full"))
+                continue
+            out.append(
+                estimate_bid(
+                    act,
+                    key=key,
+                    agent=me,  # type: ignore[arg-type]
+                    queue_len=queued,
+                    free_slots=free,
+                    slots=self.slots,
+                    avg_runtime_s=self._runtime[act.plugin],
+                )
+            )
+            queued += 1
+        return out
+
+    def _full(self) -> bool:
+        return len(self.jobs) >= self.slots * QUEUE_PER_SLOT
+
+    # ------------------------------------------------------------ awards
+    def award(self, req: scheduling_pb2.AwardRequest) -> list[scheduling_pb2.AwardDecision]:
+        """Accept (and queue) or reject each awarded activity."""
+        decisions = []
+        accepted: list[Job] = []
+        for item in req.items:
+            key = key_of(item.tender)
+            d = scheduling_pb2.AwardDecision(
+                campaign_id=key.campaign_id, activity=key.activity, attempt=key.attempt
+            )
+            if key in self.jobs:
+                d.accepted = True
+            elif self._full() or self._closing:
+                d.reason = "slots gone: queue is full"
+            else:
+                try:
+                    act = activity_from_spec(item.tender.spec)
+                except InvalidInput as exc:
+                    d.reason = str(exc)
+                else:
+                    job = Job(key, req.monitor, act, item)
+                    self.jobs[key] = job
+                    accepted.append(job)
+                    d.accepted = True
+            decisions.append(d)
+        if accepted:
+            with self.agent.require_store().tx() as db:
+                for job in accepted:
+                    cstore.contract_put(
+                        db,
+                        job.key.campaign_id,
+                        job.key.activity,
+                        job.key.attempt,
+                        job.monitor,
+                        job.item.SerializeToString(),
+                        st.AWARDED,
+                    )
+            for job in accepted:
+                self._queue.put_nowait(job)
+        return decisions
+
+    # ------------------------------------------------------------ running
+    async def _worker(self) -> None:
+        while True:
+            job = await self._queue.get()
+            if job.cancelled:
+                continue
+            self._running += 1
+            job.running = True
+            try:
+                outcome = await self._run(job)
+            except asyncio.CancelledError:
+                raise
+            except ZmeshError as exc:
+                outcome = Outcome("FAILED", message=str(exc))
+            except Exception as exc:
+                log.exception("activity crashed the contractor path")
+                outcome = Outcome("FAILED", message=f"{type(exc).__name__}: {exc}")
+            finally:
+                self._running -= 1
+                job.running = False
+            if job.cancelled:
+                outcome = Outcome("CANCELLED", message="cancelled")
+            self._finish(job, outcome)
+
+    async def _run(self, job: Job) -> Outcome:
+        spec = job.item.tender.spec
+        prepared = await self.stager.prepare(job, self._emitter(job))
+        if job.act.kind == "transfer":
+            return await self.stager.transfer(job, prepared, self._emitter(job))
+        plugin = self.registry.for_kind(job.act.kind, job.act.plugin)
+        job.plugin_name = plugin.name
+        req = RunRequest(
+            campaign_id=job.key.campaign_id,
+            activity=job.key.activity,
+            attempt=job.key.attempt,
+            kind=job.act.kind,
+            spec=prepared.spec if prepared.spec is not None else spec,
+            working_dir=prepared.working_dir,
+            output_dir=prepared.output_dir,
+            agent_dir=self.agent.data_dir,
+            env=prepared.env,
+            timeout_s=job.act.timeout_s or None,
+        )
+        started = time.monotonic()
+        outcome = await plugin.run(req, RunContext(emit=self._emitter(job)))
+        elapsed = time.monotonic() - started
+        self._runtime[job.act.plugin] = 0.8 * self._runtime[job.act.plugin] + 0.2 * elapsed
+        outcome.detail.setdefault("output_dir", str(prepared.output_dir))
+        return outcome
+
+    def _emitter(self, job: Job):  # type: ignore[no-untyped-def]
+        async def emit(state: str, message: str = "", detail: dict[str, str] | None = None) -> None:
+            if job.cancelled:
+                return
+            self._emit(job, state, message, detail or {})
+
+        return emit
+
+    def _finish(self, job: Job, outcome: Outcome) -> None:
+        detail = dict(outcome.detail)
+        if outcome.exit_code is not None:
+            detail["exit_code"] = str(outcome.exit_code)
+        if outcome.stderr_tail:
+            detail["stderr_tail"] = outcome.stderr_tail
+        if outcome.stdout_tail:
+            detail["stdout_tail"] = outcome.stdout_tail
+        self._emit(job, outcome.state, outcome.message, detail, outcome.result, final=True)
+        self.jobs.pop(job.key, None)
+
+    def _emit(
+        self,
+        job: Job,
+        state: str,
+        message: str,
+        detail: dict[str, str],
+        result: bytes = b"",
+        *,
+        final: bool = False,
+    ) -> None:
+        ev = event(
+            job.key.campaign_id,
+            job.key.activity,
+            state,
+            attempt=job.key.attempt,
+            agent=self.agent.name,
+            message=message,
+            detail=detail,
+            result=result,
+        )
+        with self.agent.require_store().tx() as db:
+            cstore.outbox_add(db, job.monitor, ev)
+            cstore.contract_put(
+                db,
+                job.key.campaign_id,
+                job.key.activity,
+                job.key.attempt,
+                job.monitor,
+                b"",
+                state,
+            )
+        self._wake.set()
+
+    def _emit_sync(self, monitor: str, ev: common_pb2.Event) -> None:
+        with self.agent.require_store().tx() as db:
+            cstore.outbox_add(db, monitor, ev)
+            cstore.contract_put(
+                db, ev.campaign_id, ev.activity, ev.attempt, monitor, b"", st.FAILED
+            )
+        self._wake.set()
+
+    # ------------------------------------------------------------ cancel
+    async def cancel(self, refs: list[scheduling_pb2.ActivityRef]) -> int:
+        """Stop matching attempts (attempt 0 = any attempt)."""
+        count = 0
+        for ref in refs:
+            for key, job in list(self.jobs.items()):
+                if key.campaign_id != ref.campaign_id or key.activity != ref.activity:
+                    continue
+                if ref.attempt and key.attempt != ref.attempt:
+                    continue
+                await self._cancel_job(job)
+                count += 1
+        return count
+
+    async def _cancel_job(self, job: Job) -> None:
+        job.cancelled = True
+        if job.running and job.plugin_name:
+            plugin = self.registry.loaded.get(job.plugin_name)
+            if plugin is not None:
+                await plugin.cancel(job.key.campaign_id, job.key.activity, job.key.attempt)
+        elif not job.running:
+            self._finish(job, Outcome("CANCELLED", message="cancelled before it started"))
+
+    # ------------------------------------------------------------ reporting
+    async def _flush_loop(self) -> None:
+        backoff = 0.05
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                sent_all = await self._flush_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("report flush failed")
+                sent_all = False
+            if sent_all:
+                backoff = 0.05
+            else:
+                await asyncio.sleep(backoff)
+                backoff = min(2.0, backoff * 2)
+                self._wake.set()
+
+    async def _flush_once(self) -> bool:
+        store = self.agent.require_store()
+        pending = cstore.outbox_pending(store, REPORT_BATCH)
+        if not pending:
+            return True
+        by_monitor: dict[str, list[tuple[int, common_pb2.Event]]] = defaultdict(list)
+        for seq, monitor, ev in pending:
+            by_monitor[monitor].append((seq, ev))
+        ok = True
+        for monitor, items in by_monitor.items():
+            acked = await self._send(monitor, items)
+            cstore.outbox_ack(store, acked)
+            ok = ok and len(acked) == len(items)
+        if len(pending) == REPORT_BATCH:
+            self._wake.set()
+        return ok
+
+    async def _send(self, monitor: str, items: list[tuple[int, common_pb2.Event]]) -> list[int]:
+        if monitor == self.agent.name and self.agent.monitor is not None:
+            self.agent.monitor.report(self.agent.name, [ev for _, ev in items])
+            return [seq for seq, _ in items]
+        address = self._address_of(monitor)
+        if address is None:
+            return []
+        assert self.agent.channels is not None
+        stub = scheduling_pb2_grpc.SchedulingStub(self.agent.channels.get(address))
+        req = scheduling_pb2.ReportStatusRequest(
+            contractor=self.agent.name,
+            events=[scheduling_pb2.ContractorEvent(outbox_seq=s, event=e) for s, e in items],
+        )
+        try:
+            resp = await stub.ReportStatus(req, timeout=10.0)
+        except grpc.RpcError:
+            return []
+        return list(resp.acked)
+
+    def _address_of(self, name: str) -> str | None:
+        gossip = self.agent.gossip
+        if gossip is None:
+            return None
+        for m in gossip.members():
+            if m.name == name and m.status != "left":
+                return m.address
+        return None
+
+    async def _load_loop(self) -> None:
+        """Gossip free slots when they change (at most once per interval)."""
+        while True:
+            await asyncio.sleep(LOAD_GOSSIP_INTERVAL_S)
+            gossip = self.agent.gossip
+            if gossip is not None:
+                gossip.set_load(max(0, self.slots - self._running - self._queue.qsize()))
+
+
+def default_dirs(agent_dir: Path, cid: str, activity: str) -> Path:
+    """The default working dir of an activity: ``@agentdir/work/<campaign>/<activity>``."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in activity)
+    return agent_dir / "work" / cid / safe
+
+
+__all__ = ["Contractor", "Job", "default_dirs", "os"]

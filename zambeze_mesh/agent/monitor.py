@@ -1,0 +1,523 @@
+"""The campaign monitor: the agent that received a campaign drives it to the end.
+
+Every transition is journaled to SQLite (with a gap-free per-campaign sequence number)
+*before* the monitor acts on it; ``Watch`` streams from that journal, so a client can
+resume from any sequence number and a restarted monitor continues from where the
+journal says it was. Placement is delegated to :class:`~.placement.Placement` (contract
+net); contractors report back through :meth:`Monitor.report`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from zambeze_mesh.agent.campaign_wire import event, from_proto, now_ms
+from zambeze_mesh.agent.logs import log_event
+from zambeze_mesh.errors import FailedPrecondition, InvalidInput, NotFound, ResourceExhausted
+from zambeze_mesh.scheduling import (
+    ActivityDef,
+    CampaignDag,
+    TenderKey,
+    activity_from_spec,
+)
+from zambeze_mesh.scheduling import states as st
+from zambeze_mesh.store import campaigns as cstore
+from zambeze_mesh.v1 import campaigns_pb2, common_pb2
+
+if TYPE_CHECKING:
+    from zambeze_mesh.agent.agent import Agent
+    from zambeze_mesh.agent.placement import Placement
+
+log = logging.getLogger("zambeze_mesh.monitor")
+
+MAX_ACTIVITIES = 10_000
+MAX_INFRA_RETRIES = 3
+CAMPAIGN_STATES = {
+    "RUNNING": common_pb2.CAMPAIGN_STATE_RUNNING,
+    "SUCCEEDED": common_pb2.CAMPAIGN_STATE_SUCCEEDED,
+    "FAILED": common_pb2.CAMPAIGN_STATE_FAILED,
+    "CANCELLED": common_pb2.CAMPAIGN_STATE_CANCELLED,
+}
+#: Activity kinds this agent version can execute.
+EXECUTABLE_KINDS = {"shell", "python", "workflow", "transfer"}
+
+
+@dataclass
+class Live:
+    """A campaign being driven by this monitor."""
+
+    id: str
+    name: str
+    dag: CampaignDag
+    acts: dict[str, cstore.ActivityRow]
+    seq: int
+    state: str = "RUNNING"
+    message: str = ""
+    created_ms: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def states(self) -> dict[str, str]:
+        return {n: a.state for n, a in self.acts.items()}
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+class Journal:
+    """Collects transitions and writes them in one transaction before anything acts."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.m = monitor
+        self.events: list[tuple[Live, common_pb2.Event]] = []
+        self.rows: dict[tuple[str, str], tuple[Live, cstore.ActivityRow]] = {}
+        self.finished: list[Live] = []
+
+    def activity(
+        self,
+        live: Live,
+        name: str,
+        state: str,
+        *,
+        message: str = "",
+        detail: dict[str, str] | None = None,
+        result: bytes = b"",
+        agent: str | None = None,
+        attempt: int | None = None,
+    ) -> None:
+        row = live.acts[name]
+        row.state = state
+        if agent is not None:
+            row.agent = agent
+        if attempt is not None:
+            row.attempt = attempt
+        row.message = message
+        if detail:
+            row.detail.update(detail)
+        if result:
+            row.result = result
+        live.seq += 1
+        ev = event(
+            live.id,
+            name,
+            state,
+            attempt=row.attempt,
+            agent=row.agent,
+            message=message,
+            detail=detail,
+            result=result,
+        )
+        ev.seq = live.seq
+        self.events.append((live, ev))
+        self.rows[(live.id, name)] = (live, row)
+
+    def campaign(self, live: Live, state: str, message: str = "") -> None:
+        live.state = state
+        live.message = message
+        live.seq += 1
+        ev = event(live.id, campaign_state=CAMPAIGN_STATES[state], message=message)
+        ev.seq = live.seq
+        self.events.append((live, ev))
+        if state != "RUNNING":
+            self.finished.append(live)
+
+    def commit(self) -> None:
+        if not self.events:
+            return
+        store = self.m.agent.require_store()
+        with store.tx() as db:
+            for _live, ev in self.events:
+                cstore.append_event(db, ev)
+            for live, row in self.rows.values():
+                cstore.save_activity(db, live.id, row)
+            for live in self.finished:
+                cstore.finish_campaign(db, live.id, live.state, live.message, now_ms())
+        touched = {id(live): live for live, _ in self.events}
+        for live in touched.values():
+            live.notify()
+        for live in self.finished:
+            self.m.live.pop(live.id, None)
+            log_event(log, "campaign.finished", campaign=live.id, state=live.state)
+        self.events.clear()
+        self.rows.clear()
+        self.finished.clear()
+
+
+class Monitor:
+    """Monitors the campaigns submitted to this agent."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.live: dict[str, Live] = {}
+        self.placement: Placement | None = None
+
+    # ------------------------------------------------------------ life cycle
+    async def start(self, placement: Placement) -> None:
+        """Resume every campaign the journal says is still running."""
+        self.placement = placement
+        store = self.agent.require_store()
+        for row in cstore.list_campaigns(store, 100_000, state="RUNNING"):
+            acts = {a.name: a for a in cstore.load_activities(store, row.id)}
+            dag = CampaignDag([activity_from_spec(s) for s in row.request.activities])
+            live = Live(row.id, row.name, dag, acts, row.last_seq, created_ms=row.created_ms)
+            self.live[row.id] = live
+            log_event(log, "campaign.resumed", campaign=row.id, seq=row.last_seq)
+        for live in list(self.live.values()):
+            self._resume(live)
+
+    def _resume(self, live: Live) -> None:
+        """After a restart: re-offer what was being negotiated, keep what was placed."""
+        j = Journal(self)
+        stale = []
+        for name, row in live.acts.items():
+            if row.state in (st.READY, st.BIDDING, st.RETRYING):
+                stale.append(TenderKey(live.id, name, row.attempt))
+                j.activity(
+                    live,
+                    name,
+                    st.RETRYING,
+                    message="monitor restarted during placement",
+                    attempt=row.attempt + 1,
+                )
+        j.commit()
+        if self.placement is not None and stale:
+            self.placement.cancel_everywhere(stale)
+        self.advance(live)
+
+    # ------------------------------------------------------------ submit
+    def submit(self, req: campaigns_pb2.SubmitRequest) -> str:
+        """Validate, journal and start a campaign; returns its id."""
+        store = self.agent.require_store()
+        if req.client_request_id:
+            if len(req.client_request_id) > 128:
+                raise InvalidInput("client_request_id is longer than 128 characters")
+            existing = cstore.find_by_request_id(store, req.client_request_id)
+            if existing:
+                return existing
+        if not req.name or len(req.name) > 256:
+            raise InvalidInput("a campaign needs a name of 1 to 256 characters")
+        if not req.activities:
+            raise InvalidInput(f"campaign {req.name!r} has no activities")
+        if len(req.activities) > MAX_ACTIVITIES:
+            raise ResourceExhausted(
+                f"campaign {req.name!r} has {len(req.activities)} activities;"
+                f" the limit is {MAX_ACTIVITIES}"
+            )
+        acts = [activity_from_spec(spec) for spec in req.activities]
+        dag = CampaignDag(acts)
+        self._check_plugins(acts)
+        cid = uuid.uuid4().hex[:16]
+        created = now_ms()
+        live = Live(
+            cid,
+            req.name,
+            dag,
+            {a.name: cstore.ActivityRow(a.name, st.PENDING) for a in acts},
+            0,
+            created_ms=created,
+        )
+        with store.tx() as db:
+            cstore.insert_campaign(db, cid, req, created, [a.name for a in acts])
+        self.live[cid] = live
+        j = Journal(self)
+        j.campaign(live, "RUNNING", f"submitted with {len(acts)} activities")
+        j.commit()
+        log_event(log, "campaign.submitted", campaign=cid, name=req.name, activities=len(acts))
+        self.advance(live)
+        return cid
+
+    def _check_plugins(self, acts: list[ActivityDef]) -> None:
+        gossip = self.agent.gossip
+        offered: set[str] = set()
+        if gossip is not None:
+            for m in gossip.alive():
+                if m.record is not None:
+                    offered.update(m.record.capabilities.plugins)
+                    if m.record.capabilities.transfer_methods:
+                        offered.add("transfer")
+        for a in acts:
+            if a.plugin not in offered:
+                raise FailedPrecondition(
+                    f"activity {a.name!r} needs plugin {a.plugin!r}, which no agent in the"
+                    f" mesh offers (offered: {', '.join(sorted(offered)) or 'none'})"
+                )
+
+    # ------------------------------------------------------------ driving
+    def advance(self, live: Live) -> None:
+        """Offer every activity whose predecessors succeeded; finish when all ended."""
+        if live.state != "RUNNING":
+            return
+        states = live.states()
+        ready = live.dag.ready(states)
+        retrying = [n for n, s in states.items() if s == st.RETRYING]
+        j = Journal(self)
+        for name in ready:
+            j.activity(live, name, st.READY)
+        offer = ready + retrying
+        for name in offer:
+            j.activity(live, name, st.BIDDING)
+        final = live.dag.final_state(live.states())
+        if final != "RUNNING":
+            j.campaign(live, final, self._final_message(live, final))
+        j.commit()
+        if offer and self.placement is not None:
+            self.placement.offer(live, offer)
+
+    def _final_message(self, live: Live, final: str) -> str:
+        if final == "SUCCEEDED":
+            return f"all {len(live.acts)} activities succeeded"
+        failed = [a for a in live.acts.values() if a.state == st.FAILED]
+        if failed:
+            first = failed[0]
+            tail = first.detail.get("stderr_tail", "")
+            msg = f"activity {first.name!r} failed: {first.message}"
+            return msg + (f"\n{tail[-2000:]}" if tail else "")
+        return "cancelled"
+
+    def placed(self, key: TenderKey, agent: str) -> None:
+        """Contract net: an agent accepted the award."""
+        live = self._current(key)
+        if live is None:
+            return
+        j = Journal(self)
+        j.activity(live, key.activity, st.AWARDED, agent=agent)
+        j.commit()
+
+    def placement_failed(self, key: TenderKey, reason: str) -> None:
+        """Contract net: nobody could take the activity."""
+        live = self._current(key)
+        if live is None:
+            return
+        self._fail(live, key.activity, reason, {})
+
+    def _current(self, key: TenderKey) -> Live | None:
+        live = self.live.get(key.campaign_id)
+        if live is None:
+            return None
+        row = live.acts.get(key.activity)
+        if row is None or row.attempt != key.attempt or row.state in st.TERMINAL:
+            return None
+        return live
+
+    def _fail(self, live: Live, name: str, message: str, detail: dict[str, str]) -> None:
+        j = Journal(self)
+        j.activity(live, name, st.FAILED, message=message, detail=detail)
+        for dep in live.dag.on_failure(name, live.states()):
+            j.activity(live, dep, st.SKIPPED, message=f"upstream activity {name!r} failed")
+        j.commit()
+        self.advance(live)
+
+    # ------------------------------------------------------------ reports
+    def report(self, contractor: str, events: list[common_pb2.Event]) -> None:
+        """Events from a contractor (already acknowledged only after this returns)."""
+        j = Journal(self)
+        finished: list[tuple[Live, str, common_pb2.Event]] = []
+        for ev in events:
+            live = self.live.get(ev.campaign_id)
+            if live is None:
+                continue
+            row = live.acts.get(ev.activity)
+            if row is None or row.state in st.TERMINAL:
+                continue
+            if ev.attempt != row.attempt:
+                log_event(
+                    log,
+                    "report.stale_attempt",
+                    campaign=live.id,
+                    activity=ev.activity,
+                    attempt=ev.attempt,
+                    current=row.attempt,
+                )
+                continue
+            try:
+                state = from_proto(ev.state)
+            except InvalidInput:
+                continue
+            if row.state in (st.BIDDING, st.READY) and state not in st.TERMINAL:
+                row.agent = contractor  # adopted after a monitor restart
+            elif row.agent and row.agent != contractor:
+                continue
+            if state in (st.FAILED, st.SUCCEEDED, st.CANCELLED):
+                finished.append((live, state, ev))
+                continue
+            if state == row.state:
+                continue
+            j.activity(
+                live,
+                ev.activity,
+                state,
+                message=ev.message,
+                detail=dict(ev.detail),
+                agent=contractor,
+            )
+        j.commit()
+        for live, state, ev in finished:
+            self._finished(live, contractor, state, ev)
+
+    def _finished(self, live: Live, contractor: str, state: str, ev: common_pb2.Event) -> None:
+        row = live.acts[ev.activity]
+        detail = dict(ev.detail)
+        if state == st.SUCCEEDED:
+            j = Journal(self)
+            j.activity(
+                live,
+                ev.activity,
+                st.SUCCEEDED,
+                message=ev.message,
+                detail=detail,
+                result=ev.result,
+                agent=contractor,
+            )
+            j.commit()
+            self.advance(live)
+            return
+        if state == st.FAILED and row.attempt < self._max_attempt(live, ev.activity, row):
+            j = Journal(self)
+            j.activity(
+                live,
+                ev.activity,
+                st.RETRYING,
+                message=f"attempt {row.attempt} failed: {ev.message}",
+                detail=detail,
+                attempt=row.attempt + 1,
+            )
+            j.commit()
+            self.advance(live)
+            return
+        if state == st.CANCELLED and live.state == "RUNNING":
+            state = st.FAILED
+        self._fail(live, ev.activity, ev.message or f"activity {state.lower()}", detail)
+
+    def _max_attempt(self, live: Live, name: str, row: cstore.ActivityRow) -> int:
+        return live.dag.activity(name).retries + row.infra_retries
+
+    def member_down(self, name: str) -> None:
+        """Gossip says ``name`` is dead or left: re-offer what it was running."""
+        for live in list(self.live.values()):
+            j = Journal(self)
+            lost = []
+            for act, row in live.acts.items():
+                if row.agent == name and row.state in st.PLACED:
+                    lost.append(act)
+            for act in lost:
+                row = live.acts[act]
+                if row.infra_retries >= MAX_INFRA_RETRIES:
+                    j.commit()
+                    self._fail(
+                        live, act, f"contractor {name} was lost {row.infra_retries + 1} times", {}
+                    )
+                    continue
+                row.infra_retries += 1
+                j.activity(
+                    live,
+                    act,
+                    st.RETRYING,
+                    message=f"contractor {name} is gone; re-offering",
+                    attempt=row.attempt + 1,
+                    agent="",
+                )
+            j.commit()
+            if lost:
+                log_event(
+                    log,
+                    "campaign.contractor_lost",
+                    campaign=live.id,
+                    agent=name,
+                    activities=len(lost),
+                )
+                self.advance(live)
+
+    # ------------------------------------------------------------ client API
+    def status(self, cid: str) -> campaigns_pb2.CampaignStatus:
+        """The current state of a campaign."""
+        store = self.agent.require_store()
+        row = cstore.load_campaign(store, cid)
+        if row is None:
+            raise NotFound(f"no campaign {cid!r} on this agent")
+        live = self.live.get(cid)
+        acts = list(live.acts.values()) if live else cstore.load_activities(store, cid)
+        order = {spec.name: i for i, spec in enumerate(row.request.activities)}
+        out = campaigns_pb2.CampaignStatus(
+            campaign_id=cid,
+            name=row.name,
+            state=CAMPAIGN_STATES[live.state if live else row.state],
+            monitor=self.agent.name,
+            last_seq=live.seq if live else row.last_seq,
+            created_unix_ms=row.created_ms,
+            message=live.message if live else row.message,
+        )
+        for a in sorted(acts, key=lambda a: order.get(a.name, 0)):
+            pb = out.activities.add(
+                name=a.name,
+                state=st.to_proto(a.state),
+                attempt=a.attempt,
+                agent=a.agent,
+                message=a.message,
+                result=a.result,
+            )
+            pb.detail.update(a.detail)
+        return out
+
+    def list(self, limit: int) -> list[campaigns_pb2.CampaignStatus]:
+        """Campaigns this agent monitors, newest first."""
+        rows = cstore.list_campaigns(self.agent.require_store(), limit or 100)
+        return [self.status(r.id) for r in rows]
+
+    async def watch(
+        self, cid: str, after: int, follow: bool = True
+    ) -> AsyncIterator[common_pb2.Event]:
+        """Events with seq > ``after``, in order, until the campaign's final event."""
+        store = self.agent.require_store()
+        if cstore.load_campaign(store, cid) is None:
+            raise NotFound(f"no campaign {cid!r} on this agent")
+        last = after
+        while True:
+            live = self.live.get(cid)
+            waiter = live.changed if live is not None else None
+            batch = cstore.events_after(store, cid, last)
+            for ev in batch:
+                last = ev.seq
+                yield ev
+                if not ev.activity and ev.campaign_state not in (
+                    0,
+                    common_pb2.CAMPAIGN_STATE_RUNNING,
+                ):
+                    return
+            if batch:
+                continue
+            if waiter is None:
+                row = cstore.load_campaign(store, cid)
+                if row is None or row.last_seq <= last or not follow:
+                    return
+                continue
+            if not follow:
+                return
+            try:
+                await asyncio.wait_for(waiter.wait(), timeout=5.0)
+            except TimeoutError:
+                pass
+
+    def cancel(self, cid: str) -> campaigns_pb2.CampaignStatus:
+        """Cancel every unfinished activity; running ones are killed on their agents."""
+        live = self.live.get(cid)
+        if live is None:
+            return self.status(cid)
+        j = Journal(self)
+        running = []
+        for name, row in live.acts.items():
+            if row.state in st.TERMINAL:
+                continue
+            if row.state in st.PLACED:
+                running.append((TenderKey(cid, name, row.attempt), row.agent))
+            j.activity(live, name, st.CANCELLED, message="campaign cancelled")
+        j.campaign(live, "CANCELLED", "cancelled by the user")
+        j.commit()
+        if self.placement is not None:
+            self.placement.withdraw(live)
+            self.placement.cancel_on(running)
+        return self.status(cid)

@@ -1,0 +1,231 @@
+"""Placement: drives the pure contract-net machine with real RPCs and timers.
+
+Calls for proposals and awards are batched per agent (one RPC carries every tender for
+that agent), so a burst of small activities costs a handful of RPCs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Coroutine, Iterable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from zambeze_mesh.agent.campaign_wire import bid_from_pb, tender_to_pb
+from zambeze_mesh.agent.logs import log_event
+from zambeze_mesh.scheduling import (
+    AgentDown,
+    Announce,
+    AwardDecisions,
+    Bid,
+    BidsReceived,
+    ContractNet,
+    ContractNetConfig,
+    Deadline,
+    Decision,
+    Effects,
+    Failed,
+    LateAcceptance,
+    Placed,
+    SendAward,
+    SendCFP,
+    Tender,
+    TenderKey,
+    Withdraw,
+    Withdrawn,
+    agent_from_record,
+    candidates,
+    output_refs,
+)
+from zambeze_mesh.scheduling import states as st
+from zambeze_mesh.scheduling.model import OUTPUT_REF_PREFIX
+from zambeze_mesh.v1 import scheduling_pb2, scheduling_pb2_grpc
+
+if TYPE_CHECKING:
+    from zambeze_mesh.agent.agent import Agent
+    from zambeze_mesh.agent.monitor import Live, Monitor
+
+log = logging.getLogger("zambeze_mesh.placement")
+
+RPC_TIMEOUT_S = 10.0
+
+
+class Placement:
+    """Places activities of the monitor's campaigns by contract net."""
+
+    def __init__(self, agent: Agent, monitor: Monitor) -> None:
+        self.agent = agent
+        self.monitor = monitor
+        self.cn = ContractNet(ContractNetConfig.local(), rng=random.Random())
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop = asyncio.get_running_loop()
+
+    # ------------------------------------------------------------ inputs
+    def offer(self, live: Live, names: list[str]) -> None:
+        """Put these activities (in state BIDDING) out to tender."""
+        gossip = self.agent.gossip
+        members = gossip.members() if gossip is not None else []
+        agents = [agent_from_record(m.record, m.status) for m in members if m.record is not None]
+        tenders = []
+        for name in names:
+            act = live.dag.activity(name)
+            fit, excluded = candidates(act, agents)
+            key = TenderKey(live.id, name, live.acts[name].attempt)
+            tenders.append(Tender(key, act, tuple(a.name for a in fit), excluded))
+        self._step(Announce(tenders))
+
+    def member_down(self, name: str) -> None:
+        """An agent is gone: its pending bids and awards count as refusals."""
+        self._step(AgentDown(name))
+
+    def withdraw(self, live: Live) -> None:
+        """Stop negotiating for a cancelled campaign."""
+        keys = [TenderKey(live.id, n, a.attempt) for n, a in live.acts.items()]
+        self._step(Withdraw(keys))
+
+    def _step(self, inp: object) -> None:
+        fx = self.cn.step(self._loop.time(), inp)  # type: ignore[arg-type]
+        self._apply(fx)
+
+    def _apply(self, fx: Effects) -> None:
+        for tid in fx.cancel_timers:
+            handle = self._timers.pop(tid, None)
+            if handle is not None:
+                handle.cancel()
+        for t in fx.timers:
+            delay = max(0.0, t.at - self._loop.time())
+            self._timers[t.timer_id] = self._loop.call_later(delay, self._deadline, t.timer_id)
+        for msg in fx.messages:
+            if isinstance(msg, SendCFP):
+                self._spawn(self._cfp(msg))
+            elif isinstance(msg, SendAward):
+                self._spawn(self._award(msg))
+        for ev in fx.events:
+            if isinstance(ev, Placed):
+                self.monitor.placed(ev.key, ev.agent)
+            elif isinstance(ev, Failed):
+                self.monitor.placement_failed(ev.key, ev.reason)
+            elif isinstance(ev, LateAcceptance):
+                self.cancel_on([(ev.key, ev.agent)])
+            elif isinstance(ev, Withdrawn) and ev.awarded_to:
+                self.cancel_on([(ev.key, ev.awarded_to)])
+
+    def _deadline(self, timer_id: int) -> None:
+        self._timers.pop(timer_id, None)
+        self._step(Deadline(timer_id))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _stub(self, name: str) -> scheduling_pb2_grpc.SchedulingStub | None:
+        gossip = self.agent.gossip
+        assert self.agent.channels is not None
+        if gossip is not None:
+            for m in gossip.members():
+                if m.name == name:
+                    return scheduling_pb2_grpc.SchedulingStub(self.agent.channels.get(m.address))
+        return None
+
+    # ------------------------------------------------------------ RPCs
+    async def _cfp(self, msg: SendCFP) -> None:
+        stub = self._stub(msg.to)
+        req = scheduling_pb2.CallForProposalsRequest(
+            monitor=self.agent.name, tenders=[tender_to_pb(t) for t in msg.tenders]
+        )
+        try:
+            if stub is None:
+                raise ConnectionError("unknown member")
+            resp = await stub.CallForProposals(req, timeout=RPC_TIMEOUT_S)
+            bids = [bid_from_pb(b) for b in resp.bids]
+        except (grpc.RpcError, ConnectionError) as exc:
+            reason = f"unreachable: {exc.details() if isinstance(exc, grpc.RpcError) else exc}"
+            bids = [Bid.refusal(t.key, reason) for t in msg.tenders]
+        self._step(BidsReceived(msg.to, bids))
+
+    async def _award(self, msg: SendAward) -> None:
+        stub = self._stub(msg.to)
+        items = []
+        for t in msg.tenders:
+            item = scheduling_pb2.AwardItem(tender=tender_to_pb(t), monitor=self.agent.name)
+            item.resolved_inputs.update(self._resolve_outputs(t))
+            items.append(item)
+        req = scheduling_pb2.AwardRequest(monitor=self.agent.name, items=items)
+        try:
+            if stub is None:
+                raise ConnectionError("unknown member")
+            resp = await stub.Award(req, timeout=RPC_TIMEOUT_S)
+            decisions = [
+                Decision(TenderKey(d.campaign_id, d.activity, d.attempt), d.accepted, d.reason)
+                for d in resp.decisions
+            ]
+        except (grpc.RpcError, ConnectionError) as exc:
+            reason = f"unreachable: {exc.details() if isinstance(exc, grpc.RpcError) else exc}"
+            decisions = [Decision(t.key, False, reason) for t in msg.tenders]
+        self._step(AwardDecisions(msg.to, decisions))
+
+    def _resolve_outputs(self, t: Tender) -> dict[str, str]:
+        """``@output:<name>`` → ``<agent>://<absolute output dir>`` of the producer."""
+        live = self.monitor.live.get(t.key.campaign_id)
+        out: dict[str, str] = {}
+        if live is None:
+            return out
+        for name in output_refs(t.activity):
+            row = live.acts.get(name)
+            if row is None or row.state != st.SUCCEEDED:
+                continue
+            path = row.detail.get("output_dir", "")
+            if path:
+                out[OUTPUT_REF_PREFIX + name] = f"{row.agent}://{path}"
+        return out
+
+    def cancel_on(self, targets: Iterable[tuple[TenderKey, str]]) -> None:
+        """Ask contractors to stop these attempts."""
+        by_agent: dict[str, list[TenderKey]] = defaultdict(list)
+        for key, agent in targets:
+            if agent:
+                by_agent[agent].append(key)
+        for agent, keys in by_agent.items():
+            self._spawn(self._cancel(agent, keys))
+
+    def cancel_everywhere(self, keys: list[TenderKey]) -> None:
+        """Cancel attempts on every live member (used when the holder is unknown)."""
+        gossip = self.agent.gossip
+        if gossip is None:
+            return
+        self.cancel_on((k, m.name) for m in gossip.alive() for k in keys)
+
+    async def _cancel(self, agent: str, keys: list[TenderKey]) -> None:
+        stub = self._stub(agent)
+        if stub is None:
+            return
+        req = scheduling_pb2.CancelActivitiesRequest(
+            monitor=self.agent.name,
+            activities=[
+                scheduling_pb2.ActivityRef(
+                    campaign_id=k.campaign_id, activity=k.activity, attempt=k.attempt
+                )
+                for k in keys
+            ],
+        )
+        try:
+            await stub.Cancel(req, timeout=RPC_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            log_event(
+                log, "cancel.failed", level=logging.WARNING, agent=agent, reason=exc.details()
+            )
+
+    async def close(self) -> None:
+        """Stop timers and in-flight RPCs."""
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

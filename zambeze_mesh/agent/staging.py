@@ -1,0 +1,183 @@
+"""Preparing an activity on its contractor: directories, escapes, lazy input staging.
+
+Inputs move only now, when the activity starts here: data on this agent is used in
+place; data on another agent is pulled into the working dir over the data fabric,
+with ``STAGING`` events carrying bytes, rate and method.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from zambeze_mesh.data.uris import expand_escapes, parse_uri
+from zambeze_mesh.errors import InvalidInput, NotFound
+from zambeze_mesh.execution import Outcome
+from zambeze_mesh.scheduling.model import OUTPUT_REF_PREFIX
+from zambeze_mesh.v1 import common_pb2
+
+if TYPE_CHECKING:
+    from zambeze_mesh.agent.agent import Agent
+    from zambeze_mesh.agent.contractor import Job
+
+Emit = Callable[[str, str, dict[str, str] | None], Awaitable[None]]
+
+
+@dataclass
+class Prepared:
+    """What the plugin needs: local dirs, environment and the spec with refs resolved."""
+
+    working_dir: Path
+    output_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    inputs: list[Path] = field(default_factory=list)
+    spec: common_pb2.ActivitySpec | None = None
+
+
+class Stager:
+    """Resolves escapes and references and stages inputs for one agent."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def _resolve_ref(self, job: Job, value: str) -> str:
+        """``@output:act[/sub]`` → ``agent://abs/path[/sub]`` using the monitor's resolution."""
+        if not value.startswith(OUTPUT_REF_PREFIX):
+            return value
+        name, _, sub = value[len(OUTPUT_REF_PREFIX) :].partition("/")
+        base = job.item.resolved_inputs.get(OUTPUT_REF_PREFIX + name)
+        if not base:
+            raise NotFound(f"output of activity {name!r} is not known to this contractor")
+        return f"{base}/{sub}" if sub else base
+
+    async def prepare(self, job: Job, emit: Emit) -> Prepared:
+        """Create dirs, stage data_uris and script, substitute output refs in args."""
+        agent_dir = self.agent.data_dir
+        spec = job.item.tender.spec
+        work_text = (
+            spec.working_dir or f"@agentdir/work/{job.key.campaign_id}/{_safe(job.key.activity)}"
+        )
+        working = expand_escapes(work_text, agentdir=agent_dir)
+        if not working.is_absolute():
+            working = agent_dir / working
+        out_text = spec.output_dir or "@workingdir/output"
+        output = expand_escapes(out_text, agentdir=agent_dir, workingdir=working)
+        if not output.is_absolute():
+            output = working / output
+        working.mkdir(parents=True, exist_ok=True)
+        output.mkdir(parents=True, exist_ok=True)
+        prepared = Prepared(working, output)
+        for uri in spec.data_uris:
+            prepared.inputs.append(await self.stage(job, uri, working / "inputs", emit))
+        env = {
+            "ZMESH_WORKING_DIR": str(working),
+            "ZMESH_OUTPUT_DIR": str(output),
+            "ZMESH_AGENT_DIR": str(agent_dir),
+            "ZMESH_CAMPAIGN": job.key.campaign_id,
+            "ZMESH_ACTIVITY": job.key.activity,
+            "ZMESH_ATTEMPT": str(job.key.attempt),
+            "ZMESH_INPUTS": os.pathsep.join(str(p) for p in prepared.inputs),
+        }
+        for i, p in enumerate(prepared.inputs):
+            env[f"ZMESH_INPUT_{i}"] = str(p)
+        script = ""
+        body = spec.WhichOneof("body")
+        if body == "shell":
+            script = spec.shell.script_uri
+        elif body == "python":
+            script = spec.python.script_uri
+        elif body == "workflow":
+            script = spec.workflow.wf_uri
+        if script:
+            env["ZMESH_SCRIPT"] = str(await self.stage(job, script, working, emit))
+        prepared.env = env
+        new = common_pb2.ActivitySpec()
+        new.CopyFrom(spec)
+        if body == "python":
+            del new.python.args[:]
+            new.python.args.extend(self._subst(job, a, prepared) for a in spec.python.args)
+        elif body == "workflow":
+            del new.workflow.args[:]
+            new.workflow.args.extend(self._subst(job, a, prepared) for a in spec.workflow.args)
+        prepared.spec = new
+        return prepared
+
+    def _subst(self, job: Job, arg: str, prepared: Prepared) -> str:
+        """Replace an output reference inside an argument by its staged local path."""
+        if OUTPUT_REF_PREFIX not in arg:
+            return arg
+        head, _, ref = arg.partition(OUTPUT_REF_PREFIX)
+        name, _, sub = ref.partition("/")
+        target = self._resolve_ref(job, OUTPUT_REF_PREFIX + name)
+        local = self._local_path(target)
+        if local is None:
+            local = prepared.working_dir / "inputs" / Path(target.split("://", 1)[1]).name
+        return head + str(local / sub if sub else local)
+
+    def _local_path(self, uri: str) -> Path | None:
+        """The local path of ``uri`` if the data is on this agent, else None."""
+        parsed = parse_uri(uri)
+        if parsed.scheme == "file":
+            return expand_escapes(parsed.path, agentdir=self.agent.data_dir)
+        if parsed.scheme == "agent" and parsed.agent == self.agent.name:
+            p = Path(parsed.path)
+            return p if p.is_absolute() else self.agent.data_dir / p
+        return None
+
+    async def stage(self, job: Job, uri: str, into: Path, emit: Emit) -> Path:
+        """Make ``uri`` available locally; returns the local path."""
+        uri = self._resolve_ref(job, uri)
+        local = self._local_path(uri)
+        if local is not None:
+            if not local.exists():
+                raise NotFound(f"input {uri} does not exist on {self.agent.name}")
+            return local
+        parsed = parse_uri(uri)
+        if parsed.scheme != "agent" or not parsed.agent:
+            raise InvalidInput(f"cannot stage {uri!r}")
+        into.mkdir(parents=True, exist_ok=True)
+        dest = into / (Path(parsed.path).name or "data")
+        from zambeze_mesh.data.client import DataClient
+
+        await emit("STAGING", f"fetching {uri}", {"uri": uri})
+        started = time.monotonic()
+        result = await DataClient(self.agent).fetch(parsed.agent, parsed.path, dest)
+        seconds = max(time.monotonic() - started, 1e-6)
+        await emit(
+            "STAGING",
+            f"staged {uri} ({result.bytes} bytes via {result.method})",
+            {
+                "uri": uri,
+                "bytes": str(result.bytes),
+                "rate_mib_s": f"{result.bytes / seconds / 2**20:.1f}",
+                "method": result.method,
+                "sent_twice": str(result.sent_twice),
+            },
+        )
+        return dest
+
+    async def transfer(self, job: Job, prepared: Prepared, emit: Emit) -> Outcome:
+        """A TransferActivity: this agent (the destination) pulls from the source."""
+        spec = job.item.tender.spec.transfer
+        source = self._resolve_ref(job, spec.source)
+        dest = parse_uri(spec.dest)
+        if dest.scheme != "agent" or dest.agent != self.agent.name:
+            raise InvalidInput(f"transfer destination {spec.dest!r} is not on {self.agent.name}")
+        target = Path(dest.path)
+        if not target.is_absolute():
+            target = self.agent.data_dir / target
+        target.mkdir(parents=True, exist_ok=True)
+        staged = await self.stage(job, source, target, emit)
+        return Outcome(
+            "SUCCEEDED",
+            message=f"transferred {source} to {spec.dest}",
+            detail={"output_dir": str(target), "path": str(staged)},
+        )
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

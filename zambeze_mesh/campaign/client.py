@@ -1,0 +1,268 @@
+"""Client of the ``Campaigns`` gRPC service (the only service the client talks to).
+
+``connect()`` with no target uses the local agent's Unix socket
+``unix:<home>/agent.sock`` (home from the argument, ``$ZMESH_HOME`` or
+``~/.zmesh``); ``connect("host:port", cert=..., key=..., ca=...)`` uses mTLS with
+a client certificate issued by the mesh.
+
+All methods are coroutines that may be awaited from any event loop: the gRPC
+channel lives on the private bridge loop (:mod:`zambeze_mesh.campaign.loop`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from zambeze_mesh.campaign.loop import bridge
+from zambeze_mesh.campaign.wire import CampaignStatus, Event, Members, SubmitResult
+from zambeze_mesh.errors import DataIntegrityError, InvalidInput, Unavailable, from_rpc_error
+from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2
+
+if TYPE_CHECKING:
+    from zambeze_mesh.campaign.activities import Activity
+
+__all__ = ["Client", "connect", "default_client", "set_default_client"]
+
+_MAX_MESSAGE = 64 * 1024 * 1024
+_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_send_message_length", _MAX_MESSAGE),
+    ("grpc.max_receive_message_length", _MAX_MESSAGE),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+
+
+class Client:
+    """A connection to one agent's ``Campaigns`` service.
+
+    Args:
+        target: ``unix:/path/agent.sock`` or ``host:port``.
+        credentials: channel credentials for mTLS (None = insecure, Unix socket only).
+        server_name: expected name in the agent's certificate, if not the target host.
+        watch_retries: how many times in a row ``watch`` re-subscribes after UNAVAILABLE.
+        retry_backoff: first backoff delay in seconds (doubles, capped at 5 s).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        credentials: grpc.ChannelCredentials | None = None,
+        *,
+        server_name: str | None = None,
+        watch_retries: int = 8,
+        retry_backoff: float = 0.1,
+    ) -> None:
+        self.target = target
+        self._credentials = credentials
+        self._options = list(_OPTIONS)
+        if server_name:
+            self._options.append(("grpc.ssl_target_name_override", server_name))
+        self.watch_retries = watch_retries
+        self.retry_backoff = retry_backoff
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: Any = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Client({self.target!r})"
+
+    # -- channel (bridge loop only) ----------------------------------------------
+    def _get_stub(self) -> Any:
+        if self._closed:
+            raise Unavailable(f"the client for {self.target} is closed")
+        if self._stub is None:
+            if self._credentials is None:
+                self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
+            else:
+                self._channel = grpc.aio.secure_channel(
+                    self.target, self._credentials, options=self._options
+                )
+            self._stub = campaigns_pb2_grpc.CampaignsStub(self._channel)
+        return self._stub
+
+    def _error(self, exc: grpc.RpcError) -> Exception:
+        err = from_rpc_error(exc)
+        if isinstance(err, Unavailable):
+            return Unavailable(f"cannot reach the agent at {self.target}: {err}")
+        return err
+
+    async def _call(self, method: str, request: Any) -> Any:
+        async def go() -> Any:
+            try:
+                return await getattr(self._get_stub(), method)(request)
+            except grpc.RpcError as exc:
+                raise self._error(exc) from None
+
+        return await bridge.run_async(go())
+
+    # -- API ----------------------------------------------------------------------
+    async def submit(
+        self,
+        name: str,
+        activities: Sequence[Activity | common_pb2.ActivitySpec],
+        client_request_id: str = "",
+    ) -> SubmitResult:
+        """Submit a campaign; returns its id and monitor. Raises the mapped error on rejection."""
+        specs = [a if isinstance(a, common_pb2.ActivitySpec) else a.to_spec() for a in activities]
+        req = campaigns_pb2.SubmitRequest(
+            name=name, activities=specs, client_request_id=client_request_id
+        )
+        resp = await self._call("Submit", req)
+        return SubmitResult(campaign_id=resp.campaign_id, monitor=resp.monitor)
+
+    async def get(self, campaign_id: str) -> CampaignStatus:
+        """Current state of a campaign and its activities."""
+        resp = await self._call("Get", campaigns_pb2.GetCampaignRequest(campaign_id=campaign_id))
+        return CampaignStatus.from_proto(resp)
+
+    async def cancel(self, campaign_id: str) -> CampaignStatus:
+        """Cancel every unfinished activity of a campaign."""
+        req = campaigns_pb2.CancelCampaignRequest(campaign_id=campaign_id)
+        return CampaignStatus.from_proto(await self._call("Cancel", req))
+
+    async def list_campaigns(self, limit: int = 0) -> list[CampaignStatus]:
+        """Campaigns the agent monitors, newest first (``limit`` 0 = server default)."""
+        resp = await self._call("ListCampaigns", campaigns_pb2.ListCampaignsRequest(limit=limit))
+        return [CampaignStatus.from_proto(c) for c in resp.campaigns]
+
+    async def list_members(self) -> Members:
+        """Mesh members as the connected agent sees them."""
+        return Members.from_proto(
+            await self._call("ListMembers", campaigns_pb2.ListMembersRequest())
+        )
+
+    def watch(
+        self, campaign_id: str, after_seq: int = 0, *, follow: bool = True
+    ) -> AsyncIterator[Event]:
+        """Events with ``seq > after_seq``, in order, until the final campaign event.
+
+        When the stream breaks with UNAVAILABLE, it is resumed from the last seen
+        ``seq`` (up to ``watch_retries`` times in a row, with backoff), so no event is
+        lost or repeated.
+        """
+        return bridge.iterate(self._watch(campaign_id, after_seq, follow))
+
+    async def _watch(
+        self, campaign_id: str, after_seq: int, follow: bool
+    ) -> AsyncGenerator[Event, None]:
+        last = after_seq
+        failures = 0
+        while True:
+            call = self._get_stub().Watch(
+                campaigns_pb2.WatchRequest(campaign_id=campaign_id, after_seq=last, follow=follow)
+            )
+            try:
+                async for pb in call:
+                    if pb.seq <= last:
+                        continue  # already seen (a server replaying after a resume)
+                    if pb.seq != last + 1:
+                        raise DataIntegrityError(
+                            f"event stream of campaign {campaign_id} skipped from seq {last} "
+                            f"to {pb.seq}"
+                        )
+                    last = pb.seq
+                    failures = 0
+                    ev = Event.from_proto(pb)
+                    yield ev
+                    if ev.is_final:
+                        return
+                return
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else None
+                if code != grpc.StatusCode.UNAVAILABLE or failures >= self.watch_retries:
+                    raise self._error(exc) from None
+                failures += 1
+                await asyncio.sleep(min(5.0, self.retry_backoff * 2 ** (failures - 1)))
+            finally:
+                call.cancel()
+
+    async def close(self) -> None:
+        """Close the channel (idempotent)."""
+        self._closed = True
+
+        async def go() -> None:
+            ch, self._channel, self._stub = self._channel, None, None
+            if ch is not None:
+                await ch.close()
+
+        await bridge.run_async(go())
+
+    def close_sync(self) -> None:
+        """Close the channel from synchronous code."""
+        bridge.run(self.close())
+
+
+def _read(path: str | os.PathLike[str], what: str) -> bytes:
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the {what} file {str(path)!r}: {exc.strerror}") from None
+
+
+_default: Client | None = None
+_default_lock = threading.Lock()
+
+
+def connect(
+    target: str | None = None,
+    *,
+    cert: str | os.PathLike[str] | None = None,
+    key: str | os.PathLike[str] | None = None,
+    ca: str | os.PathLike[str] | None = None,
+    home: str | os.PathLike[str] | None = None,
+    server_name: str | None = None,
+    set_default: bool = True,
+) -> Client:
+    """Connect to an agent and make it the default client of new campaigns.
+
+    No ``target``: the local agent's Unix socket in ``home`` (or ``$ZMESH_HOME``,
+    or ``~/.zmesh``). ``"unix:/path"``: that socket. ``"host:port"``: mTLS with the
+    client certificate ``cert``, its key ``key`` and the mesh CA bundle ``ca``
+    (PEM files). Connecting is lazy: errors surface on the first call.
+    """
+    if target is None:
+        from zambeze_mesh.agent.home import Home
+
+        client = Client(f"unix:{Home.resolve(home).socket}")
+    elif target.startswith(("unix:", "unix-abstract:")):
+        client = Client(target)
+    else:
+        if not (cert and key and ca):
+            raise InvalidInput(
+                f"connecting to {target} needs cert=, key= and ca= (PEM files of a client "
+                "certificate issued by the mesh, e.g. with `zmesh cert issue-client`)"
+            )
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=_read(ca, "CA"),
+            private_key=_read(key, "key"),
+            certificate_chain=_read(cert, "certificate"),
+        )
+        client = Client(target, creds, server_name=server_name)
+    if set_default:
+        set_default_client(client)
+    return client
+
+
+def set_default_client(client: Client | None) -> None:
+    """Make ``client`` the one new campaigns use (None: back to the lazy local default)."""
+    global _default
+    with _default_lock:
+        _default = client
+
+
+def default_client() -> Client:
+    """The default client, connecting lazily to the local agent if none was set."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = connect(set_default=False)
+        return _default

@@ -1,0 +1,269 @@
+"""Campaign journal (monitor side) and contractor outbox, in the agent's store.
+
+The monitor writes every state change here *before* acting on it; ``Watch`` streams
+from the ``events`` table. Contractors keep their events in ``outbox`` until the
+monitor acknowledges them, and their accepted work in ``contracts``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+
+from zambeze_mesh.store.db import Store, run_script
+from zambeze_mesh.v1 import campaigns_pb2, common_pb2
+
+
+def m2_campaigns(db: sqlite3.Connection) -> None:
+    """Migration 2: campaigns, activities, events, outbox, contracts."""
+    run_script(
+        db,
+        """
+        CREATE TABLE campaigns (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            state TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            finished_ms INTEGER,
+            message TEXT NOT NULL DEFAULT '',
+            last_seq INTEGER NOT NULL DEFAULT 0,
+            client_request_id TEXT NOT NULL DEFAULT '',
+            request BLOB NOT NULL
+        );
+        CREATE INDEX campaigns_state ON campaigns(state);
+        CREATE TABLE activities (
+            campaign_id TEXT NOT NULL REFERENCES campaigns(id),
+            name TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 0,
+            agent TEXT NOT NULL DEFAULT '',
+            message TEXT NOT NULL DEFAULT '',
+            detail TEXT NOT NULL DEFAULT '{}',
+            result BLOB,
+            infra_retries INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (campaign_id, name)
+        );
+        CREATE TABLE events (
+            campaign_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            event BLOB NOT NULL,
+            PRIMARY KEY (campaign_id, seq)
+        );
+        CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            monitor TEXT NOT NULL,
+            event BLOB NOT NULL
+        );
+        CREATE TABLE contracts (
+            campaign_id TEXT NOT NULL,
+            activity TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            monitor TEXT NOT NULL,
+            item BLOB NOT NULL,
+            state TEXT NOT NULL,
+            PRIMARY KEY (campaign_id, activity, attempt)
+        );
+        """,
+    )
+
+
+@dataclass
+class ActivityRow:
+    """The monitor's current view of one activity."""
+
+    name: str
+    state: str
+    attempt: int = 0
+    agent: str = ""
+    message: str = ""
+    detail: dict[str, str] = field(default_factory=dict)
+    result: bytes = b""
+    infra_retries: int = 0
+
+
+@dataclass
+class CampaignRow:
+    """The monitor's current view of one campaign."""
+
+    id: str
+    name: str
+    state: str
+    created_ms: int
+    message: str
+    last_seq: int
+    request: campaigns_pb2.SubmitRequest
+
+
+def insert_campaign(
+    db: sqlite3.Connection,
+    cid: str,
+    req: campaigns_pb2.SubmitRequest,
+    created_ms: int,
+    names: list[str],
+) -> None:
+    """Create a campaign and its PENDING activities (inside the caller's transaction)."""
+    db.execute(
+        "INSERT INTO campaigns (id, name, state, created_ms, client_request_id, request)"
+        " VALUES (?, ?, 'RUNNING', ?, ?, ?)",
+        (cid, req.name, created_ms, req.client_request_id, req.SerializeToString()),
+    )
+    db.executemany(
+        "INSERT INTO activities (campaign_id, name, state) VALUES (?, ?, 'PENDING')",
+        [(cid, n) for n in names],
+    )
+
+
+def append_event(db: sqlite3.Connection, ev: common_pb2.Event) -> None:
+    """Journal one event (its seq already assigned)."""
+    db.execute(
+        "INSERT INTO events (campaign_id, seq, event) VALUES (?, ?, ?)",
+        (ev.campaign_id, ev.seq, ev.SerializeToString()),
+    )
+    db.execute("UPDATE campaigns SET last_seq = ? WHERE id = ?", (ev.seq, ev.campaign_id))
+
+
+def save_activity(db: sqlite3.Connection, cid: str, a: ActivityRow) -> None:
+    """Write an activity's current state."""
+    db.execute(
+        "UPDATE activities SET state=?, attempt=?, agent=?, message=?, detail=?, result=?,"
+        " infra_retries=? WHERE campaign_id=? AND name=?",
+        (
+            a.state,
+            a.attempt,
+            a.agent,
+            a.message,
+            json.dumps(a.detail),
+            a.result or None,
+            a.infra_retries,
+            cid,
+            a.name,
+        ),
+    )
+
+
+def finish_campaign(
+    db: sqlite3.Connection, cid: str, state: str, message: str, finished_ms: int
+) -> None:
+    """Record a campaign's final state."""
+    db.execute(
+        "UPDATE campaigns SET state=?, message=?, finished_ms=? WHERE id=?",
+        (state, message, finished_ms, cid),
+    )
+
+
+def load_campaign(store: Store, cid: str) -> CampaignRow | None:
+    """One campaign, or None."""
+    rows = store.read("SELECT * FROM campaigns WHERE id = ?", (cid,))
+    return _campaign(rows[0]) if rows else None
+
+
+def find_by_request_id(store: Store, request_id: str) -> str | None:
+    """The campaign submitted with this idempotency key, if any."""
+    rows = store.read("SELECT id FROM campaigns WHERE client_request_id = ?", (request_id,))
+    return str(rows[0]["id"]) if rows else None
+
+
+def _campaign(r: sqlite3.Row) -> CampaignRow:
+    req = campaigns_pb2.SubmitRequest()
+    req.ParseFromString(bytes(r["request"]))
+    return CampaignRow(
+        r["id"], r["name"], r["state"], r["created_ms"], r["message"], r["last_seq"], req
+    )
+
+
+def list_campaigns(store: Store, limit: int, state: str | None = None) -> list[CampaignRow]:
+    """Campaigns, newest first."""
+    if state is None:
+        rows = store.read("SELECT * FROM campaigns ORDER BY created_ms DESC LIMIT ?", (limit,))
+    else:
+        rows = store.read(
+            "SELECT * FROM campaigns WHERE state = ? ORDER BY created_ms DESC LIMIT ?",
+            (state, limit),
+        )
+    return [_campaign(r) for r in rows]
+
+
+def load_activities(store: Store, cid: str) -> list[ActivityRow]:
+    """All activities of a campaign."""
+    return [
+        ActivityRow(
+            r["name"],
+            r["state"],
+            r["attempt"],
+            r["agent"],
+            r["message"],
+            json.loads(r["detail"]),
+            bytes(r["result"]) if r["result"] is not None else b"",
+            r["infra_retries"],
+        )
+        for r in store.read("SELECT * FROM activities WHERE campaign_id = ?", (cid,))
+    ]
+
+
+def events_after(store: Store, cid: str, after: int, limit: int = 1000) -> list[common_pb2.Event]:
+    """Journaled events with seq > ``after``, in order."""
+    out = []
+    for r in store.read(
+        "SELECT event FROM events WHERE campaign_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        (cid, after, limit),
+    ):
+        ev = common_pb2.Event()
+        ev.ParseFromString(bytes(r["event"]))
+        out.append(ev)
+    return out
+
+
+# ---------------------------------------------------------------- contractor side
+def outbox_add(db: sqlite3.Connection, monitor: str, ev: common_pb2.Event) -> int:
+    """Queue an event for ``monitor``; returns its outbox number."""
+    cur = db.execute(
+        "INSERT INTO outbox (monitor, event) VALUES (?, ?)", (monitor, ev.SerializeToString())
+    )
+    return int(cur.lastrowid or 0)
+
+
+def outbox_pending(store: Store, limit: int = 2000) -> list[tuple[int, str, common_pb2.Event]]:
+    """Unacknowledged events, oldest first: (outbox seq, monitor, event)."""
+    out = []
+    for r in store.read("SELECT seq, monitor, event FROM outbox ORDER BY seq LIMIT ?", (limit,)):
+        ev = common_pb2.Event()
+        ev.ParseFromString(bytes(r["event"]))
+        out.append((int(r["seq"]), str(r["monitor"]), ev))
+    return out
+
+
+def outbox_ack(store: Store, seqs: list[int]) -> None:
+    """Forget acknowledged events."""
+    if not seqs:
+        return
+    with store.tx() as db:
+        db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+
+
+def contract_put(
+    db: sqlite3.Connection,
+    cid: str,
+    activity: str,
+    attempt: int,
+    monitor: str,
+    item: bytes,
+    state: str,
+) -> None:
+    """Record or update accepted work."""
+    db.execute(
+        "INSERT INTO contracts (campaign_id, activity, attempt, monitor, item, state)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(campaign_id, activity, attempt)"
+        " DO UPDATE SET state = excluded.state",
+        (cid, activity, attempt, monitor, item, state),
+    )
+
+
+def contracts_open(store: Store) -> list[tuple[str, str, int, str, bytes]]:
+    """Contracts not finished: (campaign, activity, attempt, monitor, item)."""
+    return [
+        (r["campaign_id"], r["activity"], r["attempt"], r["monitor"], bytes(r["item"]))
+        for r in store.read(
+            "SELECT * FROM contracts WHERE state NOT IN ('SUCCEEDED','FAILED','CANCELLED')"
+        )
+    ]
