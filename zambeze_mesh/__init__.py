@@ -2,7 +2,7 @@
 
 The user API is re-exported here lazily (``import zambeze_mesh`` stays cheap)::
 
-    import zambeze_mesh as zm
+    import zambeze_mesh
 
     campaign = zm.Campaign("My Science Campaign!")
 """
@@ -29,23 +29,35 @@ _LAZY = {
     "OutputRef": "zambeze_mesh.campaign.refs",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "Activity",
+    "ActivityFailed",
+    "ActivityResult",
+    "Campaign",
+    "Client",
+    "OutputRef",
+    "PythonActivity",
+    "Requirements",
+    "ShellActivity",
+    "TransferActivity",
+    "WFActivity",
+    "__version__",
+    "connect",
+]
 
 if TYPE_CHECKING:
     from zambeze_mesh.campaign.activities import (
-        Activity as Activity,
-        PythonActivity as PythonActivity,
-        Requirements as Requirements,
-        ShellActivity as ShellActivity,
-        TransferActivity as TransferActivity,
-        WFActivity as WFActivity,
+        Activity,
+        PythonActivity,
+        Requirements,
+        ShellActivity,
+        TransferActivity,
+        WFActivity,
     )
-    from zambeze_mesh.campaign.campaign import Campaign as Campaign
-    from zambeze_mesh.campaign.client import Client as Client
-    from zambeze_mesh.campaign.client import connect as connect
-    from zambeze_mesh.campaign.futures import ActivityFailed as ActivityFailed
-    from zambeze_mesh.campaign.futures import ActivityResult as ActivityResult
-    from zambeze_mesh.campaign.refs import OutputRef as OutputRef
+    from zambeze_mesh.campaign.campaign import Campaign
+    from zambeze_mesh.campaign.client import Client, connect
+    from zambeze_mesh.campaign.futures import ActivityFailed, ActivityResult
+    from zambeze_mesh.campaign.refs import OutputRef
 
 
 def __getattr__(name: str) -> Any:

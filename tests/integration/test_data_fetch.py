@@ -37,7 +37,9 @@ async def test_fetch_file_and_directory_then_identical_not_resent(tmp_path: Path
         client = DataClient(b)
         seen: list[tuple[int, int]] = []
         dest = tmp_path / "got" / "big.bin"
-        res = await client.fetch(a.name, "big.bin", dest, on_progress=lambda d, t: seen.append((d, t)))
+        res = await client.fetch(
+            a.name, "big.bin", dest, on_progress=lambda d, t: seen.append((d, t))
+        )
         assert sha(dest) == sha(src)
         assert res.bytes == src.stat().st_size and res.sent_twice == 0
         assert res.method == "grpc-stream" and res.files == 1 and res.skipped == 0

@@ -8,6 +8,8 @@ incarnation, and answers the Membership RPCs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
     from zambeze_mesh.agent.agent import Agent
 
 log = logging.getLogger("zambeze_mesh.gossip")
+
+#: Seconds between two ``gossip.stats`` log lines (cumulative sent messages and bytes).
+STATS_INTERVAL_S = 5.0
 
 PRESETS: dict[str, Callable[[], Config]] = {
     "local": Config.local,
@@ -71,6 +76,7 @@ class Gossip:
         self._partitions: list[str] = []
         self._records: dict[str, common_pb2.AgentRecord] = {}
         self._started = False
+        self._stats_task: asyncio.Task[None] | None = None
         self.transport = GrpcTransport(agent.channels, agent.address)
         store = agent.require_store()
         # A restarted agent resumes above every incarnation it ever used.
@@ -163,6 +169,23 @@ class Gossip:
         await self.runner.start(seeds)
         self._started = True
         log_event(log, "gossip.started", seeds=[s[0] for s in seeds])
+        self._stats_task = asyncio.create_task(self._stats_loop())
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_INTERVAL_S)
+            self._log_stats()
+
+    def _log_stats(self) -> None:
+        t = self.transport
+        log_event(
+            log,
+            "gossip.stats",
+            sent=t.sent,
+            sent_bytes=t.sent_bytes,
+            rejected=self.rejected,
+            members=len(self.runner.members()),
+        )
 
     async def leave(self) -> None:
         """Gossip our departure (status ``left``), then stop."""
@@ -171,6 +194,12 @@ class Gossip:
 
     async def stop(self) -> None:
         """Stop gossiping (idempotent) and persist the last view."""
+        task, self._stats_task = self._stats_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self._log_stats()
         await self.runner.close()
         self._persist()
 

@@ -71,8 +71,10 @@ class Stager:
         working.mkdir(parents=True, exist_ok=True)
         output.mkdir(parents=True, exist_ok=True)
         prepared = Prepared(working, output)
+        used: set[str] = set()
         for uri in spec.data_uris:
-            prepared.inputs.append(await self.stage(job, uri, working / "inputs", emit))
+            local = await self.stage(job, uri, working / "inputs", emit, _input_name(uri, used))
+            prepared.inputs.append(local)
         env = {
             "ZMESH_WORKING_DIR": str(working),
             "ZMESH_OUTPUT_DIR": str(output),
@@ -97,25 +99,22 @@ class Stager:
         prepared.env = env
         new = common_pb2.ActivitySpec()
         new.CopyFrom(spec)
-        if body == "python":
-            del new.python.args[:]
-            new.python.args.extend(self._subst(job, a, prepared) for a in spec.python.args)
-        elif body == "workflow":
-            del new.workflow.args[:]
-            new.workflow.args.extend(self._subst(job, a, prepared) for a in spec.workflow.args)
+        if body in ("python", "workflow"):
+            target = new.python if body == "python" else new.workflow
+            args = [await self._subst(job, a, prepared, emit) for a in target.args]
+            del target.args[:]
+            target.args.extend(args)
         prepared.spec = new
         return prepared
 
-    def _subst(self, job: Job, arg: str, prepared: Prepared) -> str:
-        """Replace an output reference inside an argument by its staged local path."""
+    async def _subst(self, job: Job, arg: str, prepared: Prepared, emit: Emit) -> str:
+        """Replace an output reference inside an argument by its local (staged) path."""
         if OUTPUT_REF_PREFIX not in arg:
             return arg
         head, _, ref = arg.partition(OUTPUT_REF_PREFIX)
         name, _, sub = ref.partition("/")
-        target = self._resolve_ref(job, OUTPUT_REF_PREFIX + name)
-        local = self._local_path(target)
-        if local is None:
-            local = prepared.working_dir / "inputs" / Path(target.split("://", 1)[1]).name
+        into = prepared.working_dir / "inputs"
+        local = await self.stage(job, OUTPUT_REF_PREFIX + name, into, emit, _safe(name))
         return head + str(local / sub if sub else local)
 
     def _local_path(self, uri: str) -> Path | None:
@@ -128,8 +127,8 @@ class Stager:
             return p if p.is_absolute() else self.agent.data_dir / p
         return None
 
-    async def stage(self, job: Job, uri: str, into: Path, emit: Emit) -> Path:
-        """Make ``uri`` available locally; returns the local path."""
+    async def stage(self, job: Job, uri: str, into: Path, emit: Emit, name: str = "") -> Path:
+        """Make ``uri`` available locally (as ``into/name`` if fetched); returns the path."""
         uri = self._resolve_ref(job, uri)
         local = self._local_path(uri)
         if local is not None:
@@ -140,7 +139,7 @@ class Stager:
         if parsed.scheme != "agent" or not parsed.agent:
             raise InvalidInput(f"cannot stage {uri!r}")
         into.mkdir(parents=True, exist_ok=True)
-        dest = into / (Path(parsed.path).name or "data")
+        dest = into / (name or Path(parsed.path).name or "data")
         from zambeze_mesh.data.client import DataClient
 
         await emit("STAGING", f"fetching {uri}", {"uri": uri})
@@ -177,6 +176,21 @@ class Stager:
             message=f"transferred {source} to {spec.dest}",
             detail={"output_dir": str(target), "path": str(staged)},
         )
+
+
+def _input_name(uri: str, used: set[str]) -> str:
+    """A distinct local name for a staged input: the producing activity, else the basename."""
+    if uri.startswith(OUTPUT_REF_PREFIX):
+        name, _, sub = uri[len(OUTPUT_REF_PREFIX) :].partition("/")
+        base = _safe(Path(sub).name if sub else name)
+    else:
+        base = _safe(Path(uri.split("://", 1)[-1]).name or "data")
+    candidate, i = base, 1
+    while candidate in used:
+        i += 1
+        candidate = f"{base}-{i}"
+    used.add(candidate)
+    return candidate
 
 
 def _safe(name: str) -> str:

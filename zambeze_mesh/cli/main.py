@@ -181,6 +181,24 @@ def cmd_cert_issue_client(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_ls(args: argparse.Namespace) -> int:
+    from zambeze_mesh.cli import data
+
+    return data.ls(_home(args), args.target, as_json=args.json, limit=args.limit)
+
+
+def cmd_data_get(args: argparse.Namespace) -> int:
+    from zambeze_mesh.cli import data
+
+    return data.get(_home(args), args.source, args.local, quiet=args.quiet)
+
+
+def cmd_data_put(args: argparse.Namespace) -> int:
+    from zambeze_mesh.cli import data
+
+    return data.put(_home(args), args.local, args.target, quiet=args.quiet)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``zmesh`` argument parser."""
     home_help = "agent home (default: $ZMESH_HOME or ~/.zmesh)"
@@ -241,6 +259,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("issue-client", cmd_cert_issue_client, cert, help="credentials for a client")
     sp.add_argument("name")
     sp.add_argument("--out", required=True, help="directory for client.key/.crt and ca.crt")
+
+    dat = sub.add_parser("data", help="data held by agents (NAME://path)")
+    dsub = dat.add_subparsers(dest="sub", required=True)
+    sp = add("ls", cmd_data_ls, dsub, help="list a directory on an agent")
+    sp.add_argument("target", metavar="NAME://path")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--limit", type=int, default=0, help="most entries (default 1000)")
+    sp = add("get", cmd_data_get, dsub, help="fetch a file or directory from an agent")
+    sp.add_argument("source", metavar="NAME://path")
+    sp.add_argument("local", metavar="LOCAL")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp = add("put", cmd_data_put, dsub, help="upload a file or directory to an agent")
+    sp.add_argument("local", metavar="LOCAL")
+    sp.add_argument("target", metavar="NAME://path")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 

@@ -1,0 +1,230 @@
+"""Campaigns end to end on real in-process meshes (real gRPC, mTLS, processes)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.helpers.inproc import mesh, wait_until
+from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2
+
+S = common_pb2
+
+
+def shell(name: str, cmd: str, **kw: object) -> S.ActivitySpec:
+    return S.ActivitySpec(name=name, shell=S.ShellSpec(cmd=cmd), **kw)
+
+
+def py(name: str, script: Path, *args: str, **kw: object) -> S.ActivitySpec:
+    return S.ActivitySpec(
+        name=name, python=S.PythonSpec(script_uri=f"file://{script}", args=list(args)), **kw
+    )
+
+
+async def submit_and_watch(
+    stub: campaigns_pb2_grpc.CampaignsStub, acts: list[S.ActivitySpec], name: str = "t"
+) -> tuple[campaigns_pb2.CampaignStatus, list[S.Event]]:
+    resp = await stub.Submit(campaigns_pb2.SubmitRequest(name=name, activities=acts))
+    events = [
+        ev async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id))
+    ]
+    status = await stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=resp.campaign_id))
+    return status, events
+
+
+def by_name(status: campaigns_pb2.CampaignStatus) -> dict[str, campaigns_pb2.ActivityStatus]:
+    return {a.name: a for a in status.activities}
+
+
+READER = """
+import os, sys
+out = os.environ["ZMESH_OUTPUT_DIR"]
+parts = []
+for p in os.environ["ZMESH_INPUTS"].split(os.pathsep):
+    for root, _, files in os.walk(p):
+        for f in sorted(files):
+            parts.append(open(os.path.join(root, f)).read().strip())
+open(os.path.join(out, "result.txt"), "w").write(sys.argv[1] + ":" + "|".join(sorted(parts)))
+"""
+
+
+async def test_diamond_over_three_agents(tmp_path: Path) -> None:
+    script = tmp_path / "reader.py"
+    script.write_text(READER)
+    async with mesh(tmp_path, 3) as agents:
+        async with grpc.aio.insecure_channel(f"unix:{agents[0].home.socket}") as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            acts = [
+                shell("one", "echo one > $ZMESH_OUTPUT_DIR/one.txt", agent="agent-1"),
+                py("two", script, "two", data_uris=["@output:one"], agent="agent-2"),
+                shell(
+                    "three",
+                    "cat $ZMESH_INPUT_0/one.txt | sed s/one/three/ > $ZMESH_OUTPUT_DIR/t.txt",
+                    data_uris=["@output:one"],
+                    agent="agent-0",
+                ),
+                py(
+                    "four",
+                    script,
+                    "four",
+                    data_uris=["@output:two", "@output:three"],
+                    agent="agent-1",
+                ),
+            ]
+            status, events = await submit_and_watch(stub, acts)
+    assert status.state == S.CAMPAIGN_STATE_SUCCEEDED, status
+    acts_ = by_name(status)
+    assert {n: a.agent for n, a in acts_.items()} == {
+        "one": "agent-1",
+        "two": "agent-2",
+        "three": "agent-0",
+        "four": "agent-1",
+    }
+    four_out = Path(acts_["four"].detail["output_dir"]) / "result.txt"
+    assert four_out.read_text() == "four:three|two:one"
+    staged = [e for e in events if e.state == S.ACTIVITY_STATE_STAGING and "bytes" in e.detail]
+    assert staged, "cross-agent inputs must show STAGING events with bytes"
+
+
+async def test_placement_varies_and_requires_labels_are_honoured(tmp_path: Path) -> None:
+    labels = [{"role": "edge"}, {"role": "hpc"}, {"role": "hpc"}]
+    async with mesh(tmp_path, 3, labels=labels) as agents:
+        async with grpc.aio.insecure_channel(f"unix:{agents[0].home.socket}") as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            placements: Counter[str] = Counter()
+            for run in range(4):
+                acts = [shell(f"free{i}", "true") for i in range(6)]
+                acts.append(shell("hpc", "true", requires=S.Requirements(labels={"role": "hpc"})))
+                status, _ = await submit_and_watch(stub, acts, name=f"run{run}")
+                assert status.state == S.CAMPAIGN_STATE_SUCCEEDED
+                got = by_name(status)
+                assert got["hpc"].agent in ("agent-1", "agent-2")
+                placements.update(got[f"free{i}"].agent for i in range(6))
+    assert len(placements) >= 2, f"placement never varied: {placements}"
+
+
+async def test_failure_skips_dependants_and_reports_stderr(tmp_path: Path) -> None:
+    async with mesh(tmp_path, 2) as agents:
+        async with grpc.aio.insecure_channel(f"unix:{agents[0].home.socket}") as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            acts = [
+                shell("bad", "echo boom-on-stderr >&2; exit 3"),
+                shell("after", "true", depends_on=["bad"]),
+                shell("after2", "true", depends_on=["after"]),
+                shell("independent", "true"),
+            ]
+            status, _ = await submit_and_watch(stub, acts)
+    assert status.state == S.CAMPAIGN_STATE_FAILED
+    got = by_name(status)
+    assert got["bad"].state == S.ACTIVITY_STATE_FAILED
+    assert "exit code 3" in got["bad"].message
+    assert "boom-on-stderr" in got["bad"].detail["stderr_tail"]
+    assert got["after"].state == S.ACTIVITY_STATE_SKIPPED
+    assert got["after2"].state == S.ACTIVITY_STATE_SKIPPED
+    assert got["independent"].state == S.ACTIVITY_STATE_SUCCEEDED
+    assert "boom-on-stderr" in status.message and "'bad' failed" in status.message
+
+
+async def test_retries_then_success(tmp_path: Path) -> None:
+    marker = tmp_path / "tries"
+    async with mesh(tmp_path, 1) as agents:
+        async with grpc.aio.insecure_channel(f"unix:{agents[0].home.socket}") as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            cmd = f"echo x >> {marker}; test $(wc -l < {marker}) -ge 2"
+            status, events = await submit_and_watch(stub, [shell("flaky", cmd, retries=2)])
+    assert status.state == S.CAMPAIGN_STATE_SUCCEEDED
+    assert by_name(status)["flaky"].attempt == 1
+    assert any(e.state == S.ACTIVITY_STATE_RETRYING for e in events)
+
+
+async def test_cancel_kills_remote_processes(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    async with mesh(tmp_path, 2) as agents:
+        async with grpc.aio.insecure_channel(f"unix:{agents[0].home.socket}") as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            act = shell("long", f"sleep 300 & echo $! > {pidfile}; wait", agent="agent-1")
+            resp = await stub.Submit(campaigns_pb2.SubmitRequest(name="c", activities=[act]))
+            await wait_until(
+                lambda: pidfile.exists() and pidfile.read_text().strip() != "",
+                20,
+                "the remote sleep to start",
+            )
+            pid = int(pidfile.read_text())
+            status = await stub.Cancel(
+                campaigns_pb2.CancelCampaignRequest(campaign_id=resp.campaign_id)
+            )
+            assert status.state == S.CAMPAIGN_STATE_CANCELLED
+
+            def gone() -> bool:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    return True
+                return False
+
+            await wait_until(gone, 15, "the remote process to be killed")
+
+
+@pytest.mark.parametrize(
+    "case,code",
+    [
+        ("no-body", grpc.StatusCode.INVALID_ARGUMENT),
+        ("cycle", grpc.StatusCode.INVALID_ARGUMENT),
+        ("duplicate", grpc.StatusCode.INVALID_ARGUMENT),
+        ("unknown-plugin", grpc.StatusCode.FAILED_PRECONDITION),
+        ("too-many", grpc.StatusCode.RESOURCE_EXHAUSTED),
+        ("oversized", grpc.StatusCode.RESOURCE_EXHAUSTED),
+        ("bad-name", grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
+async def test_bad_input_refused_nothing_stored(tmp_path: Path, case: str, code: object) -> None:
+    async with mesh(tmp_path, 1) as agents:
+        async with grpc.aio.insecure_channel(f"unix:{agents[0].home.socket}") as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            name = "t"
+            if case == "no-body":
+                acts = [S.ActivitySpec(name="x")]
+            elif case == "cycle":
+                acts = [shell("x", "true", depends_on=["y"]), shell("y", "true", depends_on=["x"])]
+            elif case == "duplicate":
+                acts = [shell("x", "true"), shell("x", "true")]
+            elif case == "unknown-plugin":
+                acts = [S.ActivitySpec(name="w", workflow=S.WorkflowSpec(wf_manager="nope"))]
+            elif case == "too-many":
+                acts = [shell(f"a{i}", "true") for i in range(10_001)]
+            elif case == "oversized":
+                acts = [shell("x", "true" + " " * (5 * 1024 * 1024))]
+            else:
+                acts = [shell("x", "true")]
+                name = ""
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Submit(campaigns_pb2.SubmitRequest(name=name, activities=acts))
+            assert err.value.code() == code, err.value.details()
+            assert err.value.details()
+            listed = await stub.ListCampaigns(campaigns_pb2.ListCampaignsRequest())
+            assert not listed.campaigns
+            # the agent keeps serving
+            ok, _ = await submit_and_watch(stub, [shell("fine", "true")])
+            assert ok.state == S.CAMPAIGN_STATE_SUCCEEDED
+
+
+async def test_watch_resumes_from_any_sequence_number(tmp_path: Path) -> None:
+    async with mesh(tmp_path, 2) as agents:
+        async with grpc.aio.insecure_channel(f"unix:{agents[0].home.socket}") as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            status, events = await submit_and_watch(
+                stub, [shell(f"s{i}", "true") for i in range(5)]
+            )
+            tail = [
+                ev
+                async for ev in stub.Watch(
+                    campaigns_pb2.WatchRequest(campaign_id=status.campaign_id, after_seq=7)
+                )
+            ]
+    assert [e.seq for e in tail] == [e.seq for e in events if e.seq > 7]
+    assert tail[-1].campaign_state == S.CAMPAIGN_STATE_SUCCEEDED
+    assert status.last_seq == events[-1].seq
