@@ -137,7 +137,7 @@ async def test_retries_then_success(tmp_path: Path) -> None:
             cmd = f"echo x >> {marker}; test $(wc -l < {marker}) -ge 2"
             status, events = await submit_and_watch(stub, [shell("flaky", cmd, retries=2)])
     assert status.state == S.CAMPAIGN_STATE_SUCCEEDED
-    assert by_name(status)["flaky"].attempt == 1
+    assert by_name(status)["flaky"].attempt == 2
     assert any(e.state == S.ACTIVITY_STATE_RETRYING for e in events)
 
 

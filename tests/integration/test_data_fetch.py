@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from pathlib import Path
@@ -12,7 +13,7 @@ from tests.helpers.inproc import mesh
 from zambeze_mesh.agent.datasvc import for_agent
 from zambeze_mesh.data.client import DataClient
 from zambeze_mesh.errors import DataIntegrityError, Unavailable
-from zambeze_mesh.v1 import data_pb2
+from zambeze_mesh.v1 import data_pb2, data_pb2_grpc
 
 MiB = 1 << 20
 
@@ -123,3 +124,20 @@ async def test_corrupted_chunk_detected_refetched_never_installed(tmp_path: Path
             await client.fetch(a.name, "f.bin", dest2)
         assert not dest2.exists()
         assert for_agent(a).catalog.hashes_computed >= 1
+
+
+async def test_slow_reader_holder_does_not_buffer_the_file(tmp_path: Path) -> None:
+    async with mesh(tmp_path, 2) as (a, b):
+        write_random(a.data_dir / "f.bin", 64 * MiB)
+        produced: list[int] = []
+        a.data_fault = lambda i, m: produced.append(i) or m  # type: ignore[attr-defined]
+        assert b.channels is not None
+        s = data_pb2_grpc.DataStub(b.channels.get(a.address))
+        offer = await s.Offer(data_pb2.OfferRequest(path="f.bin"))
+        call = s.Fetch(data_pb2.FetchRequest(grant=offer.grant))
+        first = await call.read()
+        assert isinstance(first, data_pb2.Chunk) and len(first.data) == MiB
+        await asyncio.sleep(1.0)  # a slow reader
+        ahead = len(produced)
+        call.cancel()
+        assert ahead < 24, f"holder produced {ahead} chunks for a reader that took 1"

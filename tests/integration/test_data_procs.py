@@ -113,8 +113,10 @@ def test_cli_ls_get_put_round_trip(procmesh: ProcMesh, tmp_path: Path) -> None:
     assert sha(data / "incoming" / "u.bin") == sha(up)
     zmesh("data", "put", str(tmp_path / "up"), "a://tree", home=b.home)
     assert sha(data / "tree" / "u.bin") == sha(up)
-    # b can also fetch from itself by name, and a from b.
-    zmesh("data", "get", "b://../x", str(local / "x"), home=a.home, check=False)
+    # The other way round: a's CLI pushes to and fetches from b.
+    zmesh("data", "put", str(up), "b://from-a.bin", home=a.home)
+    zmesh("data", "get", "b://from-a.bin", str(local / "back.bin"), home=a.home)
+    assert sha(local / "back.bin") == sha(up) == sha(b.home / "data" / "from-a.bin")
     bad = zmesh("data", "get", "a://../etc/passwd", str(local / "p"), home=b.home, check=False)
     assert bad.returncode == 2 and "not allowed" in bad.stderr  # refused by URI parsing
     bad = zmesh("data", "get", "a:///etc/passwd", str(local / "p"), home=b.home, check=False)

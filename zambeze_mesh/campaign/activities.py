@@ -298,7 +298,7 @@ class ShellActivity(Activity):
         name: str,
         cmd: str = "",
         script_uri: str | None = None,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str | int | float] | None = None,
         **shared: Any,
     ) -> None:
         super().__init__(name, **shared)
@@ -338,7 +338,7 @@ class PythonActivity(Activity):
         args: Sequence[Any] = (),
         func: Callable[..., Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str | int | float] | None = None,
         **shared: Any,
     ) -> None:
         super().__init__(name, **shared)

@@ -82,4 +82,6 @@ def show_live(
         while not wait_step() and not expired():
             live.update(build_table(snapshot(), _now_ms()), refresh=True)
         live.update(build_table(snapshot(), _now_ms()), refresh=True)
+    if not live.console.is_terminal:
+        live.console.line()  # rich leaves the last line open on non-terminals
     return done.is_set()

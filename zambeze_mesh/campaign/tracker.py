@@ -107,8 +107,7 @@ class Tracker:
             if ev.is_campaign_event:
                 if ev.campaign_state:
                     self.state = ev.campaign_state
-                if ev.message:
-                    self.message = ev.message
+                self.message = ev.message
                 return None
             old = self._rows.get(ev.activity, ActivityRow(ev.activity))
             row = replace(

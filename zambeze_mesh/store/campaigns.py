@@ -74,7 +74,7 @@ class ActivityRow:
 
     name: str
     state: str
-    attempt: int = 0
+    attempt: int = 1
     agent: str = ""
     message: str = ""
     detail: dict[str, str] = field(default_factory=dict)
@@ -109,7 +109,7 @@ def insert_campaign(
         (cid, req.name, created_ms, req.client_request_id, req.SerializeToString()),
     )
     db.executemany(
-        "INSERT INTO activities (campaign_id, name, state) VALUES (?, ?, 'PENDING')",
+        "INSERT INTO activities (campaign_id, name, state, attempt) VALUES (?, ?, 'PENDING', 1)",
         [(cid, n) for n in names],
     )
 

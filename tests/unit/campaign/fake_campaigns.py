@@ -208,9 +208,16 @@ class FakeCampaigns(campaigns_pb2_grpc.CampaignsServicer):
 class ServerThread:
     """Runs a grpc.aio server with the fake service on its own loop in a thread."""
 
-    def __init__(self, servicer: FakeCampaigns, socket_path: Path) -> None:
+    def __init__(
+        self,
+        servicer: FakeCampaigns,
+        socket_path: Path | None = None,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
+        """Listen on ``socket_path`` (insecure) or, with ``credentials``, 127.0.0.1:<free>."""
         self.servicer = servicer
-        self.target = f"unix:{socket_path}"
+        self._credentials = credentials
+        self.target = f"unix:{socket_path}" if socket_path is not None else "127.0.0.1:0"
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
@@ -219,7 +226,11 @@ class ServerThread:
     async def _start(self) -> Any:
         server = grpc.aio.server()
         campaigns_pb2_grpc.add_CampaignsServicer_to_server(self.servicer, server)
-        server.add_insecure_port(self.target)
+        if self._credentials is None:
+            server.add_insecure_port(self.target)
+        else:
+            port = server.add_secure_port(self.target, self._credentials)
+            self.target = f"127.0.0.1:{port}"
         await server.start()
         return server
 

@@ -171,7 +171,7 @@ def test_function_is_cloudpickled_with_args_and_kwargs() -> None:
         (lambda: zm.ShellActivity("s", cmd="x", requires={"memory": "lots"}), "memory"),
         (lambda: zm.ShellActivity("s", cmd="x", requires={"cpus": -1}), "cpus"),
         (lambda: zm.ShellActivity("s", cmd="x", agent="no such/agent"), "agent"),
-        (lambda: zm.ShellActivity("s", cmd="x", env={"A": None}), "env"),
+        (lambda: zm.ShellActivity("s", cmd="x", env={"A": None}), "env"),  # type: ignore[dict-item]
     ],
 )
 def test_validation_errors(build: Any, match: str) -> None:

@@ -31,7 +31,9 @@ def square_plus(x: int, plus: int = 0) -> dict[str, int]:
 def three_step(client: Client, fail: bool = False) -> tuple[zm.Campaign, list[zm.Activity]]:
     camp = zm.Campaign("three steps", client=client)
     sim = zm.ShellActivity("sim", cmd="exit 1 # fail" if fail else "./sim.sh")
-    fit = zm.PythonActivity("fit", func=square_plus, args=(7,), kwargs={"plus": 1}, depends_on=[sim])
+    fit = zm.PythonActivity(
+        "fit", func=square_plus, args=(7,), kwargs={"plus": 1}, depends_on=[sim]
+    )
     store = zm.TransferActivity("store", source=fit.output_dir, dest="repo://runs")
     acts: list[zm.Activity] = [sim, fit, store]
     camp.add_activities(acts)
@@ -60,7 +62,7 @@ def test_dispatch_futures_and_wait(client: Client, fake: FakeCampaigns) -> None:
 
 
 def test_failure_becomes_activity_failed(client: Client) -> None:
-    camp, (sim, fit, store) = three_step(client, fail=True)
+    camp, (sim, fit, _) = three_step(client, fail=True)
     camp.dispatch()
     assert camp.wait(10) == "FAILED"
     exc = sim.future.exception(10)
@@ -75,7 +77,7 @@ def test_failure_becomes_activity_failed(client: Client) -> None:
 
 def test_watch_resumes_after_unavailable_without_gaps(client: Client, fake: FakeCampaigns) -> None:
     fake.break_at_seq = 3
-    camp, (sim, fit, store) = three_step(client)
+    camp, (_, fit, _) = three_step(client)
     camp.dispatch()
     assert camp.wait(10) == "SUCCEEDED"
     assert fit.future.result(1) == {"value": 50}
@@ -108,7 +110,7 @@ def test_watch_gives_up_after_the_retry_limit(server: ServerThread, fake: FakeCa
 
 def test_poll_nonblocking_mid_campaign(client: Client, fake: FakeCampaigns) -> None:
     fake.gate_after_seq = 2  # campaign RUNNING, sim RUNNING
-    camp, (sim, fit, _) = three_step(client)
+    camp, (_, fit, _) = three_step(client)
     camp.dispatch()
     deadline = time.monotonic() + 10
     while camp.poll()["sim"] != "RUNNING":
@@ -198,7 +200,10 @@ def test_cancel_list_and_members(client: Client, fake: FakeCampaigns) -> None:
     campaigns, members = asyncio.run(lists())
     assert [c.campaign_id for c in campaigns] == [cid]
     assert members.self_name == "agent-0" and members.mesh == "testmesh"
-    assert members.members[0].status == "ALIVE" and members.members[0].plugins == ("shell", "python")
+    assert members.members[0].status == "ALIVE" and members.members[0].plugins == (
+        "shell",
+        "python",
+    )
 
 
 async def test_sync_api_inside_a_running_event_loop(client: Client) -> None:
@@ -245,7 +250,7 @@ def test_unreachable_agent_is_unavailable(sock_dir: Path) -> None:
     try:
         camp = zm.Campaign("nowhere", client=client)
         camp.add_activity(zm.ShellActivity("a", cmd="true"))
-        with pytest.raises(Unavailable, match="missing.sock"):
+        with pytest.raises(Unavailable, match=r"missing\.sock"):
             camp.dispatch(timeout=30)
     finally:
         client.close_sync()
@@ -297,3 +302,47 @@ def test_many_threads_share_the_bridge(client: Client) -> None:
     for t in threads:
         t.join(20)
     assert sorted(r["value"] for r in results) == [0, 1, 4, 9]  # type: ignore[index]
+
+
+def test_connect_over_mtls_with_client_certificate(tmp_path: Path, fake: FakeCampaigns) -> None:
+    from zambeze_mesh.security import Identity, MeshCA
+    from zambeze_mesh.security.keys import der_to_pem, key_to_pem
+    from zambeze_mesh.security.tls import server_credentials
+
+    ca = MeshCA.create("alpha")
+    agent_key, agent_der = ca.issue(Identity.agent("alpha", "a1"), hosts=["127.0.0.1"])
+    client_key, client_der = ca.issue(Identity.client("alpha", "alice"))
+    creds = server_credentials(key_to_pem(agent_key), der_to_pem(agent_der), ca.cert_pem)
+    srv = ServerThread(fake, credentials=creds)
+    (tmp_path / "client.pem").write_bytes(der_to_pem(client_der))
+    (tmp_path / "client.key").write_bytes(key_to_pem(client_key))
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    try:
+        c = connect(
+            srv.target,
+            cert=tmp_path / "client.pem",
+            key=tmp_path / "client.key",
+            ca=tmp_path / "ca.pem",
+            set_default=False,
+        )
+        camp = zm.Campaign("secure", client=c)
+        act = zm.PythonActivity("f", func=square_plus, args=(5,))
+        camp.add_activity(act)
+        camp.dispatch(timeout=20)
+        assert act.future.result(10) == {"value": 25}
+        c.close_sync()
+        # Without a certificate from this mesh's CA the server refuses the handshake.
+        other = MeshCA.create("alpha")
+        (tmp_path / "other.pem").write_bytes(other.cert_pem)
+        bad = connect(
+            srv.target,
+            cert=tmp_path / "client.pem",
+            key=tmp_path / "client.key",
+            ca=tmp_path / "other.pem",
+            set_default=False,
+        )
+        with pytest.raises(Unavailable):
+            asyncio.run(bad.get("c1"))
+        bad.close_sync()
+    finally:
+        srv.stop()
