@@ -49,7 +49,7 @@ WORKER = S.Requirements(labels={"role": "worker"})
 
 
 async def test_contractor_killed_activity_reawarded(procmesh: ProcMesh, tmp_path: Path) -> None:
-    a, b, c = workers(procmesh)
+    a, _, _ = workers(procmesh)
     attempts = tmp_path / "attempts"
     cmd = f"echo $ZMESH_ATTEMPT >> {attempts}; sleep 4; echo ok > $ZMESH_OUTPUT_DIR/x"
     async with grpc.aio.insecure_channel(f"unix:{a.home / 'agent.sock'}") as ch:
@@ -85,7 +85,7 @@ async def test_contractor_killed_activity_reawarded(procmesh: ProcMesh, tmp_path
 
 
 async def test_monitor_killed_and_restarted_continues(procmesh: ProcMesh, tmp_path: Path) -> None:
-    a, b, c = workers(procmesh)
+    a, _, _ = workers(procmesh)
     runs = tmp_path / "runs"
     acts = []
     for i in range(5):
