@@ -64,7 +64,7 @@ async def test_fetch_file_and_directory_then_identical_not_resent(tmp_path: Path
 async def test_resume_after_broken_stream_sends_little_twice(tmp_path: Path) -> None:
     async with mesh(tmp_path, 2) as (a, b):
         src = write_random(a.data_dir / "f.bin", 8 * MiB + 7)
-        broken = []
+        broken: list[int] = []
 
         def fault(i: int, msg: data_pb2.Chunk) -> data_pb2.Chunk:
             if i == 3 and not broken:
@@ -130,7 +130,12 @@ async def test_slow_reader_holder_does_not_buffer_the_file(tmp_path: Path) -> No
     async with mesh(tmp_path, 2) as (a, b):
         write_random(a.data_dir / "f.bin", 64 * MiB)
         produced: list[int] = []
-        a.data_fault = lambda i, m: produced.append(i) or m  # type: ignore[attr-defined]
+
+        def count(i: int, m: data_pb2.Chunk) -> data_pb2.Chunk:
+            produced.append(i)
+            return m
+
+        a.data_fault = count  # type: ignore[attr-defined]
         assert b.channels is not None
         s = data_pb2_grpc.DataStub(b.channels.get(a.address))
         offer = await s.Offer(data_pb2.OfferRequest(path="f.bin"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -69,7 +70,12 @@ async def test_offer_and_fetch_refusals(tmp_path: Path, export: Path) -> None:
         os.mkfifo(data / "fifo")
         (export / "e.txt").write_text("exported")
         chunks: list[int] = []
-        a.data_fault = lambda i, m: chunks.append(i) or m  # type: ignore[attr-defined]
+
+        def count(i: int, m: data_pb2.Chunk) -> data_pb2.Chunk:
+            chunks.append(i)
+            return m
+
+        a.data_fault = count  # type: ignore[attr-defined]
         svc = for_agent(a)
         s = stub(b, a)
 
@@ -195,7 +201,7 @@ async def test_stat_list_push(tmp_path: Path, export: Path) -> None:
             return await code_of(s.Push(gen()))
 
         good_sha = hashlib.sha256(b"hello").hexdigest()
-        head = {"size": 5, "sha256": good_sha}
+        head: dict[str, Any] = {"size": 5, "sha256": good_sha}
         assert (
             await push_code([data_pb2.PushChunk(path="../evil", data=b"hello", **head)]) == DENIED
         )

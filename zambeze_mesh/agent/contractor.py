@@ -283,15 +283,16 @@ class Contractor:
         )
         with self.agent.require_store().tx() as db:
             cstore.outbox_add(db, job.monitor, ev)
-            cstore.contract_put(
-                db,
-                job.key.campaign_id,
-                job.key.activity,
-                job.key.attempt,
-                job.monitor,
-                b"",
-                state,
-            )
+            if final:
+                cstore.contract_put(
+                    db,
+                    job.key.campaign_id,
+                    job.key.activity,
+                    job.key.attempt,
+                    job.monitor,
+                    b"",
+                    state,
+                )
         self._wake.set()
 
     def _emit_sync(self, monitor: str, ev: common_pb2.Event) -> None:

@@ -60,6 +60,11 @@ class Live:
     message: str = ""
     created_ms: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    open: int = -1  # activities not yet in a terminal state
+
+    def __post_init__(self) -> None:
+        if self.open < 0:
+            self.open = sum(1 for a in self.acts.values() if a.state not in st.TERMINAL)
 
     def states(self) -> dict[str, str]:
         return {n: a.state for n, a in self.acts.items()}
@@ -91,6 +96,8 @@ class Journal:
         attempt: int | None = None,
     ) -> None:
         row = live.acts[name]
+        if state in st.TERMINAL and row.state not in st.TERMINAL:
+            live.open -= 1
         row.state = state
         if agent is not None:
             row.agent = agent
@@ -131,10 +138,8 @@ class Journal:
             return
         store = self.m.agent.require_store()
         with store.tx() as db:
-            for _live, ev in self.events:
-                cstore.append_event(db, ev)
-            for live, row in self.rows.values():
-                cstore.save_activity(db, live.id, row)
+            cstore.append_events(db, [ev for _, ev in self.events])
+            cstore.save_activities(db, [(live.id, row) for live, row in self.rows.values()])
             for live in self.finished:
                 cstore.finish_campaign(db, live.id, live.state, live.message, now_ms())
         touched = {id(live): live for live, _ in self.events}
@@ -248,21 +253,41 @@ class Monitor:
                 )
 
     # ------------------------------------------------------------ driving
-    def advance(self, live: Live) -> None:
-        """Offer every activity whose predecessors succeeded; finish when all ended."""
+    def advance(
+        self,
+        live: Live,
+        succeeded: list[str] | None = None,
+        retrying: list[str] | None = None,
+    ) -> None:
+        """Offer every activity whose predecessors succeeded; finish when all ended.
+
+        With ``succeeded``/``retrying`` only the successors of those activities are
+        examined (incremental: O(degree) per finished activity, not O(campaign)).
+        """
         if live.state != "RUNNING":
             return
-        states = live.states()
-        ready = live.dag.ready(states)
-        retrying = [n for n, s in states.items() if s == st.RETRYING]
+        if succeeded is None:
+            states = live.states()
+            ready = live.dag.ready(states)
+            retry = [n for n, s in states.items() if s == st.RETRYING]
+        else:
+            states = live.states()
+            seen: set[str] = set()
+            ready = []
+            for name in succeeded:
+                for n in live.dag.unblocked_by(name, states):
+                    if n not in seen:
+                        seen.add(n)
+                        ready.append(n)
+            retry = list(retrying or [])
         j = Journal(self)
         for name in ready:
             j.activity(live, name, st.READY)
-        offer = ready + retrying
+        offer = ready + retry
         for name in offer:
             j.activity(live, name, st.BIDDING)
-        final = live.dag.final_state(live.states())
-        if final != "RUNNING":
+        if live.open == 0:
+            final = live.dag.final_state(live.states())
             j.campaign(live, final, self._final_message(live, final))
         j.commit()
         if offer and self.placement is not None:
@@ -306,17 +331,22 @@ class Monitor:
 
     def _fail(self, live: Live, name: str, message: str, detail: dict[str, str]) -> None:
         j = Journal(self)
+        self._fail_into(j, live, name, message, detail)
+        j.commit()
+        self.advance(live, [], [])
+
+    def _fail_into(
+        self, j: Journal, live: Live, name: str, message: str, detail: dict[str, str]
+    ) -> None:
         j.activity(live, name, st.FAILED, message=message, detail=detail)
         for dep in live.dag.on_failure(name, live.states()):
             j.activity(live, dep, st.SKIPPED, message=f"upstream activity {name!r} failed")
-        j.commit()
-        self.advance(live)
 
     # ------------------------------------------------------------ reports
     def report(self, contractor: str, events: list[common_pb2.Event]) -> None:
-        """Events from a contractor (already acknowledged only after this returns)."""
+        """Events from a contractor, journaled in one transaction, then acted upon."""
         j = Journal(self)
-        finished: list[tuple[Live, str, common_pb2.Event]] = []
+        progress: dict[str, tuple[Live, list[str], list[str]]] = {}
         for ev in events:
             live = self.live.get(ev.campaign_id)
             if live is None:
@@ -342,56 +372,54 @@ class Monitor:
                 row.agent = contractor  # adopted after a monitor restart
             elif row.agent and row.agent != contractor:
                 continue
-            if state in (st.FAILED, st.SUCCEEDED, st.CANCELLED):
-                finished.append((live, state, ev))
+            if state == row.state and state not in st.TERMINAL:
                 continue
-            if state == row.state:
-                continue
-            j.activity(
-                live,
-                ev.activity,
-                state,
-                message=ev.message,
-                detail=dict(ev.detail),
-                agent=contractor,
-            )
+            _, done, retry = progress.setdefault(live.id, (live, [], []))
+            self._apply_report(j, live, contractor, state, ev, done, retry)
         j.commit()
-        for live, state, ev in finished:
-            self._finished(live, contractor, state, ev)
+        for live, done, retry in progress.values():
+            self.advance(live, done, retry)
 
-    def _finished(self, live: Live, contractor: str, state: str, ev: common_pb2.Event) -> None:
-        row = live.acts[ev.activity]
+    def _apply_report(
+        self,
+        j: Journal,
+        live: Live,
+        contractor: str,
+        state: str,
+        ev: common_pb2.Event,
+        done: list[str],
+        retry: list[str],
+    ) -> None:
+        name = ev.activity
+        row = live.acts[name]
         detail = dict(ev.detail)
+        if state not in (st.SUCCEEDED, st.FAILED, st.CANCELLED):
+            j.activity(live, name, state, message=ev.message, detail=detail, agent=contractor)
+            return
         if state == st.SUCCEEDED:
-            j = Journal(self)
             j.activity(
                 live,
-                ev.activity,
+                name,
                 st.SUCCEEDED,
                 message=ev.message,
                 detail=detail,
                 result=ev.result,
                 agent=contractor,
             )
-            j.commit()
-            self.advance(live)
+            done.append(name)
             return
-        if state == st.FAILED and row.attempt < self._max_attempt(live, ev.activity, row):
-            j = Journal(self)
+        if state == st.FAILED and row.attempt < self._max_attempt(live, name, row):
             j.activity(
                 live,
-                ev.activity,
+                name,
                 st.RETRYING,
                 message=f"attempt {row.attempt} failed: {ev.message}",
                 detail=detail,
                 attempt=row.attempt + 1,
             )
-            j.commit()
-            self.advance(live)
+            retry.append(name)
             return
-        if state == st.CANCELLED and live.state == "RUNNING":
-            state = st.FAILED
-        self._fail(live, ev.activity, ev.message or f"activity {state.lower()}", detail)
+        self._fail_into(j, live, name, ev.message or f"activity {state.lower()}", detail)
 
     def _max_attempt(self, live: Live, name: str, row: cstore.ActivityRow) -> int:
         return live.dag.activity(name).retries + row.infra_retries
@@ -407,10 +435,8 @@ class Monitor:
             for act in lost:
                 row = live.acts[act]
                 if row.infra_retries >= MAX_INFRA_RETRIES:
-                    j.commit()
-                    self._fail(
-                        live, act, f"contractor {name} was lost {row.infra_retries + 1} times", {}
-                    )
+                    lost_n = row.infra_retries + 1
+                    self._fail_into(j, live, act, f"contractor {name} was lost {lost_n} times", {})
                     continue
                 row.infra_retries += 1
                 j.activity(

@@ -135,10 +135,14 @@ class Placement:
 
     # ------------------------------------------------------------ RPCs
     async def _cfp(self, msg: SendCFP) -> None:
-        stub = self._stub(msg.to)
         req = scheduling_pb2.CallForProposalsRequest(
             monitor=self.agent.name, tenders=[tender_to_pb(t) for t in msg.tenders]
         )
+        local = self.agent.contractor
+        if msg.to == self.agent.name and local is not None:
+            self._step(BidsReceived(msg.to, local.bids(req)))  # no RPC to ourselves
+            return
+        stub = self._stub(msg.to)
         try:
             if stub is None:
                 raise ConnectionError("unknown member")
@@ -157,6 +161,14 @@ class Placement:
             item.resolved_inputs.update(self._resolve_outputs(t))
             items.append(item)
         req = scheduling_pb2.AwardRequest(monitor=self.agent.name, items=items)
+        local = self.agent.contractor
+        if msg.to == self.agent.name and local is not None:
+            decisions = [
+                Decision(TenderKey(d.campaign_id, d.activity, d.attempt), d.accepted, d.reason)
+                for d in local.award(req)
+            ]
+            self._step(AwardDecisions(msg.to, decisions))
+            return
         try:
             if stub is None:
                 raise ConnectionError("unknown member")
@@ -203,8 +215,6 @@ class Placement:
 
     async def _cancel(self, agent: str, keys: list[TenderKey]) -> None:
         stub = self._stub(agent)
-        if stub is None:
-            return
         req = scheduling_pb2.CancelActivitiesRequest(
             monitor=self.agent.name,
             activities=[
@@ -214,6 +224,12 @@ class Placement:
                 for k in keys
             ],
         )
+        local = self.agent.contractor
+        if agent == self.agent.name and local is not None:
+            await local.cancel(list(req.activities))
+            return
+        if stub is None:
+            return
         try:
             await stub.Cancel(req, timeout=RPC_TIMEOUT_S)
         except grpc.RpcError as exc:

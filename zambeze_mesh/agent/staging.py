@@ -43,6 +43,15 @@ class Stager:
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
+        self._made: set[Path] = set()
+
+    def _mkdir(self, path: Path) -> None:
+        """Create a directory once (remembered: mkdir is slow on some filesystems)."""
+        if path not in self._made:
+            path.mkdir(parents=True, exist_ok=True)
+            if len(self._made) > 10_000:
+                self._made.clear()
+            self._made.add(path)
 
     def _resolve_ref(self, job: Job, value: str) -> str:
         """``@output:act[/sub]`` → ``agent://abs/path[/sub]`` using the monitor's resolution."""
@@ -68,8 +77,8 @@ class Stager:
         output = expand_escapes(out_text, agentdir=agent_dir, workingdir=working)
         if not output.is_absolute():
             output = working / output
-        working.mkdir(parents=True, exist_ok=True)
-        output.mkdir(parents=True, exist_ok=True)
+        self._mkdir(working)
+        self._mkdir(output)
         prepared = Prepared(working, output)
         used: set[str] = set()
         for uri in spec.data_uris:

@@ -22,9 +22,8 @@ from typing import Any, ClassVar
 import cloudpickle
 
 from zambeze_mesh.campaign.futures import ActivityFuture
-from zambeze_mesh.campaign.refs import OutputRef, check_name
+from zambeze_mesh.campaign.refs import MAX_FUNCTION_BYTES, MAX_RETRIES, OutputRef, check_name
 from zambeze_mesh.errors import FailedPrecondition, InvalidInput
-from zambeze_mesh.scheduling.model import MAX_FUNCTION_BYTES, MAX_RETRIES
 from zambeze_mesh.v1 import common_pb2
 
 __all__ = [

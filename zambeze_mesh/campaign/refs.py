@@ -10,9 +10,22 @@ from __future__ import annotations
 import re
 
 from zambeze_mesh.errors import InvalidInput
-from zambeze_mesh.scheduling.model import MAX_NAME, MONITOR, OUTPUT_REF_PREFIX, valid_name
 
-__all__ = ["OUTPUT_REF_PREFIX", "OutputRef", "check_name"]
+__all__ = ["MAX_NAME", "OUTPUT_REF_PREFIX", "OutputRef", "check_name", "valid_name"]
+
+# The same rules as the monitor's (zambeze_mesh.scheduling.model, checked by a test);
+# copied so that ``import zambeze_mesh`` does not pull in the scheduler and networkx.
+MAX_NAME = 128
+MAX_RETRIES = 10
+MAX_FUNCTION_BYTES = 16 * 1024 * 1024
+MONITOR = "__monitor__"
+OUTPUT_REF_PREFIX = "@output:"
+_NAME_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_. \-]{0,126}[A-Za-z0-9_.\-])?")
+
+
+def valid_name(name: str) -> bool:
+    """True for 1-128 characters of ``[A-Za-z0-9_.-]`` and inner spaces."""
+    return bool(_NAME_RE.fullmatch(name)) and name != MONITOR and name not in (".", "..")
 
 
 def check_name(name: object, what: str = "activity name") -> str:

@@ -65,6 +65,11 @@ Progress = Callable[[int, int], None]
 """``on_progress(done_bytes, total_bytes)`` for a whole object (all files of a directory)."""
 
 GRANT_REFRESHES = 3
+STREAM_OPTIONS: list[tuple[str, int]] = (
+    [("grpc.http2.lookahead_bytes", int(os.environ["ZMESH_LOOKAHEAD"]))]
+    if os.environ.get("ZMESH_LOOKAHEAD")
+    else []
+)
 
 
 @dataclass(slots=True)
@@ -172,7 +177,7 @@ class HomePeers:
         from zambeze_mesh.security.tls import channel_credentials
         from zambeze_mesh.store import Store
         from zambeze_mesh.store import identity as idstore
-        from zambeze_mesh.transport.channels import ChannelPool
+        from zambeze_mesh.transport.channels import channel_options
 
         home.require()
         self.home = home
@@ -183,14 +188,22 @@ class HomePeers:
             ident = idstore.load_identity(store)
         finally:
             store.close()
-        creds = channel_credentials(
+        self._creds = channel_credentials(
             ident.key_pem, der_to_pem(ident.cert_der), der_to_pem(ident.ca_cert_der)
         )
-        self.pool = ChannelPool(creds, self.config.max_message_bytes)
+        self._options: list[tuple[str, int]] = [
+            *channel_options(self.config.max_message_bytes),
+            *STREAM_OPTIONS,
+        ]
+        self._channels: dict[str, grpc.aio.Channel] = {}
 
     def channel(self, address: str) -> grpc.aio.Channel:
         """A channel to ``address`` presenting the home's agent certificate."""
-        return self.pool.get(address)
+        ch = self._channels.get(address)
+        if ch is None:
+            ch = grpc.aio.secure_channel(address, self._creds, options=self._options)
+            self._channels[address] = ch
+        return ch
 
     async def address_of(self, name: str) -> str:
         """Resolve ``name`` (explicit map, live agent, stored members)."""
@@ -235,7 +248,8 @@ class HomePeers:
 
     async def close(self) -> None:
         """Close the channels."""
-        await self.pool.close()
+        channels, self._channels = list(self._channels.values()), {}
+        await asyncio.gather(*(ch.close() for ch in channels), return_exceptions=True)
 
 
 def _rpc(exc: grpc.RpcError) -> ZmeshError:
@@ -260,9 +274,8 @@ class DataClient:
         backoff: Callable[[int], float] | None = None,
         rpc_timeout: float = 600.0,
     ) -> None:
-        from zambeze_mesh.agent.agent import Agent
-
-        self.peers: Peers = AgentPeers(source) if isinstance(source, Agent) else source
+        is_peers = hasattr(source, "channel") and hasattr(source, "address_of")
+        self.peers: Peers = source if is_peers else AgentPeers(source)  # type: ignore[assignment,arg-type]
         self.methods: dict[str, FetchMethod] = dict(methods if methods is not None else METHODS)
         if GRPC_STREAM not in self.methods:
             self.methods[GRPC_STREAM] = grpc_stream_fetch

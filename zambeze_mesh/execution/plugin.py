@@ -122,9 +122,10 @@ class BasePlugin:
 
     @staticmethod
     def prepare_dirs(req: RunRequest) -> None:
-        """Create the working dir and the output dir."""
-        req.working_dir.mkdir(parents=True, exist_ok=True)
-        req.output_dir.mkdir(parents=True, exist_ok=True)
+        """Create the working dir and the output dir (a stat first: mkdir is slow on overlays)."""
+        for path in (req.working_dir, req.output_dir):
+            if not path.is_dir():
+                path.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
     def zmesh_env(req: RunRequest) -> dict[str, str]:

@@ -11,7 +11,9 @@ so a spoofed advertisement can at worst make a join fail, never join the wrong m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import logging
 import socket
 import threading
 import time
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from zambeze_mesh.errors import InvalidInput, NotFound
+
+log = logging.getLogger("zambeze_mesh.discovery")
 
 SERVICE_TYPE = "_zmesh._tcp.local."
 _WILDCARDS = ("", "0.0.0.0", "::", "*")
@@ -122,40 +126,55 @@ def _service_info(ad: Advertisement) -> Any:
 
 
 class Advertiser:
-    """Advertises one agent on one interface while it runs (asyncio side)."""
+    """Advertises one agent on one interface while it runs (asyncio side).
+
+    :meth:`start` returns at once; mDNS probing (about a second) and the announcements
+    run in the background so that advertising never delays the agent.
+    """
 
     def __init__(self, ad: Advertisement, interface: str | None) -> None:
         self.ad = ad
         self.interface = interface
+        self.registered = False
         self._zc: Any = None
         self._info: Any = None
-        self._task: asyncio.Future[Any] | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Register the service; probing and announcing continue in the background."""
+        """Open the mDNS sockets and register the service in the background."""
         from zeroconf.asyncio import AsyncZeroconf
 
         interfaces, version = _interfaces(self.interface)
-        self._zc = AsyncZeroconf(interfaces=interfaces, ip_version=version)
         self._info = _service_info(self.ad)
+        self._zc = AsyncZeroconf(interfaces=interfaces, ip_version=version)
+        self._task = asyncio.create_task(self._register())
+
+    async def _register(self) -> None:
         try:
-            self._task = await self._zc.async_register_service(self._info, allow_name_change=True)
-        except BaseException:
-            await self.close()
+            announced = await self._zc.async_register_service(self._info, allow_name_change=True)
+            await announced
+        except asyncio.CancelledError:
             raise
+        except Exception as exc:  # advertising is best effort: say why and carry on
+            log.warning("zeroconf.failed", extra={"fields": {"reason": str(exc)}})
+            return
+        self.registered = True
+        log.info("zeroconf.advertised", extra={"fields": {"interface": self.interface or "all"}})
 
     async def close(self) -> None:
-        """Say goodbye and release the sockets (idempotent)."""
+        """Stop advertising (a goodbye when registered) and release the sockets."""
         zc, self._zc = self._zc, None
         if zc is None:
             return
         task, self._task = self._task, None
         try:
-            if task is not None and self._info is not None:
-                if not task.done():
-                    task.cancel()
-                else:
-                    await zc.async_unregister_service(self._info)
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if self.registered:
+                self.registered = False
+                await zc.async_unregister_service(self._info)  # goodbye sent in the background
         finally:
             await zc.async_close()
 

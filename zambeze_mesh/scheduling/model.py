@@ -45,7 +45,9 @@ MAX_CMD = 64 * 1024
 MONITOR = "__monitor__"
 
 OUTPUT_REF_PREFIX = "@output:"
-NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+#: Activity names: 1-128 characters of letters, digits, ``_ . -`` and inner spaces (the
+#: paper's names, e.g. "create microscope images", are valid).
+NAME_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_. \-]{0,126}[A-Za-z0-9_.\-])?")
 _NAME_CHARS = r"[A-Za-z0-9_][A-Za-z0-9_.\-]*"
 # An embedded reference: not preceded by a name character, ends at '/' or a non-name char.
 _EMBEDDED_REF_RE = re.compile(r"(?<![A-Za-z0-9_.\-])@output:(" + _NAME_CHARS + r")")
@@ -53,8 +55,16 @@ _EMBEDDED_REF_RE = re.compile(r"(?<![A-Za-z0-9_.\-])@output:(" + _NAME_CHARS + r
 _DEFAULT_PLUGIN = {"shell": "shell", "python": "python", "transfer": "transfer"}
 
 
+TOKEN_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+
+
+def valid_token(name: str) -> bool:
+    """Agent, plugin and workflow-manager names: ``[A-Za-z0-9_.-]``, no spaces."""
+    return bool(TOKEN_RE.fullmatch(name)) and name not in (".", "..")
+
+
 def valid_name(name: str) -> bool:
-    """True for a non-empty name of at most 128 characters of ``[A-Za-z0-9_.-]``."""
+    """True for 1-128 characters of ``[A-Za-z0-9_.-]`` and inner spaces."""
     return bool(NAME_RE.fullmatch(name)) and name != MONITOR and name not in (".", "..")
 
 
@@ -239,7 +249,7 @@ def _validate_body(name: str, spec: common_pb2.ActivitySpec) -> Kind:
         return "python"
     if body == "workflow":
         wf = spec.workflow
-        if not valid_name(wf.wf_manager):
+        if not valid_token(wf.wf_manager):
             raise _bad(name, f"bad wf_manager {wf.wf_manager[:140]!r}")
         _check_str(name, "wf_uri", wf.wf_uri)
         _check_ref(name, "wf_uri", wf.wf_uri)
@@ -291,9 +301,9 @@ def activity_from_spec(spec: common_pb2.ActivitySpec) -> ActivityDef:
     for dep in depends_on:
         if not valid_name(dep):
             raise _bad(name, f"depends_on names an invalid activity {dep[:140]!r}")
-    if spec.agent and not valid_name(spec.agent):
+    if spec.agent and not valid_token(spec.agent):
         raise _bad(name, f"bad agent pin {spec.agent[:140]!r}")
-    if spec.plugin and not valid_name(spec.plugin):
+    if spec.plugin and not valid_token(spec.plugin):
         raise _bad(name, f"bad plugin name {spec.plugin[:140]!r}")
     if not math.isfinite(spec.timeout_s) or spec.timeout_s < 0:
         raise _bad(name, f"timeout_s must be a finite number >= 0, got {spec.timeout_s}")
@@ -359,6 +369,6 @@ def transfer_dest_agent(activity: ActivityDef) -> str | None:
     if activity.kind != "transfer" or activity.spec is None:
         return None
     scheme, sep, _ = activity.spec.transfer.dest.partition("://")
-    if not sep or scheme == "file" or not valid_name(scheme):
+    if not sep or scheme == "file" or not valid_token(scheme):
         return None
     return scheme

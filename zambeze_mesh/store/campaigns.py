@@ -114,31 +114,39 @@ def insert_campaign(
     )
 
 
-def append_event(db: sqlite3.Connection, ev: common_pb2.Event) -> None:
-    """Journal one event (its seq already assigned)."""
-    db.execute(
+def append_events(db: sqlite3.Connection, events: list[common_pb2.Event]) -> None:
+    """Journal events (seqs already assigned) and advance each campaign's last_seq."""
+    db.executemany(
         "INSERT INTO events (campaign_id, seq, event) VALUES (?, ?, ?)",
-        (ev.campaign_id, ev.seq, ev.SerializeToString()),
+        [(ev.campaign_id, ev.seq, ev.SerializeToString()) for ev in events],
     )
-    db.execute("UPDATE campaigns SET last_seq = ? WHERE id = ?", (ev.seq, ev.campaign_id))
+    last: dict[str, int] = {}
+    for ev in events:
+        last[ev.campaign_id] = max(ev.seq, last.get(ev.campaign_id, 0))
+    db.executemany(
+        "UPDATE campaigns SET last_seq = ? WHERE id = ?", [(v, k) for k, v in last.items()]
+    )
 
 
-def save_activity(db: sqlite3.Connection, cid: str, a: ActivityRow) -> None:
-    """Write an activity's current state."""
-    db.execute(
+def save_activities(db: sqlite3.Connection, rows: list[tuple[str, ActivityRow]]) -> None:
+    """Write activities' current states: ``(campaign_id, row)`` pairs."""
+    db.executemany(
         "UPDATE activities SET state=?, attempt=?, agent=?, message=?, detail=?, result=?,"
         " infra_retries=? WHERE campaign_id=? AND name=?",
-        (
-            a.state,
-            a.attempt,
-            a.agent,
-            a.message,
-            json.dumps(a.detail),
-            a.result or None,
-            a.infra_retries,
-            cid,
-            a.name,
-        ),
+        [
+            (
+                a.state,
+                a.attempt,
+                a.agent,
+                a.message,
+                json.dumps(a.detail),
+                a.result or None,
+                a.infra_retries,
+                cid,
+                a.name,
+            )
+            for cid, a in rows
+        ],
     )
 
 
@@ -215,12 +223,11 @@ def events_after(store: Store, cid: str, after: int, limit: int = 1000) -> list[
 
 
 # ---------------------------------------------------------------- contractor side
-def outbox_add(db: sqlite3.Connection, monitor: str, ev: common_pb2.Event) -> int:
-    """Queue an event for ``monitor``; returns its outbox number."""
-    cur = db.execute(
+def outbox_add(db: sqlite3.Connection, monitor: str, ev: common_pb2.Event) -> None:
+    """Queue an event for ``monitor``."""
+    db.execute(
         "INSERT INTO outbox (monitor, event) VALUES (?, ?)", (monitor, ev.SerializeToString())
     )
-    return int(cur.lastrowid or 0)
 
 
 def outbox_pending(store: Store, limit: int = 2000) -> list[tuple[int, str, common_pb2.Event]]:

@@ -18,7 +18,6 @@ from zambeze_mesh.transport.membership_wire import from_pb, to_pb
 from zambeze_mesh.v1 import membership_pb2_grpc
 
 
-
 class GrpcTransport:
     """Sends membership messages as unary RPCs; one reused channel per peer."""
 

@@ -150,7 +150,7 @@ def test_function_is_cloudpickled_with_args_and_kwargs() -> None:
     ("build", "match"),
     [
         (lambda: zm.ShellActivity("", cmd="x"), "empty"),
-        (lambda: zm.ShellActivity("a b", cmd="x"), "try 'a_b'"),
+        (lambda: zm.ShellActivity("a/b", cmd="x"), "try 'a_b'"),
         (lambda: zm.ShellActivity("__monitor__", cmd="x"), "invalid"),
         (lambda: zm.ShellActivity("s"), "needs cmd or script_uri"),
         (lambda: zm.PythonActivity("p"), "exactly one of script_uri or func"),
@@ -166,7 +166,7 @@ def test_function_is_cloudpickled_with_args_and_kwargs() -> None:
         (lambda: zm.ShellActivity("s", cmd="x", retries=99), "retries"),
         (lambda: zm.ShellActivity("s", cmd="x", data_uris="a://x"), "lists"),
         (lambda: zm.ShellActivity("s", cmd="x", data_uris=[""]), "empty"),
-        (lambda: zm.ShellActivity("s", cmd="x", depends_on=["bad name"]), "depends_on"),
+        (lambda: zm.ShellActivity("s", cmd="x", depends_on=["bad/name"]), "depends_on"),
         (lambda: zm.ShellActivity("s", cmd="x", requires={"ram": 1}), "unknown requires"),
         (lambda: zm.ShellActivity("s", cmd="x", requires={"memory": "lots"}), "memory"),
         (lambda: zm.ShellActivity("s", cmd="x", requires={"cpus": -1}), "cpus"),
@@ -200,3 +200,13 @@ def test_campaign_checks_names_and_binding() -> None:
     assert camp.poll() == {"a": "PENDING"}
     with pytest.raises(FailedPrecondition, match="not been dispatched"):
         camp.wait(0.1)
+
+
+def test_client_rules_match_the_monitor() -> None:
+    from zambeze_mesh.campaign import refs
+    from zambeze_mesh.scheduling import model
+
+    for const in ("MAX_NAME", "MAX_RETRIES", "MAX_FUNCTION_BYTES", "MONITOR", "OUTPUT_REF_PREFIX"):
+        assert getattr(refs, const) == getattr(model, const), const
+    for name in ("a", "a.b-c_d", "A" * 128, "A" * 129, "", ".", "..", "a b", "__monitor__", "é"):
+        assert refs.valid_name(name) == model.valid_name(name), name

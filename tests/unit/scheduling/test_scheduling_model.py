@@ -80,7 +80,7 @@ def test_plugin_derivation() -> None:
         (shell("p", output_dir="a\x00b"), "'p'.*NUL"),
         (shell("g", agent="bad agent"), "'g'.*agent pin"),
         (shell("o", data_uris=["@output:"]), "'o'.*output reference"),
-        (shell("o", depends_on=["bad name"]), "'o'.*depends_on"),
+        (shell("o", depends_on=["bad/name"]), "'o'.*depends_on"),
         (
             common_pb2.ActivitySpec(
                 name="py", python=common_pb2.PythonSpec(script_uri="A://s.py", function=b"f")
@@ -210,3 +210,14 @@ def test_state_proto_mapping_round_trips() -> None:
         st.from_proto(common_pb2.ACTIVITY_STATE_UNSPECIFIED)
     with pytest.raises(InvalidInput):
         st.from_proto(999)
+
+
+def test_paper_activity_names_are_valid() -> None:
+    from zambeze_mesh.campaign.refs import valid_name as client_rule
+    from zambeze_mesh.scheduling.model import valid_name, valid_token
+
+    for name in ("create microscope images", "train ml models", "Model validation"):
+        assert valid_name(name) and client_rule(name)
+    for bad in (" lead", "trail ", "a/b", "", "x" * 129):
+        assert not valid_name(bad) and not client_rule(bad)
+    assert not valid_token("two words")
