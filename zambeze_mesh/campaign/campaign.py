@@ -30,6 +30,14 @@ if TYPE_CHECKING:
 __all__ = ["Campaign"]
 
 
+_DISPATCHED: list[Campaign] = []
+
+
+def dispatched() -> list[Campaign]:
+    """Campaigns dispatched by this process so far (``zmesh run`` follows them)."""
+    return list(_DISPATCHED)
+
+
 class Campaign:
     """A science campaign: activities, dispatched together, followed by events.
 
@@ -136,6 +144,7 @@ class Campaign:
             specs = [a.to_spec() for a in self._activities.values()]
             res = await self.client.submit(self.name, specs, client_request_id=self._request_id)
             self.id, self.monitor = res.campaign_id, res.monitor
+            _DISPATCHED.append(self)
             self._tracker.submitted(res.campaign_id)
             self._start_watch()
             return self.id

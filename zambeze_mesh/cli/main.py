@@ -199,6 +199,30 @@ def cmd_data_put(args: argparse.Namespace) -> int:
     return data.put(_home(args), args.local, args.target, quiet=args.quiet)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from zambeze_mesh.cli.campaigns import run_file
+
+    return run_file(_home(args), args.file, args.args)
+
+
+def cmd_campaigns(args: argparse.Namespace) -> int:
+    from zambeze_mesh.cli.campaigns import list_campaigns
+
+    return list_campaigns(_home(args), args.json)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from zambeze_mesh.cli.campaigns import show_status
+
+    return show_status(_home(args), args.campaign, as_json=args.json, watch=args.watch)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from zambeze_mesh.cli.campaigns import cancel
+
+    return cancel(_home(args), args.campaign)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``zmesh`` argument parser."""
     home_help = "agent home (default: $ZMESH_HOME or ~/.zmesh)"
@@ -254,6 +278,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("members", cmd_members, help="the mesh as this agent sees it")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--watch", action="store_true", help="follow changes live")
+
+    sp = add("run", cmd_run, help="run a campaign file and follow it to the end")
+    sp.add_argument("file")
+    sp.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the file")
+    sp = add("campaigns", cmd_campaigns, help="campaigns this agent monitors")
+    sp.add_argument("--json", action="store_true")
+    sp = add("status", cmd_status, help="one campaign's state")
+    sp.add_argument("campaign")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--watch", action="store_true", help="follow live until it ends")
+    sp = add("cancel", cmd_cancel, help="cancel a campaign")
+    sp.add_argument("campaign")
 
     cert = sub.add_parser("cert", help="certificates").add_subparsers(dest="sub", required=True)
     sp = add("issue-client", cmd_cert_issue_client, cert, help="credentials for a client")
