@@ -65,11 +65,11 @@ Progress = Callable[[int, int], None]
 """``on_progress(done_bytes, total_bytes)`` for a whole object (all files of a directory)."""
 
 GRANT_REFRESHES = 3
-STREAM_OPTIONS: list[tuple[str, int]] = (
-    [("grpc.http2.lookahead_bytes", int(os.environ["ZMESH_LOOKAHEAD"]))]
-    if os.environ.get("ZMESH_LOOKAHEAD")
-    else []
-)
+import json as _json
+
+STREAM_OPTIONS: list[tuple[str, int]] = [
+    tuple(x) for x in _json.loads(os.environ.get("ZMESH_OPTS", "[]"))  # type: ignore[misc]
+]
 
 
 @dataclass(slots=True)
