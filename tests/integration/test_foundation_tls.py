@@ -61,7 +61,7 @@ async def test_client_cert_rules(tmp_path: Path) -> None:
 @pytest.mark.parametrize("who", ["no-cert", "other-ca"])
 async def test_tls_handshake_refused(tmp_path: Path, who: str) -> None:
     async with mesh(tmp_path / "m", 1) as (agent,):
-        ca_pem = (agent.ca.cert_pem if agent.ca else b"")
+        ca_pem = agent.ca.cert_pem if agent.ca else b""
         if who == "no-cert":
             creds = grpc.ssl_channel_credentials(ca_pem)
         else:

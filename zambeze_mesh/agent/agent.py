@@ -26,6 +26,7 @@ from zambeze_mesh.agent.monitor import Monitor
 from zambeze_mesh.agent.placement import Placement
 from zambeze_mesh.errors import AlreadyExists, Unavailable
 from zambeze_mesh.execution import PluginRegistry
+from zambeze_mesh.execution.loading import load_registry, scheduler_facts
 from zambeze_mesh.membership.discovery import Advertisement, Advertiser, interface_for
 from zambeze_mesh.membership.events import MemberEvent
 from zambeze_mesh.security.authz import AuthorizationInterceptor
@@ -157,7 +158,9 @@ class Agent:
         await self._start_services()
         for service in (*SERVICE_NAMES, ""):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        self.home.ports.write_text(f"{self.address}\n{self.admission_address}\n")
+        tmp = self.home.ports.with_suffix(".tmp")
+        tmp.write_text(f"{self.address}\n{self.admission_address}\n")
+        tmp.replace(self.home.ports)  # readers never see a half-written file
         log_event(
             log,
             "agent.started",
@@ -197,12 +200,11 @@ class Agent:
         """Start membership and the services above it (in dependency order)."""
         assert self.store is not None and self.identity is not None and self.ca is not None
         cfg = self.config
-        self.registry = PluginRegistry.load(
-            extra=cfg.plugins,
-            disabled=cfg.disabled_plugins,
-            options={"python": {"accept_functions": cfg.accept_functions}},
-        )
+        # Plugins and their options from the config (execution/loading.py); with a
+        # `scheduler`, shell/python activities go to the batch plugin.
+        self.registry = load_registry(cfg, self.data_dir)
         self.gossip = Gossip(self, plugins=self.registry.names())
+        self.gossip.set_capabilities(self.registry.names(), *scheduler_facts(self.registry))
         await self.gossip.start()
         self.monitor = Monitor(self)
         self.contractor = Contractor(self, self.registry)

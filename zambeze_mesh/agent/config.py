@@ -67,6 +67,12 @@ class AgentConfig:
     membership: str = "local"
     log_level: str = "info"
     zeroconf: bool = True
+    # Batch execution (execution/batch.py): with a scheduler, shell and python
+    # activities run as batch jobs through PSI/J.
+    scheduler: str = ""
+    queue: str = ""
+    account: str = ""
+    walltime: str = ""
 
     def __post_init__(self) -> None:
         split_hostport(self.listen)
@@ -84,6 +90,16 @@ class AgentConfig:
             raise InvalidInput(f"membership must be local, lan or wan, got {self.membership!r}")
         if not 1024 <= self.max_message_bytes <= 256 * 1024 * 1024:
             raise InvalidInput("max_message_bytes must be between 1 KiB and 256 MiB")
+        from zambeze_mesh.execution.batch_spec import check_scheduler, parse_walltime
+
+        check_scheduler(self.scheduler)
+        parse_walltime(self.walltime)
+        for key in ("queue", "account"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or len(value) > 256 or any(c in value for c in "\n\"'"):
+                raise InvalidInput(f"{key} must be a plain name, got {value!r}")
+        if (self.queue or self.account or self.walltime) and not self.scheduler:
+            raise InvalidInput("queue, account and walltime need a scheduler")
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:

@@ -14,6 +14,11 @@ from zambeze_mesh.membership.messages import ALIVE, DEAD, LEFT, SUSPECT, Update
 from zambeze_mesh.membership.suspicion import Suspicion
 from zambeze_mesh.membership.table import GONE, Member, MemberTable
 
+#: Updates claiming a higher incarnation are dropped. Incarnations only grow by one per
+#: refutation, so no honest member gets near it; a hostile accusation near 2**64 would
+#: otherwise force a refutation whose number no longer fits the wire's uint64.
+MAX_INCARNATION = 2**48
+
 
 class UpdateRules:
     """Apply alive/suspect/dead/left updates with incarnation precedence and refutation."""
@@ -45,6 +50,8 @@ class UpdateRules:
     def _apply(self, updates: Iterable[Update]) -> None:
         members, me = self._members, self.name
         for u in updates:
+            if u.incarnation > MAX_INCARNATION:
+                continue  # hostile: would push a refutation past what the wire can carry
             kind = u.kind
             if kind == ALIVE:
                 m = members.get(u.name)
@@ -67,6 +74,8 @@ class UpdateRules:
         """
         members, me = self._members, self.name
         for u in state:
+            if u.incarnation > MAX_INCARNATION:
+                continue
             if u.kind == ALIVE:
                 m = members.get(u.name)
                 if m is not None and u.incarnation <= m.incarnation and u.name != me:

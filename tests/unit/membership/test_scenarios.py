@@ -175,3 +175,24 @@ def test_suspicion_timeout_shrinks_with_confirmations() -> None:
     second = swim.suspicion_deadline("p5")
     assert first is not None and second is not None and second < first
     assert swim.member("p5").status == "suspect"  # type: ignore[union-attr]
+
+
+def test_absurd_incarnation_accusation_is_ignored() -> None:
+    """A suspect/dead update naming us with a huge incarnation must not be refuted."""
+    import random
+
+    from zambeze_mesh.membership.config import Config
+    from zambeze_mesh.membership.messages import DEAD, SUSPECT, Gossip, Update
+    from zambeze_mesh.membership.rules import MAX_INCARNATION
+    from zambeze_mesh.membership.steps import Received, Start
+    from zambeze_mesh.membership.swim import Swim
+
+    swim = Swim("me", "me:1", Config.local(), random.Random(1), lambda inc: ("rec", inc))
+    swim.step(0.0, Start([]))
+    for kind in (SUSPECT, DEAD):
+        bad = Update(kind, "me", 2**64 - 1, source="evil")
+        swim.step(1.0, Received("evil:1", Gossip("evil", (bad,))))
+    assert swim.incarnation == 0
+    ok = Update(SUSPECT, "me", 5, source="peer")
+    swim.step(2.0, Received("peer:1", Gossip("peer", (ok,))))
+    assert 5 < swim.incarnation <= MAX_INCARNATION

@@ -1,0 +1,139 @@
+"""Turning an activity into a PSI/J job, without touching a scheduler.
+
+:func:`parse_walltime` and :func:`activity_argv` are pure; :func:`build_job`
+makes a ``psij.Job`` and :func:`render_submit_script` asks a PSI/J batch executor
+for the submit script it *would* use (``generate_submit_script``), which is how
+the LSF / PBS job descriptions are tested where those schedulers do not run.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from zambeze_mesh.errors import InvalidInput
+from zambeze_mesh.execution.model import RunRequest
+
+#: Schedulers the batch plugin accepts (PSI/J executor names).
+SCHEDULERS = ("slurm", "lsf", "pbs", "flux", "cobalt", "local")
+#: File the cloudpickled ``(func, args, kwargs)`` of a function activity goes to.
+FN_IN = "zmesh-function.pkl"
+#: File its cloudpickled return value comes back in.
+FN_OUT = "zmesh-result.pkl"
+
+_WALL = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+def parse_walltime(text: str) -> timedelta | None:
+    """Slurm-style walltime: ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``; "" → None."""
+    text = text.strip()
+    if not text:
+        return None
+    m = _WALL.match(text)
+    if not m:
+        raise InvalidInput(f"walltime {text!r} is not MM, HH:MM:SS or D-HH:MM:SS")
+    days, a, b, c = m.groups()
+    nums = [int(x) for x in (a, b, c) if x is not None]
+    if days is not None:
+        h, mi, s = (nums + [0, 0])[:3]
+        total = timedelta(days=int(days), hours=h, minutes=mi, seconds=s)
+    elif len(nums) == 1:
+        total = timedelta(minutes=nums[0])
+    elif len(nums) == 2:
+        total = timedelta(minutes=nums[0], seconds=nums[1])
+    else:
+        total = timedelta(hours=nums[0], minutes=nums[1], seconds=nums[2])
+    if total <= timedelta(0):
+        raise InvalidInput(f"walltime {text!r} must be positive")
+    return total
+
+
+def check_scheduler(name: str) -> None:
+    """Raise InvalidInput for a scheduler name PSI/J does not know."""
+    if name and name not in SCHEDULERS:
+        raise InvalidInput(f"scheduler {name!r} is not one of {', '.join(SCHEDULERS)}")
+
+
+def activity_argv(
+    req: RunRequest, script: Path | None, python: str = sys.executable, shell: str = "/bin/sh"
+) -> list[str]:
+    """What the batch job runs for a shell or python activity."""
+    spec = req.spec
+    if req.kind == "shell":
+        if spec.shell.cmd:
+            return [shell, "-c", spec.shell.cmd]
+        if script is not None:
+            return [shell, str(script)]
+        raise InvalidInput(f"shell activity {req.activity!r} has neither cmd nor script")
+    if req.kind == "python":
+        if spec.python.function:
+            return [
+                python,
+                "-m",
+                "zambeze_mesh.execution.batch_fn",
+                str(req.working_dir / FN_IN),
+                str(req.working_dir / FN_OUT),
+            ]
+        if script is not None:
+            return [python, str(script), *spec.python.args]
+        raise InvalidInput(f"python activity {req.activity!r} has neither script nor function")
+    raise InvalidInput(f"the batch plugin does not run {req.kind!r} activities")
+
+
+def build_job(
+    req: RunRequest,
+    argv: list[str],
+    env: Mapping[str, str],
+    *,
+    queue: str = "",
+    account: str = "",
+    walltime: timedelta | None = None,
+    custom: Mapping[str, object] | None = None,
+) -> Any:
+    """A ``psij.Job`` running ``argv`` in the working dir, one process on one node."""
+    from psij import Job, JobAttributes, JobSpec, ResourceSpecV1
+
+    attrs = JobAttributes(
+        queue_name=queue or None,
+        account=account or None,
+        custom_attributes=dict(custom or {}) or None,
+    )
+    if walltime is not None:
+        attrs.duration = walltime
+    spec = JobSpec(
+        executable=argv[0],
+        arguments=argv[1:],
+        directory=req.working_dir,
+        name=_job_name(req),
+        inherit_environment=True,
+        environment=dict(env),
+        stdout_path=req.working_dir / "stdout.log",
+        stderr_path=req.working_dir / "stderr.log",
+        resources=ResourceSpecV1(node_count=1, process_count=1),
+        attributes=attrs,
+    )
+    return Job(spec)
+
+
+def _job_name(req: RunRequest) -> str:
+    raw = f"zmesh-{req.activity}"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)[:64]
+
+
+def render_submit_script(executor: Any, job: Any) -> str:
+    """The submit script a PSI/J batch executor would submit for ``job`` (not submitted)."""
+    context = executor._create_script_context(job)
+    out = io.StringIO()
+    executor.generate_submit_script(job, context, out)
+    return out.getvalue()
+
+
+def timeout_reason(message: str) -> bool:
+    """True when a scheduler's failure message says the walltime ran out."""
+    low = message.lower()
+    return "time limit" in low or "timelimit" in low or "walltime" in low or "timeout" in low

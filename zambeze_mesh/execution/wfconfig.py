@@ -1,0 +1,78 @@
+"""Shared pieces of the workflow-manager plugins (``dask``, ``parsl``).
+
+Pure helpers: parse an activity's ``wf_config_json`` and build the environment a
+workflow script runs with. The script reads it back through :mod:`zambeze_mesh.wf`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from zambeze_mesh.errors import InvalidInput
+
+#: JSON of the activity's ``wf_config`` (an object; ``{}`` when none was given).
+ENV_WF_CONFIG = "ZMESH_WF_CONFIG"
+#: The workflow manager running the script (``dask``, ``parsl``, ...).
+ENV_WF_MANAGER = "ZMESH_WF_MANAGER"
+#: Address of the Dask scheduler the script should connect to.
+ENV_DASK_SCHEDULER = "ZMESH_DASK_SCHEDULER"
+#: How many slots (workers) the agent gives a workflow.
+ENV_SLOTS = "ZMESH_SLOTS"
+
+
+def parse_wf_config(text: str) -> dict[str, Any]:
+    """The ``wf_config`` object of an activity (``{}`` for an empty string).
+
+    Raises InvalidInput when the text is not JSON or not a JSON object.
+    """
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"wf_config is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"wf_config must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def with_venv_path(env: Mapping[str, str], python: str = sys.executable) -> dict[str, str]:
+    """``env`` with the interpreter's bin dir first on PATH.
+
+    Parsl's HTEX starts ``interchange.py`` and ``process_worker_pool.py`` and
+    Dask's nannies start workers by name: they must come from this venv.
+    """
+    out = dict(env)
+    bindir = os.path.dirname(os.path.abspath(python))
+    parts = [p for p in out.get("PATH", os.defpath).split(os.pathsep) if p]
+    if bindir not in parts:
+        parts.insert(0, bindir)
+    out["PATH"] = os.pathsep.join(parts)
+    return out
+
+
+def workflow_env(
+    base: Mapping[str, str], manager: str, config: Mapping[str, Any], slots: int
+) -> dict[str, str]:
+    """The variables every workflow script gets on top of ``base``."""
+    env = with_venv_path(base)
+    env[ENV_WF_MANAGER] = manager
+    env[ENV_WF_CONFIG] = json.dumps(dict(config))
+    env[ENV_SLOTS] = str(slots)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def option_slots(options: Mapping[str, Any]) -> int:
+    """The ``slots`` plugin option (default: the CPU count), at least 1."""
+    try:
+        slots = int(options.get("slots", os.cpu_count() or 1))
+    except (TypeError, ValueError):
+        raise InvalidInput(f"option 'slots' must be an integer, got {options.get('slots')!r}")
+    if slots < 1:
+        raise InvalidInput("option 'slots' must be at least 1")
+    return slots
