@@ -71,17 +71,17 @@ async def test_holder_killed_mid_transfer_resumes_from_offset(procmesh: ProcMesh
             restarted.append(asyncio.get_running_loop().create_task(asyncio.to_thread(a.start)))
 
     client = DataClient.from_home(
-        Home(b.home), addresses={"a": a.address}, max_retries=80, backoff=lambda n: 0.25
+        Home(b.home), addresses={"a": a.address}, max_retries=240, backoff=lambda n: 0.25
     )
     try:
         res = await client.fetch("a", "big.bin", dest, on_progress=on_progress)
     finally:
         await client.close()
     await restarted[0]
-    assert killed_at and killed_at[0] < size
-    assert res.retries >= 1
-    assert res.sent_twice < 2 * MiB  # resumed from its offset, not from zero
-    assert res.bytes < size + 2 * MiB
+    assert killed_at and killed_at[0] < size, killed_at
+    assert res.retries >= 1, res
+    assert res.sent_twice < 2 * MiB, res  # resumed from its offset, not from zero
+    assert res.bytes < size + 2 * MiB, res
     assert sha(dest) == sha(src)
 
 

@@ -26,11 +26,13 @@ def build_capabilities(
     plugins: list[str],
     free_slots: int,
     data_dir: Path,
+    home: Path,
     scheduler: str = "",
     partitions: list[str] | None = None,
 ) -> common_pb2.Capabilities:
     """The capability block of this agent's record."""
-    roots = [str(data_dir)] + [str(Path(r).absolute()) for r in config.exported_roots]
+    # Relative roots are relative to the agent home, as the data service reads them.
+    roots = [str(data_dir)] + [str((home / r).absolute()) for r in config.exported_roots]
     return common_pb2.Capabilities(
         plugins=sorted(plugins),
         cpus=os.cpu_count() or 1,

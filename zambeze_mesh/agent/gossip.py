@@ -109,6 +109,7 @@ class Gossip:
                 plugins=self._plugins,
                 free_slots=self._free_slots,
                 data_dir=agent.data_dir,
+                home=agent.home.root,
                 scheduler=self._scheduler,
                 partitions=self._partitions,
             ),
