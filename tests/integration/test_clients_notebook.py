@@ -17,16 +17,17 @@ import pytest
 from tests.helpers.procs import ProcMesh
 
 nbformat = pytest.importorskip("nbformat", reason="needs nbformat (install the `test` extra)")
-nbclient = pytest.importorskip("nbclient", reason="needs nbclient (install the `test` extra)")
+pytest.importorskip("nbclient", reason="needs nbclient (install the `test` extra)")
 pytest.importorskip("ipykernel", reason="needs ipykernel (install the `test` extra)")
 
 from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
 from jupyter_client.manager import KernelManager  # noqa: E402
+from nbclient import NotebookClient  # noqa: E402
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "scripts" / "notebooks" / "quickstart.ipynb"
 
 
-class RecordingClient(nbclient.NotebookClient):  # type: ignore[misc, name-defined]
+class RecordingClient(NotebookClient):
     """A notebook client that also keeps every iopub message type and content."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -73,6 +73,8 @@ class Contractor:
         self._loadtask: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._runtime: dict[str, float] = defaultdict(lambda: 1.0)
+        # Activities parsed for a bid, reused when the award arrives (bounded).
+        self._parsed: dict[TenderKey, ActivityDef] = {}
         self._closing = False
 
     @property
@@ -131,6 +133,9 @@ class Contractor:
             except InvalidInput as exc:
                 out.append(Bid.refusal(key, str(exc)))
                 continue
+            if len(self._parsed) > 50_000:
+                self._parsed.clear()
+            self._parsed[key] = act
             if self._full():
                 out.append(Bid.refusal(key, "queue is full"))
                 continue
@@ -167,7 +172,7 @@ class Contractor:
                 d.reason = "slots gone: queue is full"
             else:
                 try:
-                    act = activity_from_spec(item.tender.spec)
+                    act = self._parsed.pop(key, None) or activity_from_spec(item.tender.spec)
                 except InvalidInput as exc:
                     d.reason = str(exc)
                 else:
@@ -331,6 +336,7 @@ class Contractor:
         backoff = 0.05
         while True:
             await self._wake.wait()
+            await asyncio.sleep(0)  # let events emitted in the same tick join this batch
             self._wake.clear()
             try:
                 sent_all = await self._flush_once()

@@ -304,13 +304,13 @@ class Monitor:
             return msg + (f"\n{tail[-2000:]}" if tail else "")
         return "cancelled"
 
-    def placed(self, key: TenderKey, agent: str) -> None:
-        """Contract net: an agent accepted the award."""
-        live = self._current(key)
-        if live is None:
-            return
+    def placed(self, placements: list[tuple[TenderKey, str]]) -> None:
+        """Contract net: agents accepted these awards (journaled in one transaction)."""
         j = Journal(self)
-        j.activity(live, key.activity, st.AWARDED, agent=agent)
+        for key, agent in placements:
+            live = self._current(key)
+            if live is not None:
+                j.activity(live, key.activity, st.AWARDED, agent=agent)
         j.commit()
 
     def placement_failed(self, key: TenderKey, reason: str) -> None:
@@ -372,8 +372,12 @@ class Monitor:
                 row.agent = contractor  # adopted after a monitor restart
             elif row.agent and row.agent != contractor:
                 continue
-            if state == row.state and state not in st.TERMINAL:
-                continue
+            if (
+                state == row.state
+                and state not in st.TERMINAL
+                and (state != st.STAGING or ev.message == row.message)
+            ):
+                continue  # a duplicate; STAGING repeats to report each input staged
             _, done, retry = progress.setdefault(live.id, (live, [], []))
             self._apply_report(j, live, contractor, state, ev, done, retry)
         j.commit()

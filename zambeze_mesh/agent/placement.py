@@ -105,10 +105,11 @@ class Placement:
                 self._spawn(self._cfp(msg))
             elif isinstance(msg, SendAward):
                 self._spawn(self._award(msg))
+        placed = [(ev.key, ev.agent) for ev in fx.events if isinstance(ev, Placed)]
+        if placed:
+            self.monitor.placed(placed)
         for ev in fx.events:
-            if isinstance(ev, Placed):
-                self.monitor.placed(ev.key, ev.agent)
-            elif isinstance(ev, Failed):
+            if isinstance(ev, Failed):
                 self.monitor.placement_failed(ev.key, ev.reason)
             elif isinstance(ev, LateAcceptance):
                 self.cancel_on([(ev.key, ev.agent)])

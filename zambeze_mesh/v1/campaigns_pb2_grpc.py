@@ -72,47 +72,71 @@ class CampaignsServicer:
 
     def Submit(self, request, context):
         """Validate and store a campaign, then start it. The agent that receives it
-        is its monitor. Errors: INVALID_ARGUMENT (missing fields, duplicate or
-        unknown activity names, dependency cycles, bad URIs),
-        FAILED_PRECONDITION (no plugin for an activity kind anywhere in the mesh),
-        RESOURCE_EXHAUSTED (campaign over the size limits). Nothing is stored on error.
+        is its monitor (returned in SubmitResponse.monitor). The whole campaign is
+        validated first; on any error nothing is stored and nothing runs.
+        Errors: INVALID_ARGUMENT (no name, no activities, bad or duplicate
+        activity names, unknown `depends_on` or `@output:` names, dependency
+        cycles, bad URIs, out-of-range fields), FAILED_PRECONDITION (no live agent
+        offers the plugin an activity needs), RESOURCE_EXHAUSTED (more than 10,000
+        activities, or a message over the size limit).
+        Idempotent with client_request_id: a retried Submit with the same id
+        returns the campaign created the first time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Get(self, request, context):
-        """Current state of a campaign and of each of its activities.
+        """Current state of a campaign and of each of its activities (a snapshot;
+        use Watch to follow changes). Errors: INVALID_ARGUMENT (empty id),
+        NOT_FOUND (not a campaign monitored by this agent).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Watch(self, request, context):
-        """Server stream of the campaign's events with seq > after_seq, in order,
-        ending after the final campaign-level event (or never, with follow=true
-        and an unfinished campaign, until the client cancels).
+        """Server stream of the campaign's events with seq > after_seq, in seq order.
+        Semantics:
+        * seq numbers start at 1 and have no gaps: the first event of a campaign
+        is seq 1, a campaign-level event with campaign_state RUNNING.
+        * Events replay from the agent's journal, then new ones follow as they
+        happen; the stream stays open while the campaign runs.
+        * The stream ends (status OK) right after the campaign-level event whose
+        campaign_state is SUCCEEDED, FAILED or CANCELLED. Watching a finished
+        campaign replays the remaining events and ends; with after_seq at or
+        past the final event it ends at once with no events.
+        * To resume after a broken stream, call Watch with after_seq = the last
+        seq received. A client may also skip any event with seq <= the last one
+        seen, and should treat a jump (seq > last + 1) as a broken stream.
+        * Several watchers of one campaign are fine; each gets every event.
+        Errors: INVALID_ARGUMENT (empty id), NOT_FOUND (unknown campaign).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Cancel(self, request, context):
-        """Cancel every activity that has not finished; running ones are killed.
+        """Cancel every activity that has not finished: each gets a CANCELLED event
+        at once, running ones are also killed on their agents, and the campaign
+        ends CANCELLED (its final event reaches every watcher). Returns the status
+        after the cancellation. Cancelling a finished campaign changes nothing and
+        returns its status. Errors: INVALID_ARGUMENT, NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListCampaigns(self, request, context):
-        """Campaigns this agent monitors, newest first.
+        """Campaigns this agent monitors, newest first, with their activities.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListMembers(self, request, context):
-        """Mesh members as this agent sees them.
+        """Mesh members as this agent sees them (gossip view: may lag by seconds).
+        Errors: UNAVAILABLE while membership is starting.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -55,36 +55,64 @@ class _ActivityStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Activit
     DESCRIPTOR: _descriptor.EnumDescriptor
     ACTIVITY_STATE_UNSPECIFIED: _ActivityState.ValueType  # 0
     ACTIVITY_STATE_PENDING: _ActivityState.ValueType  # 1
+    """waiting for predecessors (the initial state; not streamed)"""
     ACTIVITY_STATE_READY: _ActivityState.ValueType  # 2
+    """every predecessor succeeded"""
     ACTIVITY_STATE_BIDDING: _ActivityState.ValueType  # 3
+    """offered to the agents (contract net)"""
     ACTIVITY_STATE_AWARDED: _ActivityState.ValueType  # 4
+    """an agent (Event.agent) accepted it"""
     ACTIVITY_STATE_QUEUED: _ActivityState.ValueType  # 5
     """waiting in a batch scheduler's queue"""
     ACTIVITY_STATE_STAGING: _ActivityState.ValueType  # 6
+    """fetching inputs (detail: uri, bytes, rate_mib_s, method)"""
     ACTIVITY_STATE_RUNNING: _ActivityState.ValueType  # 7
+    """the plugin started it (detail: pid, job_id, ...)"""
     ACTIVITY_STATE_SUCCEEDED: _ActivityState.ValueType  # 8
+    """final"""
     ACTIVITY_STATE_FAILED: _ActivityState.ValueType  # 9
+    """final unless retries remain (message: the error)"""
     ACTIVITY_STATE_CANCELLED: _ActivityState.ValueType  # 10
+    """final: the campaign was cancelled"""
     ACTIVITY_STATE_RETRYING: _ActivityState.ValueType  # 11
+    """a new attempt (attempt + 1) will be placed"""
     ACTIVITY_STATE_SKIPPED: _ActivityState.ValueType  # 12
     """an upstream activity failed"""
 
 class ActivityState(_ActivityState, metaclass=_ActivityStateEnumTypeWrapper):
-    """Life cycle of an activity. Transitions are journaled by the monitor."""
+    """Life cycle of an activity. Transitions are journaled by the monitor and
+    streamed as Events. The usual path is
+      PENDING -> READY -> BIDDING -> AWARDED [-> QUEUED] [-> STAGING] -> RUNNING
+      -> SUCCEEDED | FAILED
+    A FAILED attempt with retries left goes RETRYING (attempt + 1) and back to
+    BIDDING. Final states: SUCCEEDED, FAILED, CANCELLED, SKIPPED. Clients should
+    tolerate repeated states (e.g. several STAGING events, one per input) and
+    states they do not know (treat them as non-final).
+    """
 
 ACTIVITY_STATE_UNSPECIFIED: ActivityState.ValueType  # 0
 ACTIVITY_STATE_PENDING: ActivityState.ValueType  # 1
+"""waiting for predecessors (the initial state; not streamed)"""
 ACTIVITY_STATE_READY: ActivityState.ValueType  # 2
+"""every predecessor succeeded"""
 ACTIVITY_STATE_BIDDING: ActivityState.ValueType  # 3
+"""offered to the agents (contract net)"""
 ACTIVITY_STATE_AWARDED: ActivityState.ValueType  # 4
+"""an agent (Event.agent) accepted it"""
 ACTIVITY_STATE_QUEUED: ActivityState.ValueType  # 5
 """waiting in a batch scheduler's queue"""
 ACTIVITY_STATE_STAGING: ActivityState.ValueType  # 6
+"""fetching inputs (detail: uri, bytes, rate_mib_s, method)"""
 ACTIVITY_STATE_RUNNING: ActivityState.ValueType  # 7
+"""the plugin started it (detail: pid, job_id, ...)"""
 ACTIVITY_STATE_SUCCEEDED: ActivityState.ValueType  # 8
+"""final"""
 ACTIVITY_STATE_FAILED: ActivityState.ValueType  # 9
+"""final unless retries remain (message: the error)"""
 ACTIVITY_STATE_CANCELLED: ActivityState.ValueType  # 10
+"""final: the campaign was cancelled"""
 ACTIVITY_STATE_RETRYING: ActivityState.ValueType  # 11
+"""a new attempt (attempt + 1) will be placed"""
 ACTIVITY_STATE_SKIPPED: ActivityState.ValueType  # 12
 """an upstream activity failed"""
 Global___ActivityState: _TypeAlias = ActivityState  # noqa: Y015
@@ -96,19 +124,29 @@ class _CampaignState:
 class _CampaignStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CampaignState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CAMPAIGN_STATE_UNSPECIFIED: _CampaignState.ValueType  # 0
+    """also: not a campaign-level event"""
     CAMPAIGN_STATE_RUNNING: _CampaignState.ValueType  # 1
     CAMPAIGN_STATE_SUCCEEDED: _CampaignState.ValueType  # 2
+    """final: every activity SUCCEEDED"""
     CAMPAIGN_STATE_FAILED: _CampaignState.ValueType  # 3
+    """final: an activity FAILED (the others SUCCEEDED or SKIPPED)"""
     CAMPAIGN_STATE_CANCELLED: _CampaignState.ValueType  # 4
+    """final: Campaigns.Cancel"""
 
 class CampaignState(_CampaignState, metaclass=_CampaignStateEnumTypeWrapper):
-    """Life cycle of a campaign."""
+    """Life cycle of a campaign. RUNNING from Submit until every activity is in a
+    final state; then exactly one of the final states below.
+    """
 
 CAMPAIGN_STATE_UNSPECIFIED: CampaignState.ValueType  # 0
+"""also: not a campaign-level event"""
 CAMPAIGN_STATE_RUNNING: CampaignState.ValueType  # 1
 CAMPAIGN_STATE_SUCCEEDED: CampaignState.ValueType  # 2
+"""final: every activity SUCCEEDED"""
 CAMPAIGN_STATE_FAILED: CampaignState.ValueType  # 3
+"""final: an activity FAILED (the others SUCCEEDED or SKIPPED)"""
 CAMPAIGN_STATE_CANCELLED: CampaignState.ValueType  # 4
+"""final: Campaigns.Cancel"""
 Global___CampaignState: _TypeAlias = CampaignState  # noqa: Y015
 
 @_typing.final
@@ -311,7 +349,9 @@ Global___MemberView: _TypeAlias = MemberView  # noqa: Y015
 
 @_typing.final
 class Requirements(_message.Message):
-    """Resources and labels an activity needs from its contractor."""
+    """Resources and labels an activity needs from its contractor. Only agents
+    that satisfy all of them bid. 0 / empty = no requirement.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -340,11 +380,14 @@ class Requirements(_message.Message):
     MEMORY_BYTES_FIELD_NUMBER: _builtins.int
     GPUS_FIELD_NUMBER: _builtins.int
     cpus: _builtins.int
+    """at least this many CPUs"""
     memory_bytes: _builtins.int
+    """at least this much memory"""
     gpus: _builtins.int
+    """at least this many GPUs"""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """all must match the agent's labels"""
+        """all must match the agent's labels (<= 64 entries)"""
 
     def __init__(
         self,
@@ -364,7 +407,14 @@ Global___Requirements: _TypeAlias = Requirements  # noqa: Y015
 
 @_typing.final
 class ShellSpec(_message.Message):
-    """A shell command (ShellActivity)."""
+    """A shell command (ShellActivity). Needs cmd, script_uri or both. It runs
+    with these environment variables set (plus `env`):
+      ZMESH_WORKING_DIR, ZMESH_OUTPUT_DIR (created before the run),
+      ZMESH_AGENT_DIR (the contractor's @agentdir),
+      ZMESH_INPUT_<i> (local path of data_uris[i], from 0), ZMESH_INPUTS (all of
+      them, joined with ':'), ZMESH_SCRIPT (local path of script_uri).
+    Exit code 0 = SUCCEEDED; anything else = FAILED (detail exit_code).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -392,11 +442,13 @@ class ShellSpec(_message.Message):
     SCRIPT_URI_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
     cmd: _builtins.str
-    """run by /bin/sh -c in the working dir"""
+    """run by /bin/sh -c in the working dir (<= 64 KiB)"""
     script_uri: _builtins.str
-    """optional: fetched into the working dir first"""
+    """optional: a data URI, staged first; run when cmd is empty"""
     @_builtins.property
-    def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """extra environment (<= 256 entries)"""
+
     def __init__(
         self,
         *,
@@ -414,7 +466,9 @@ Global___ShellSpec: _TypeAlias = ShellSpec  # noqa: Y015
 
 @_typing.final
 class PythonSpec(_message.Message):
-    """A Python script or a shipped function (PythonActivity)."""
+    """A Python script or a shipped function (PythonActivity): exactly one of
+    script_uri and function. Same environment variables as ShellSpec.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -443,13 +497,21 @@ class PythonSpec(_message.Message):
     FUNCTION_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
     script_uri: _builtins.str
-    """a script run as `python script args...`"""
+    """a data URI of a script, run as `python script args...`"""
     function: _builtins.bytes
     """cloudpickled (func, args, kwargs) instead of a script"""
     @_builtins.property
-    def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """script arguments; may embed `@output:<activity>[/path]`"""
+
     @_builtins.property
-    def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """(Python clients only; <= 16 MiB); needs an agent with
+        capabilities.accept_functions. Its cloudpickled return
+        value comes back in Event.result on SUCCEEDED.
+        extra environment (<= 256 entries)
+        """
+
     def __init__(
         self,
         *,
@@ -468,7 +530,9 @@ Global___PythonSpec: _TypeAlias = PythonSpec  # noqa: Y015
 
 @_typing.final
 class WorkflowSpec(_message.Message):
-    """A workflow run by a workflow manager (WFActivity)."""
+    """A workflow run by a workflow manager (WFActivity). The plugin defaults to
+    wf_manager, so an agent offering that plugin must be in the mesh.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -477,12 +541,15 @@ class WorkflowSpec(_message.Message):
     WF_CONFIG_JSON_FIELD_NUMBER: _builtins.int
     ARGS_FIELD_NUMBER: _builtins.int
     wf_manager: _builtins.str
-    """"dask" | "parsl" """
+    """"dask" | "parsl" (a plugin name)"""
     wf_uri: _builtins.str
+    """data URI of the workflow script, staged first (ZMESH_SCRIPT)"""
     wf_config_json: _builtins.str
-    """JSON object"""
+    """JSON object passed to the manager (<= 1 MiB)"""
     @_builtins.property
-    def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """script arguments; may embed `@output:<activity>[/path]`"""
+
     def __init__(
         self,
         *,
@@ -501,16 +568,19 @@ Global___WorkflowSpec: _TypeAlias = WorkflowSpec  # noqa: Y015
 
 @_typing.final
 class TransferSpec(_message.Message):
-    """A third-party transfer (TransferActivity): the destination agent pulls."""
+    """A third-party transfer (TransferActivity): the destination agent pulls
+    the data from the source agent (which need not be the monitor). Runs on the
+    destination agent; detail carries bytes, method and rate_mib_s.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SOURCE_FIELD_NUMBER: _builtins.int
     DEST_FIELD_NUMBER: _builtins.int
     source: _builtins.str
-    """NAME://path or an output reference"""
+    """NAME://path or "@output:<activity>[/path]" """
     dest: _builtins.str
-    """NAME://path"""
+    """NAME://path (a directory or file on agent NAME)"""
     def __init__(
         self,
         *,
@@ -527,7 +597,23 @@ Global___TransferSpec: _TypeAlias = TransferSpec  # noqa: Y015
 
 @_typing.final
 class ActivitySpec(_message.Message):
-    """One activity of a campaign as submitted by a client."""
+    """One activity of a campaign as submitted by a client. Only `name` and one
+    `body` are required; every other field has a working default.
+
+    Data URIs (data_uris, script_uri, wf_uri, transfer source/dest):
+      NAME://path            data on agent NAME: a relative path is under that
+                             agent's @agentdir, an absolute one (NAME:///abs) must
+                             lie in one of its exported roots (data_roots).
+                             Staged (fetched) into <working_dir>/inputs/ when the
+                             activity runs elsewhere.
+      file://path, or a path starting with @agentdir, @workingdir or @outputdir:
+                             local to the agent that runs the activity.
+      @output:<activity>[/sub]  the output dir (or a path inside it) of another
+                             activity of this campaign, resolved to wherever it
+                             ran; it also makes this activity depend on that one.
+    Directory escapes: @agentdir = the contractor's data directory,
+    @workingdir = this activity's working dir, @outputdir = its output dir.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -546,19 +632,25 @@ class ActivitySpec(_message.Message):
     RETRIES_FIELD_NUMBER: _builtins.int
     PLUGIN_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """unique within the campaign"""
+    """unique within the campaign: 1-128 of [A-Za-z0-9_.-] and inner spaces"""
     working_dir: _builtins.str
-    """default "@agentdir/work/<campaign>/<activity>" """
+    """"@output:<activity>[/sub]"; input i is ZMESH_INPUT_<i>
+    default "@agentdir/work/<campaign>/<activity>"
+    """
     output_dir: _builtins.str
-    """default "@workingdir/output" """
+    """default "@workingdir/output"; what @output:<name> names"""
     agent: _builtins.str
-    """pin to this agent name"""
+    """SUCCEED first (no cycles; unknown names are refused)
+    pin to this agent name ("" = any agent that bids)
+    """
     timeout_s: _builtins.float
-    """0 = no timeout"""
+    """kill the run after this many seconds; 0 = no timeout"""
     retries: _builtins.int
-    """extra attempts after a failure"""
+    """extra attempts after a failure (0-10); total attempts"""
     plugin: _builtins.str
-    """explicit plugin; default from the body kind"""
+    """= retries + 1
+    explicit plugin; default: the body kind ("shell",
+    """
     @_builtins.property
     def shell(self) -> Global___ShellSpec: ...
     @_builtins.property
@@ -569,14 +661,16 @@ class ActivitySpec(_message.Message):
     def transfer(self) -> Global___TransferSpec: ...
     @_builtins.property
     def data_uris(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """NAME://path, file://path, or "@output:<activity>" """
+        """inputs (<= 256): NAME://path, file://path, or"""
 
     @_builtins.property
     def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """names of activities in the same campaign"""
+        """names of activities in the same campaign that must"""
 
     @_builtins.property
-    def requires(self) -> Global___Requirements: ...
+    def requires(self) -> Global___Requirements:
+        """labels/resources the contractor must have"""
+
     def __init__(
         self,
         *,
@@ -607,7 +701,20 @@ Global___ActivitySpec: _TypeAlias = ActivitySpec  # noqa: Y015
 
 @_typing.final
 class Event(_message.Message):
-    """One state change of a campaign or one of its activities."""
+    """One state change of a campaign or one of its activities, as streamed by
+    Campaigns.Watch. Two kinds:
+      * campaign-level: `activity` is empty, `campaign_state` is set (RUNNING
+        on the first event, seq 1; SUCCEEDED/FAILED/CANCELLED on the last one),
+        `state` is UNSPECIFIED.
+      * activity-level: `activity` names the activity, `state` is set,
+        `campaign_state` is UNSPECIFIED.
+    Detail keys (all values are strings; keys may be added, so ignore unknown ones):
+      SUCCEEDED/FAILED: exit_code, stdout_tail, stderr_tail (last few KiB),
+        output_dir (absolute, on `agent`), duration_s, stdout_path, stderr_path.
+      RUNNING: pid (local processes) or job_id and scheduler (batch jobs).
+      QUEUED: job_id (batch scheduler job).
+      STAGING: uri, then bytes, rate_mib_s and method once the input arrived.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -648,19 +755,22 @@ class Event(_message.Message):
     activity: _builtins.str
     """empty for campaign-level events"""
     state: Global___ActivityState.ValueType
+    """activity-level events only"""
     campaign_state: Global___CampaignState.ValueType
     """set on campaign-level events"""
     attempt: _builtins.int
+    """attempt number, from 1 (+1 on each RETRYING)"""
     agent: _builtins.str
-    """contractor of this attempt"""
+    """contractor of this attempt ("" before AWARDED)"""
     message: _builtins.str
     """human-readable, e.g. error text"""
     time_unix_ms: _builtins.int
+    """when the monitor journaled it, Unix milliseconds"""
     result: _builtins.bytes
     """cloudpickled return value of a function activity"""
     @_builtins.property
     def detail(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """exit_code, stderr_tail, bytes, rate, method, job_id..."""
+        """see above: exit_code, stderr_tail, bytes, job_id..."""
 
     def __init__(
         self,
