@@ -107,10 +107,10 @@ async def test_dask_and_parsl_campaign(tmp_path: Path) -> None:
     assert out.is_relative_to(agents[1].data_dir)
     presult = json.loads((Path(acts_["psum"].detail["output_dir"]) / "parsl.json").read_text())
     assert presult == {"total": sum(i * i for i in range(10)), "argv": ["hello"]}
-    final = [e for e in events if e.activity == "dsum" and e.state == "SUCCEEDED"]
+    final = [e for e in events if e.activity == "dsum" and e.state == S.ACTIVITY_STATE_SUCCEEDED]
     assert final and final[0].detail["dask_scheduler"].startswith("tcp://127.0.0.1:")
     assert failed.state == S.CAMPAIGN_STATE_FAILED
-    bad = [e for e in fevents if e.activity == "bad" and e.state == "FAILED"][-1]
+    bad = [e for e in fevents if e.activity == "bad" and e.state == S.ACTIVITY_STATE_FAILED][-1]
     assert "ValueError: chunk 3 is cursed" in bad.detail["stderr_tail"]
     assert "Traceback" in bad.detail["stderr_tail"]
     assert "chunk 3 is cursed" in bad.message
@@ -128,10 +128,19 @@ async def test_workflow_errors_are_clear_and_agent_keeps_serving(tmp_path: Path)
                     campaigns_pb2.SubmitRequest(name="x", activities=[wf("w", "nope", script)])
                 )
             assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-            assert "no agent offers plugin 'nope'" in (err.value.details() or "")
+            details = err.value.details() or ""
+            assert "needs plugin 'nope'" in details and "no agent" in details, details
+            # wf_config that is not a JSON object is refused at dispatch too.
+            for bad in ("{not json", "[1, 2]"):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stub.Submit(
+                        campaigns_pb2.SubmitRequest(
+                            name="x", activities=[wf("w", "dask", script, bad)]
+                        )
+                    )
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "wf_config" in (err.value.details() or "")
             acts = [
-                wf("notjson", "dask", script, "{not json"),
-                wf("notobj", "parsl", script, "[1, 2]"),
                 wf("badexec", "parsl", script, {"executor": "spark"}),
                 wf("badprov", "parsl", script, {"provider": "kubernetes-ish"}),
                 wf("nofile", "dask", tmp_path / "missing.py"),
@@ -141,8 +150,6 @@ async def test_workflow_errors_are_clear_and_agent_keeps_serving(tmp_path: Path)
             assert status.state == S.CAMPAIGN_STATE_FAILED
             for name in acts_:
                 assert acts_[name].state == S.ACTIVITY_STATE_FAILED, name
-            assert "wf_config is not valid JSON" in acts_["notjson"].message
-            assert "wf_config must be a JSON object" in acts_["notobj"].message
             assert "executor 'spark' is not supported" in acts_["badexec"].message
             assert "provider 'kubernetes-ish' is not supported" in acts_["badprov"].message
             assert "does not exist" in acts_["nofile"].message

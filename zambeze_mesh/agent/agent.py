@@ -204,8 +204,9 @@ class Agent:
         # `scheduler`, shell/python activities go to the batch plugin.
         self.registry = load_registry(cfg, self.data_dir)
         self.gossip = Gossip(self, plugins=self.registry.names())
-        self.gossip.set_capabilities(self.registry.names(), *scheduler_facts(self.registry))
         await self.gossip.start()
+        # Advertise the batch scheduler and its partitions (re-signs the record).
+        self.gossip.set_capabilities(self.registry.names(), *scheduler_facts(self.registry))
         self.monitor = Monitor(self)
         self.contractor = Contractor(self, self.registry)
         await self.contractor.start()

@@ -60,6 +60,14 @@ class AgentConfig:
     labels: dict[str, str] = field(default_factory=dict)
     exported_roots: list[str] = field(default_factory=list)
     transfer_methods: list[str] = field(default_factory=lambda: ["grpc-stream"])
+    # rsync method (data/rsync.py), used when "rsync" is in transfer_methods. As a
+    # requester: the ssh command with its identity (the holder's port is added).
+    # As a holder: where others pull from (default: advertise host, the agent's
+    # user, ssh's default port).
+    rsync_ssh: str = ""
+    rsync_host: str = ""
+    rsync_port: int = 0
+    rsync_user: str = ""
     accept_functions: bool = True
     plugins: list[str] = field(default_factory=list)
     disabled_plugins: list[str] = field(default_factory=list)
@@ -90,6 +98,7 @@ class AgentConfig:
             raise InvalidInput(f"membership must be local, lan or wan, got {self.membership!r}")
         if not 1024 <= self.max_message_bytes <= 256 * 1024 * 1024:
             raise InvalidInput("max_message_bytes must be between 1 KiB and 256 MiB")
+        self._check_rsync()
         from zambeze_mesh.execution.batch_spec import check_scheduler, parse_walltime
 
         check_scheduler(self.scheduler)
@@ -100,6 +109,18 @@ class AgentConfig:
                 raise InvalidInput(f"{key} must be a plain name, got {value!r}")
         if (self.queue or self.account or self.walltime) and not self.scheduler:
             raise InvalidInput("queue, account and walltime need a scheduler")
+
+    def _check_rsync(self) -> None:
+        from zambeze_mesh.data.rsync import check_host, check_user
+
+        if self.rsync_host:
+            check_host(self.rsync_host)
+        if self.rsync_user:
+            check_user(self.rsync_user)
+        if not isinstance(self.rsync_port, int) or not 0 <= self.rsync_port <= 65535:
+            raise InvalidInput(f"rsync_port must be between 0 and 65535, got {self.rsync_port!r}")
+        if not isinstance(self.rsync_ssh, str) or "\n" in self.rsync_ssh:
+            raise InvalidInput("rsync_ssh must be a one-line command")
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:

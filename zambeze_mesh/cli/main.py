@@ -168,6 +168,12 @@ def cmd_members(args: argparse.Namespace) -> int:
     return show_members(_home(args), as_json=args.json, watch=args.watch)
 
 
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from zambeze_mesh.cli.plugins import show_plugins
+
+    return show_plugins(_home(args), as_json=args.json)
+
+
 def cmd_cert_issue_client(args: argparse.Namespace) -> int:
     from zambeze_mesh.agent.bootstrap import issue_client, open_store
 
@@ -214,7 +220,9 @@ def cmd_campaigns(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from zambeze_mesh.cli.campaigns import show_status
 
-    return show_status(_home(args), args.campaign, as_json=args.json, watch=args.watch)
+    return show_status(
+        _home(args), args.campaign, as_json=args.json, watch=args.watch, graph=args.graph
+    )
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -279,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--watch", action="store_true", help="follow changes live")
 
+    sp = add("plugins", cmd_plugins, help="execution plugins: loaded, failed (and why)")
+    sp.add_argument("--json", action="store_true")
+
     sp = add("run", cmd_run, help="run a campaign file and follow it to the end")
     sp.add_argument("file")
     sp.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the file")
@@ -288,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("campaign")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--watch", action="store_true", help="follow live until it ends")
+    sp.add_argument("--graph", metavar="FILE", help="also draw the DAG into FILE (.png, .svg)")
     sp = add("cancel", cmd_cancel, help="cancel a campaign")
     sp.add_argument("campaign")
 

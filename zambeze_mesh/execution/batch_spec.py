@@ -40,7 +40,7 @@ def parse_walltime(text: str) -> timedelta | None:
     days, a, b, c = m.groups()
     nums = [int(x) for x in (a, b, c) if x is not None]
     if days is not None:
-        h, mi, s = (nums + [0, 0])[:3]
+        h, mi, s = [*nums, 0, 0][:3]
         total = timedelta(days=int(days), hours=h, minutes=mi, seconds=s)
     elif len(nums) == 1:
         total = timedelta(minutes=nums[0])
@@ -117,7 +117,10 @@ def build_job(
         resources=ResourceSpecV1(node_count=1, process_count=1),
         attributes=attrs,
     )
-    return Job(spec)
+    job: Any = Job(spec)
+    # PSI/J's templates read ``job.name`` (e.g. ``#SBATCH --job-name``), which Job lacks.
+    job.name = spec.name
+    return job
 
 
 def _job_name(req: RunRequest) -> str:

@@ -37,6 +37,7 @@ from zambeze_mesh.execution.plugin import BasePlugin, option_bool
 from zambeze_mesh.execution.process import kill_group, read_tail
 from zambeze_mesh.execution.wfconfig import (
     ENV_DASK_SCHEDULER,
+    installed_version,
     option_slots,
     parse_wf_config,
     with_venv_path,
@@ -120,9 +121,8 @@ class DaskPlugin(BasePlugin):
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
-        import distributed  # fail at load time when Dask is not installed
-
-        self.version = str(distributed.__version__)
+        # Fail at load time when distributed is missing, without importing it into the agent.
+        self.version = installed_version("distributed")
         self.slots = option_slots(self.options)
         self.shared = option_bool(self.options, "shared_cluster", True)
         self.startup_timeout_s = float(self.options.get("startup_timeout_s", 60.0))

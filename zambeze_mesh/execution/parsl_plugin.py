@@ -24,7 +24,12 @@ from zambeze_mesh.errors import InvalidInput
 from zambeze_mesh.execution.model import Outcome, RunContext, RunRequest
 from zambeze_mesh.execution.parsl_config import check_parsl_config
 from zambeze_mesh.execution.plugin import BasePlugin
-from zambeze_mesh.execution.wfconfig import option_slots, parse_wf_config, workflow_env
+from zambeze_mesh.execution.wfconfig import (
+    installed_version,
+    option_slots,
+    parse_wf_config,
+    workflow_env,
+)
 
 
 class ParslPlugin(BasePlugin):
@@ -35,9 +40,8 @@ class ParslPlugin(BasePlugin):
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
-        import parsl  # fail at load time when Parsl is not installed
-
-        self.version = str(parsl.__version__)
+        # Fail at load time when parsl is missing, without importing it into the agent.
+        self.version = installed_version("parsl")
         self.slots = option_slots(self.options)
         self.python = str(self.options.get("python", sys.executable))
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from zambeze_mesh.errors import InvalidInput
+from zambeze_mesh.errors import InvalidInput, Unavailable
 
 #: JSON of the activity's ``wf_config`` (an object; ``{}`` when none was given).
 ENV_WF_CONFIG = "ZMESH_WF_CONFIG"
@@ -67,12 +67,34 @@ def workflow_env(
     return env
 
 
+def installed_version(dist: str) -> str:
+    """Version of an installed distribution; raises Unavailable when it is not installed.
+
+    Cheaper than importing it: the agent does not need Dask or Parsl in its own process.
+    """
+    import importlib.util
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = importlib.util.find_spec(dist) is not None
+        ver = version(dist)
+    except (PackageNotFoundError, ValueError):
+        found = False
+    if not found:
+        raise Unavailable(f"{dist} is not installed (pip install 'zambeze-mesh[{_EXTRA[dist]}]')")
+    return ver
+
+
+_EXTRA = {"distributed": "dask", "parsl": "parsl", "psij-python": "batch", "psij": "batch"}
+
+
 def option_slots(options: Mapping[str, Any]) -> int:
     """The ``slots`` plugin option (default: the CPU count), at least 1."""
     try:
         slots = int(options.get("slots", os.cpu_count() or 1))
     except (TypeError, ValueError):
-        raise InvalidInput(f"option 'slots' must be an integer, got {options.get('slots')!r}")
+        bad = options.get("slots")
+        raise InvalidInput(f"option 'slots' must be an integer, got {bad!r}") from None
     if slots < 1:
         raise InvalidInput("option 'slots' must be at least 1")
     return slots

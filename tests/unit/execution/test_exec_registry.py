@@ -52,9 +52,15 @@ class NotAPlugin:
         pass
 
 
+#: Plugins installed beside the built-ins (workflow managers, batch, the example
+#: user plugin); disabled here so these tests see only shell, python and their own.
+OTHERS = {"dask", "parsl", "batch", "hello"}
+
+
 @pytest.fixture
 async def registry() -> AsyncIterator[PluginRegistry]:
     reg = PluginRegistry.load(
+        disabled=OTHERS,
         extra=[
             f"{__name__}:EchoPlugin",
             "no_such_module_zm:Plugin",
@@ -114,7 +120,7 @@ async def test_for_kind(registry: PluginRegistry) -> None:
 
 
 async def test_disabled_and_unknown_group() -> None:
-    reg = PluginRegistry.load(disabled={"python"}, extra=[f"{__name__}:EchoPlugin"])
+    reg = PluginRegistry.load(disabled={"python", *OTHERS}, extra=[f"{__name__}:EchoPlugin"])
     try:
         assert reg.names() == ["echo", "shell"]
         assert reg.failed == {}
@@ -128,7 +134,9 @@ async def test_disabled_and_unknown_group() -> None:
 
 
 async def test_duplicate_name_is_refused() -> None:
-    reg = PluginRegistry.load(extra=[f"{__name__}:EchoPlugin", f"{__name__}:EchoPlugin"])
+    reg = PluginRegistry.load(
+        disabled=OTHERS, extra=[f"{__name__}:EchoPlugin", f"{__name__}:EchoPlugin"]
+    )
     try:
         assert "echo" in reg.loaded
         assert "duplicate" in reg.failed[f"{__name__}:EchoPlugin"]
