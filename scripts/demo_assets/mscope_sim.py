@@ -61,7 +61,9 @@ def load_calibration(path: str | os.PathLike[str] | None) -> dict[str, Any]:
 def _lattice(rng: np.random.Generator, size: int, spacing: float, hexagonal: bool) -> np.ndarray:
     """Atom positions (x, y) covering a ``size`` frame, rotated by a random angle."""
     a1 = np.array([spacing, 0.0])
-    a2 = np.array([spacing / 2, spacing * math.sqrt(3) / 2]) if hexagonal else np.array([0, spacing])
+    a2 = (
+        np.array([spacing / 2, spacing * math.sqrt(3) / 2]) if hexagonal else np.array([0, spacing])
+    )
     reach = int(size * 1.5 / spacing) + 2
     i, j = np.meshgrid(np.arange(-reach, reach), np.arange(-reach, reach), indexing="ij")
     pts = i.reshape(-1, 1) * a1 + j.reshape(-1, 1) * a2
@@ -105,7 +107,7 @@ def render(
         sp = cal["species"]["B" if is_b else "A"]
         sigma = float(sp["sigma"]) * rng.uniform(0.9, 1.1)
         amp = float(sp["amplitude"]) * rng.uniform(0.9, 1.1)
-        w = int(math.ceil(4 * sigma))
+        w = math.ceil(4 * sigma)
         x0, x1 = max(int(x) - w, 0), min(int(x) + w + 1, size)
         y0, y1 = max(int(y) - w, 0), min(int(y) + w + 1, size)
         if x0 >= x1 or y0 >= y1:

@@ -80,8 +80,13 @@ def list_campaigns(home: Home, as_json: bool) -> int:
     return 0
 
 
-def show_status(home: Home, cid: str, *, as_json: bool, watch: bool) -> int:
-    """One campaign as a table (or JSON), optionally followed live until it ends."""
+def show_status(
+    home: Home, cid: str, *, as_json: bool, watch: bool, graph: str | None = None
+) -> int:
+    """One campaign as a table (or JSON), optionally followed live until it ends.
+
+    With ``graph``, also draw its DAG into that file (see :mod:`zambeze_mesh.cli.graph`).
+    """
     from zambeze_mesh.campaign.campaign import Campaign
     from zambeze_mesh.campaign.loop import bridge
     from zambeze_mesh.campaign.view import build_table
@@ -100,8 +105,14 @@ def show_status(home: Home, cid: str, *, as_json: bool, watch: bool) -> int:
                 pass
         else:
             Console().print(build_table(campaign.snapshot(), int(time.time() * 1000)))
-    state = bridge.run(client.get(cid)).state
-    return 0 if state in ("SUCCEEDED", "RUNNING") else 1
+    final = bridge.run(client.get(cid))
+    if graph:
+        from zambeze_mesh.cli.graph import campaign_graph
+
+        out = campaign_graph(home.root, final, graph)
+        if not as_json:
+            print(f"wrote the campaign graph to {out}")
+    return 0 if final.state in ("SUCCEEDED", "RUNNING") else 1
 
 
 def cancel(home: Home, cid: str) -> int:

@@ -1,0 +1,267 @@
+"""Driver of ``scripts/demo``: a four-agent mesh on this machine running the paper's campaign.
+
+Creates agent homes ``edge`` (role=edge, facility=microscope), ``hpc`` (role=hpc,
+facility=olcf), ``cluster`` (role=cluster, facility=cades) and ``repository``
+(role=repository) under ``--root`` on free 127.0.0.1 ports, with the ``zmesh``
+CLI (init, token, join, agent start); places each agent's scripts in its data dir;
+runs ``campaign.py`` from the edge agent with the live status; draws the DAG;
+prints where the results are; stops the agents unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ASSETS = Path(__file__).resolve().parent
+
+#: name -> (labels, files placed in its data dir)
+AGENTS: dict[str, tuple[dict[str, str], list[str]]] = {
+    "edge": (
+        {"role": "edge", "facility": "microscope"},
+        ["mscope_sim.sh", "mscope_sim.py", "calibration.json"],
+    ),
+    "hpc": ({"role": "hpc", "facility": "olcf"}, ["train.py", "unet.py"]),
+    "cluster": (
+        {"role": "cluster", "facility": "cades"},
+        ["mod_select.py", "unet.py", "mscope_sim.py"],
+    ),
+    "repository": ({"role": "repository"}, []),
+}
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_pair(taken: set[int]) -> int:
+    """A port P on 127.0.0.1 with P and P+1 free (and not handed out already)."""
+    for _ in range(500):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port < 65535 and not {port, port + 1} & taken and _free(port + 1):
+            taken.update({port, port + 1})
+            return port
+    raise RuntimeError("no free pair of ports on 127.0.0.1")
+
+
+class Demo:
+    """The agents of one demo run (homes under ``root``)."""
+
+    def __init__(self, root: Path, quiet: bool = False) -> None:
+        self.root = root
+        self.quiet = quiet
+        self.env = dict(os.environ)
+        bindir = str(Path(sys.executable).parent)
+        self.env["PATH"] = os.pathsep.join([bindir, self.env.get("PATH", os.defpath)])
+        self.env["PYTHON"] = sys.executable  # the interpreter mscope_sim.sh uses
+        self.env.pop("ZMESH_HOME", None)
+        self.ports: dict[str, int] = {}
+
+    def home(self, name: str) -> Path:
+        """The home dir of agent ``name``."""
+        return self.root / name
+
+    def zmesh(
+        self, name: str, *args: str, capture: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``zmesh --home <name's home> args...``; raise on failure."""
+        cmd = [sys.executable, "-m", "zambeze_mesh.cli.main", "--home", str(self.home(name)), *args]
+        proc = subprocess.run(
+            cmd, env=self.env, text=True, timeout=timeout, capture_output=capture, check=False
+        )
+        if proc.returncode != 0:
+            detail = f"\n{proc.stdout}\n{proc.stderr}" if capture else ""
+            raise RuntimeError(f"zmesh {' '.join(args)} exited {proc.returncode}{detail}")
+        return proc
+
+    def say(self, text: str) -> None:
+        """Progress line (unless quiet)."""
+        if not self.quiet:
+            print(f"==> {text}", flush=True)
+
+    def stop_all(self) -> None:
+        """Stop every agent that runs in a home under root (leftovers of an earlier run too)."""
+        if not self.root.is_dir():
+            return
+        for home in sorted(self.root.iterdir()):
+            if (home / "config.toml").exists():
+                cli = [sys.executable, "-m", "zambeze_mesh.cli.main", "--home", str(home)]
+                subprocess.run(
+                    [*cli, "agent", "stop"],
+                    env=self.env,
+                    capture_output=True,
+                    timeout=60,
+                    check=False,
+                )
+
+    def data_dir(self, name: str) -> Path:
+        """The agent's ``@agentdir``."""
+        from zambeze_mesh.agent.config import AgentConfig
+
+        cfg = AgentConfig.load(self.home(name) / "config.toml")
+        d = Path(cfg.data_dir)
+        return d if d.is_absolute() else self.home(name) / d
+
+    def _tune(self, name: str) -> None:
+        """No multicast discovery: the demo mesh stays on 127.0.0.1."""
+        from zambeze_mesh.agent.config import AgentConfig
+
+        path = self.home(name) / "config.toml"
+        cfg = AgentConfig.load(path)
+        cfg.zeroconf = False
+        cfg.save(path)
+
+    def create(self) -> None:
+        """Fresh homes: init the first agent, join the others, start all, place the scripts."""
+        self.stop_all()
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True)
+        taken: set[int] = set()
+        first = next(iter(AGENTS))
+        for name, (labels, _) in AGENTS.items():
+            port = free_port_pair(taken)
+            self.ports[name] = port
+            label_args = [a for k, v in labels.items() for a in ("--label", f"{k}={v}")]
+            listen = ["--name", name, "--listen", f"127.0.0.1:{port}", *label_args]
+            if name == first:
+                self.zmesh(name, "init", "--mesh", "microscopy", *listen)
+            else:
+                token = self.zmesh(first, "token", "create", "--ttl", "30m").stdout.strip()
+                seed = f"127.0.0.1:{self.ports[first]}"
+                self.zmesh(name, "join", seed, "--token", token, *listen)
+            self._tune(name)
+            self.zmesh(name, "agent", "start")
+            self.say(
+                f"agent {name} ({', '.join(f'{k}={v}' for k, v in labels.items())}) on :{port}"
+            )
+            if name == first:
+                time.sleep(0.2)
+        for name, (_, files) in AGENTS.items():
+            dest = self.data_dir(name)
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in files:
+                shutil.copy2(ASSETS / f, dest / f)
+
+    def members(self, name: str) -> list[dict[str, Any]]:
+        """``zmesh members --json`` as seen by ``name``."""
+        doc = json.loads(self.zmesh(name, "members", "--json").stdout)
+        return list(doc if isinstance(doc, list) else doc.get("members", []))
+
+    def wait_members(self, timeout: float = 60.0) -> None:
+        """Until every agent sees all four alive."""
+        deadline = time.monotonic() + timeout
+        want = set(AGENTS)
+        while True:
+            seen = {
+                name: {
+                    m.get("name")
+                    for m in self.members(name)
+                    if str(m.get("status", "alive")).lower() == "alive"
+                }
+                for name in AGENTS
+            }
+            if all(want <= s for s in seen.values()):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"membership did not converge: {seen}")
+            time.sleep(0.5)
+
+    def run_campaign(self, quick: bool, timeout: float) -> tuple[int, str]:
+        """``zmesh run campaign.py`` from the edge (live status on the terminal)."""
+        args = ["run", str(ASSETS / "campaign.py")]
+        if quick:
+            args.append("--quick")
+        cmd = [sys.executable, "-m", "zambeze_mesh.cli.main", "--home", str(self.home("edge"))]
+        proc = subprocess.run([*cmd, *args], env=self.env, timeout=timeout, check=False)
+        listed = json.loads(self.zmesh("edge", "campaigns", "--json").stdout)
+        listed.sort(key=lambda c: c.get("created_unix_ms", 0))
+        cid = listed[-1]["campaign_id"] if listed else ""
+        return proc.returncode, cid
+
+
+def summarize(repo: Path) -> dict[str, Any]:
+    """The validation report found under the repository dir (``{}`` if none)."""
+    found = sorted(repo.rglob("validation.json")) if repo.is_dir() else []
+    if not found:
+        return {}
+    doc: dict[str, Any] = json.loads(found[0].read_text())
+    doc["_dir"] = str(found[0].parent)
+    return doc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build the mesh, run the campaign, report; exit 1 if the campaign failed."""
+    p = argparse.ArgumentParser(description="the zambeze-mesh electron-microscopy demo")
+    p.add_argument("--quick", action="store_true", help="smaller data and grid")
+    p.add_argument("--keep", action="store_true", help="leave the agents running")
+    p.add_argument("--root", default=".zmesh-demo", help="where the agent homes go")
+    p.add_argument("--graph", default="demo-dag.png", help="picture of the DAG")
+    p.add_argument("--timeout", type=float, default=900.0, help="campaign time limit (s)")
+    args = p.parse_args(argv)
+    started = time.monotonic()
+    demo = Demo(Path(args.root).absolute())
+    code = 1
+    try:
+        demo.create()
+        demo.wait_members()
+        demo.say(f"mesh of {len(AGENTS)} agents ready in {time.monotonic() - started:.1f} s")
+        demo.say("running scripts/demo_assets/campaign.py from the edge agent")
+        t0 = time.monotonic()
+        rc, cid = demo.run_campaign(args.quick, args.timeout)
+        campaign_s = time.monotonic() - t0
+        if cid:
+            try:
+                demo.zmesh("edge", "status", cid, "--graph", str(Path(args.graph).absolute()))
+                demo.say(f"DAG picture: {args.graph}")
+            except RuntimeError as exc:
+                demo.say(f"could not draw the DAG: {exc}")
+        repo = demo.data_dir("repository") / "user" / "repository"
+        report = summarize(repo)
+        wall = time.monotonic() - started
+        if rc == 0 and report:
+            best = report["best"]
+            demo.say(f"campaign {cid} succeeded in {campaign_s:.1f} s (demo total {wall:.1f} s)")
+            demo.say(
+                f"best model {best['id']}: validation IoU {best['val_iou']:.3f} "
+                f"(all-background baseline {report['baseline_iou']:.3f}), "
+                f"loss {best['val_loss']:.3f}"
+            )
+            demo.say(f"results in {report['_dir']}:")
+            for sub in ("models", "plots", "validation.json", "mlruns"):
+                demo.say(f"  {Path(report['_dir']) / sub}")
+            demo.say(
+                "browse the runs: mlflow ui --backend-store-uri "
+                f"{(Path(report['_dir']) / 'mlruns').as_uri()}"
+            )
+            code = 0
+        else:
+            demo.say(f"campaign {cid or '?'} did not succeed (exit {rc}); see `zmesh status`")
+            for name in AGENTS:
+                demo.say(f"  agent log: {demo.home(name) / 'agent.out'}")
+    finally:
+        if args.keep:
+            demo.say(f"agents left running; homes in {demo.root} (`zmesh --home ... agent stop`)")
+        else:
+            demo.stop_all()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
