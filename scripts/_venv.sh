@@ -13,10 +13,13 @@ ensure_venv() {
   local want
   want=$(sha256sum pyproject.toml | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "==> installing zambeze-mesh[$extras] into .venv"
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]" 2>&1 \
-      | grep -v "^WARNING: Location" || true
-    .venv/bin/python -c "import zambeze_mesh" || { echo "install failed" >&2; return 1; }
+    echo "==> installing zambeze-mesh[$extras] into .venv (log: .venv/pip-install.log)"
+    if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]" \
+        >.venv/pip-install.log 2>&1; then
+      tail -30 .venv/pip-install.log >&2
+      echo "pip install failed" >&2
+      return 1
+    fi
     echo "$want" >"$stamp"
   fi
 }
