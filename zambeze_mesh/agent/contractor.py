@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from zambeze_mesh.agent.campaign_wire import event, key_of
+from zambeze_mesh.agent.campaign_wire import event, from_proto, key_of
 from zambeze_mesh.agent.staging import Stager
 from zambeze_mesh.errors import InvalidInput, ZmeshError
 from zambeze_mesh.execution import Outcome, PluginRegistry, RunContext, RunRequest
@@ -72,7 +72,13 @@ class Contractor:
         self._flusher: asyncio.Task[None] | None = None
         self._loadtask: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._runtime: dict[str, float] = defaultdict(lambda: 1.0)
+        # Learned run time per plugin (EWMA). Unknown = 0: a contractor without history
+        # bids low, gets work and learns (exploration), instead of being starved.
+        self._runtime: dict[str, float] = {}
+        # Events emitted but not yet in the outbox: the reporter writes them in one
+        # transaction just before sending (a crash before that loses nothing the
+        # monitor saw; the open contract is then reported as a lost attempt).
+        self._pending: list[tuple[str, common_pb2.Event, bool]] = []
         # Activities parsed for a bid, reused when the award arrives (bounded).
         self._parsed: dict[TenderKey, ActivityDef] = {}
         self._closing = False
@@ -113,6 +119,7 @@ class Contractor:
             if t is not None:
                 t.cancel()
         await asyncio.gather(*(t for t in tasks if t is not None), return_exceptions=True)
+        self._persist_pending()
 
     # ------------------------------------------------------------ bidding
     def _self_info(self) -> object:
@@ -147,7 +154,7 @@ class Contractor:
                     queue_len=queued,
                     free_slots=free,
                     slots=self.slots,
-                    avg_runtime_s=self._runtime[act.plugin],
+                    avg_runtime_s=self._runtime.get(act.plugin, 0.0),
                 )
             )
             queued += 1
@@ -243,7 +250,8 @@ class Contractor:
         started = time.monotonic()
         outcome = await plugin.run(req, RunContext(emit=self._emitter(job)))
         elapsed = time.monotonic() - started
-        self._runtime[job.act.plugin] = 0.8 * self._runtime[job.act.plugin] + 0.2 * elapsed
+        old = self._runtime.get(job.act.plugin)
+        self._runtime[job.act.plugin] = elapsed if old is None else 0.8 * old + 0.2 * elapsed
         outcome.detail.setdefault("output_dir", str(prepared.output_dir))
         return outcome
 
@@ -286,19 +294,27 @@ class Contractor:
             detail=detail,
             result=result,
         )
-        with self.agent.require_store().tx() as db:
-            cstore.outbox_add(db, job.monitor, ev)
-            if final:
-                cstore.contract_put(
-                    db,
-                    job.key.campaign_id,
-                    job.key.activity,
-                    job.key.attempt,
-                    job.monitor,
-                    b"",
-                    state,
-                )
+        self._pending.append((job.monitor, ev, final))
         self._wake.set()
+
+    def _persist_pending(self) -> None:
+        """Move emitted events into the outbox (one transaction)."""
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        with self.agent.require_store().tx() as db:
+            for monitor, ev, final in batch:
+                cstore.outbox_add(db, monitor, ev)
+                if final:
+                    cstore.contract_put(
+                        db,
+                        ev.campaign_id,
+                        ev.activity,
+                        ev.attempt,
+                        monitor,
+                        b"",
+                        from_proto(ev.state),
+                    )
 
     def _emit_sync(self, monitor: str, ev: common_pb2.Event) -> None:
         with self.agent.require_store().tx() as db:
@@ -353,6 +369,7 @@ class Contractor:
                 self._wake.set()
 
     async def _flush_once(self) -> bool:
+        self._persist_pending()
         store = self.agent.require_store()
         pending = cstore.outbox_pending(store, REPORT_BATCH)
         if not pending:

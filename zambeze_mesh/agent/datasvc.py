@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
 import re
 import secrets
@@ -21,12 +22,12 @@ import shutil
 import stat
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zambeze_mesh.agent.config import DEFAULT_MAX_MESSAGE, split_hostport
+from zambeze_mesh.agent.config import DEFAULT_MAX_MESSAGE, AgentConfig, split_hostport
 from zambeze_mesh.data.catalog import (
     Catalog,
     DigestKey,
@@ -115,7 +116,8 @@ class DataService:
 
     ``agent_dir`` is ``@agentdir``; ``roots`` the exported roots. ``methods`` are the
     transfer methods of the agent's config (``grpc-stream`` is always served; ``rsync``
-    only when listed). ``now_ms`` is the clock of grant expiry.
+    only when listed). ``rsync_endpoint`` (``host``, ``port``, ``user``) tells rsync
+    requesters where to pull from. ``now_ms`` is the clock of grant expiry.
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class DataService:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE,
         max_push_bytes: int = DEFAULT_MAX_PUSH,
         address: str = "",
+        rsync_endpoint: Mapping[str, str] | None = None,
         now_ms: Callable[[], int] = _now_ms,
     ) -> None:
         agent_dir.mkdir(parents=True, exist_ok=True)
@@ -143,6 +146,7 @@ class DataService:
         self.max_chunk = max(4096, min(MAX_CHUNK, max_message_bytes - MESSAGE_MARGIN))
         self.max_push_bytes = max_push_bytes
         self.address = address
+        self.rsync_endpoint = dict(rsync_endpoint or {})
         self.now_ms = now_ms
 
     # -- Offer / Fetch ---------------------------------------------------------------
@@ -165,10 +169,10 @@ class DataService:
         expires = self.now_ms() + self.grant_ttl_ms
         token = self.grants.issue(caller_uri, str(real), expires)
         params: dict[str, str] = {}
-        if chosen == RSYNC:
-            params = {"path": str(real)}
-            if self.address:
-                params["host"] = split_hostport(self.address)[0]
+        if chosen == RSYNC:  # only ever for the path the sandbox resolved
+            params = {"host": split_hostport(self.address)[0]} if self.address else {}
+            params.update(self.rsync_endpoint)
+            params["path"] = str(real)
         return OfferResult(info, list(self.methods), chosen, token, expires, manifest, params)
 
     def fetch_target(self, caller_uri: str, token: bytes, relpath: str) -> FetchTarget:
@@ -306,6 +310,16 @@ def _entry_stat(p: Path, root: str) -> os.stat_result | None:
     return None
 
 
+def _rsync_endpoint(cfg: AgentConfig) -> dict[str, str]:
+    """Where rsync requesters pull from: config values, else this process's user."""
+    out = {"user": cfg.rsync_user or getpass.getuser()}
+    if cfg.rsync_host:
+        out["host"] = cfg.rsync_host
+    if cfg.rsync_port:
+        out["port"] = str(cfg.rsync_port)
+    return out
+
+
 _SERVICES: weakref.WeakKeyDictionary[Agent, DataService] = weakref.WeakKeyDictionary()
 
 
@@ -322,6 +336,7 @@ def for_agent(agent: Agent) -> DataService:
             methods=cfg.transfer_methods,
             max_message_bytes=cfg.max_message_bytes,
             address=agent.address,
+            rsync_endpoint=_rsync_endpoint(cfg),
         )
         _SERVICES[agent] = svc
     return svc

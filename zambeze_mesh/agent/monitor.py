@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,7 @@ log = logging.getLogger("zambeze_mesh.monitor")
 
 MAX_ACTIVITIES = 10_000
 MAX_INFRA_RETRIES = 3
+MAX_RECENT_EVENTS = 200_000
 CAMPAIGN_STATES = {
     "RUNNING": common_pb2.CAMPAIGN_STATE_RUNNING,
     "SUCCEEDED": common_pb2.CAMPAIGN_STATE_SUCCEEDED,
@@ -61,17 +62,49 @@ class Live:
     created_ms: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     open: int = -1  # activities not yet in a terminal state
+    # Events journaled by this process, for Watch without a database read: recent[i]
+    # has seq first_seq + i.
+    recent: list[common_pb2.Event] = field(default_factory=list)
+    first_seq: int = 0
 
     def __post_init__(self) -> None:
         if self.open < 0:
             self.open = sum(1 for a in self.acts.values() if a.state not in st.TERMINAL)
+        self.first_seq = self.seq + 1
 
-    def states(self) -> dict[str, str]:
-        return {n: a.state for n, a in self.acts.items()}
+    def remember(self, ev: common_pb2.Event) -> None:
+        """Keep a journaled event in memory (bounded: old ones are read from the store)."""
+        self.recent.append(ev)
+        if len(self.recent) > MAX_RECENT_EVENTS:
+            drop = len(self.recent) // 2
+            del self.recent[:drop]
+            self.first_seq += drop
+
+    def states(self) -> Mapping[str, str]:
+        """Activity name -> state, as a live O(1) view (no copy)."""
+        return _StateView(self.acts)
 
     def notify(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
+
+
+class _StateView(Mapping[str, str]):
+    """A read-only mapping name -> state over the activity rows."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: dict[str, cstore.ActivityRow]) -> None:
+        self._rows = rows
+
+    def __getitem__(self, key: str) -> str:
+        return self._rows[key].state
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
 
 
 class Journal:
@@ -142,6 +175,8 @@ class Journal:
             cstore.save_activities(db, [(live.id, row) for live, row in self.rows.values()])
             for live in self.finished:
                 cstore.finish_campaign(db, live.id, live.state, live.message, now_ms())
+        for live, ev in self.events:
+            live.remember(ev)
         touched = {id(live): live for live, _ in self.events}
         for live in touched.values():
             live.notify()
@@ -501,15 +536,23 @@ class Monitor:
     async def watch(
         self, cid: str, after: int, follow: bool = True
     ) -> AsyncIterator[common_pb2.Event]:
-        """Events with seq > ``after``, in order, until the campaign's final event."""
+        """Events with seq > ``after``, in order, until the campaign's final event.
+
+        Recent events of a campaign this process drives come from memory; older ones
+        (and campaigns that ended before this process started) from the journal.
+        """
         store = self.agent.require_store()
         if cstore.load_campaign(store, cid) is None:
             raise NotFound(f"no campaign {cid!r} on this agent")
         last = after
+        live = self.live.get(cid)  # kept even after it finishes and leaves self.live
         while True:
-            live = self.live.get(cid)
             waiter = live.changed if live is not None else None
-            batch = cstore.events_after(store, cid, last)
+            if live is not None and last + 1 >= live.first_seq:
+                start = last + 1 - live.first_seq
+                batch = live.recent[start : start + 1000]
+            else:
+                batch = cstore.events_after(store, cid, last)
             for ev in batch:
                 last = ev.seq
                 yield ev
@@ -520,13 +563,15 @@ class Monitor:
                     return
             if batch:
                 continue
-            if waiter is None:
+            if live is None or live.state != "RUNNING":
                 row = cstore.load_campaign(store, cid)
                 if row is None or row.last_seq <= last or not follow:
                     return
+                live = None  # the rest is in the journal
                 continue
             if not follow:
                 return
+            assert waiter is not None
             try:
                 await asyncio.wait_for(waiter.wait(), timeout=5.0)
             except TimeoutError:

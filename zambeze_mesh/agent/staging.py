@@ -7,7 +7,9 @@ with ``STAGING`` events carrying bytes, rate and method.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -67,9 +69,12 @@ class Stager:
         """Create dirs, stage data_uris and script, substitute output refs in args."""
         agent_dir = self.agent.data_dir
         spec = job.item.tender.spec
-        work_text = (
-            spec.working_dir or f"@agentdir/work/{job.key.campaign_id}/{_safe(job.key.activity)}"
-        )
+        if spec.WhichOneof("body") == "python" and spec.python.function:
+            # Shipped functions share one working dir per campaign (they return values).
+            default_work = f"@agentdir/work/{job.key.campaign_id}/functions"
+        else:
+            default_work = f"@agentdir/work/{job.key.campaign_id}/{_safe(job.key.activity)}"
+        work_text = spec.working_dir or default_work
         working = expand_escapes(work_text, agentdir=agent_dir)
         if not working.is_absolute():
             working = agent_dir / working
@@ -169,7 +174,14 @@ class Stager:
         return dest
 
     async def transfer(self, job: Job, prepared: Prepared, emit: Emit) -> Outcome:
-        """A TransferActivity: this agent (the destination) pulls from the source."""
+        """A TransferActivity: this agent (the destination) pulls from the source.
+
+        The data lands in the destination directory under the source's basename
+        (the producing activity's name for ``@output:<name>``). Both ends must be
+        inside this agent's sandbox (@agentdir or an exported root) when local.
+        """
+        from zambeze_mesh.agent.datasvc import for_agent
+
         spec = job.item.tender.spec.transfer
         source = self._resolve_ref(job, spec.source)
         dest = parse_uri(spec.dest)
@@ -178,13 +190,43 @@ class Stager:
         target = Path(dest.path)
         if not target.is_absolute():
             target = self.agent.data_dir / target
+        sandbox = for_agent(self.agent).sandbox
+        sandbox.root_of(Path(os.path.realpath(target)))  # NotPermitted outside the sandbox
         target.mkdir(parents=True, exist_ok=True)
-        staged = await self.stage(job, source, target, emit)
+        name = _input_name(spec.source, set())
+        local = self._local_path(source)
+        if local is not None:  # same agent: a copy, not a no-op
+            real = await asyncio.to_thread(sandbox.resolve, str(local))
+            staged = await self._copy_local(source, real, target / name, emit)
+        else:
+            staged = await self.stage(job, source, target, emit, name)
         return Outcome(
             "SUCCEEDED",
             message=f"transferred {source} to {spec.dest}",
             detail={"output_dir": str(target), "path": str(staged)},
         )
+
+    async def _copy_local(self, uri: str, src: Path, dest: Path, emit: Emit) -> Path:
+        """Copy local ``src`` to ``dest`` (a transfer within one agent)."""
+        if os.path.realpath(dest) == str(src):
+            return dest
+        await emit("STAGING", f"copying {uri}", {"uri": uri})
+        started = time.monotonic()
+        n = await asyncio.to_thread(_copy, src, dest)
+        seconds = max(time.monotonic() - started, 1e-6)
+        detail = {"uri": uri, "bytes": str(n), "method": "local-copy"}
+        detail["rate_mib_s"] = f"{n / seconds / 2**20:.1f}"
+        await emit("STAGING", f"copied {uri} ({n} bytes)", detail)
+        return dest
+
+
+def _copy(src: Path, dest: Path) -> int:
+    """Copy a file or a directory tree (regular files only); returns bytes copied."""
+    if src.is_file():
+        shutil.copy2(src, dest)
+        return src.stat().st_size
+    shutil.copytree(src, dest, dirs_exist_ok=True, ignore_dangling_symlinks=True)
+    return sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
 
 
 def _input_name(uri: str, used: set[str]) -> str:

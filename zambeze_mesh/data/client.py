@@ -16,6 +16,7 @@ gossip view (``DataClient(agent)``), or the identity stored in an agent home
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -26,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from zambeze_mesh.data.catalog import ObjectInfo, sha256_file
-from zambeze_mesh.data.methods import GRPC_STREAM
+from zambeze_mesh.data.methods import GRPC_STREAM, RSYNC, normalize_methods
 from zambeze_mesh.data.peers import AgentPeers, HomePeers, Peers, looks_like_address
 from zambeze_mesh.data.receive import FileReceiver, already_present, manifest_dest
+from zambeze_mesh.data.rsync import RsyncSettings, rsync_fetch
 from zambeze_mesh.data.stream import (
     DEFAULT_CHUNK,
     FetchStats,
@@ -39,8 +41,10 @@ from zambeze_mesh.data.stream import (
 from zambeze_mesh.data.wire import info_from_pb, manifest_from_pb
 from zambeze_mesh.errors import (
     FailedPrecondition,
+    InvalidInput,
     NotFound,
     NotPermitted,
+    Unavailable,
     ZmeshError,
     from_rpc_error,
 )
@@ -65,6 +69,7 @@ Progress = Callable[[int, int], None]
 """``on_progress(done_bytes, total_bytes)`` for a whole object (all files of a directory)."""
 
 GRANT_REFRESHES = 3
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -117,7 +122,10 @@ class DataClient:
 
     ``source`` is a running :class:`~zambeze_mesh.agent.agent.Agent` or any
     :class:`Peers`. ``methods`` are the transfer methods this side can run, in order
-    of preference (default: :data:`METHODS`).
+    of preference (default: for an agent, its ``transfer_methods`` that
+    :data:`METHODS` knows, in the config's order; else :data:`METHODS`).
+    ``rsync`` is this side's ssh identity for the ``rsync`` method (default: from the
+    agent's config, else plain ``ssh``).
     """
 
     def __init__(
@@ -129,10 +137,18 @@ class DataClient:
         max_retries: int = 8,
         backoff: Callable[[int], float] | None = None,
         rpc_timeout: float = 600.0,
+        rsync: RsyncSettings | None = None,
     ) -> None:
         is_peers = hasattr(source, "channel") and hasattr(source, "address_of")
         self.peers: Peers = source if is_peers else AgentPeers(source)  # type: ignore[assignment,arg-type]
+        cfg = None if is_peers else getattr(source, "config", None)
+        if methods is None and cfg is not None:
+            prefs = normalize_methods(cfg.transfer_methods)
+            methods = {m: METHODS[m] for m in prefs if m in METHODS}
         self.methods: dict[str, FetchMethod] = dict(methods if methods is not None else METHODS)
+        if rsync is None and cfg is not None:
+            rsync = RsyncSettings.from_config(cfg)
+        self.rsync = rsync or RsyncSettings()
         if GRPC_STREAM not in self.methods:
             self.methods[GRPC_STREAM] = grpc_stream_fetch
         self.chunk_size = chunk_size
@@ -194,7 +210,17 @@ class DataClient:
         offer = await self.offer(address, path)
         method = offer.chosen if offer.chosen in self.methods else GRPC_STREAM
         job = FetchJob(self, address, path, offer, Path(dest), on_progress)
-        return await self.methods[method](job)
+        if method == GRPC_STREAM:
+            return await self.methods[method](job)
+        try:
+            return await self.methods[method](job)
+        except (Unavailable, InvalidInput) as exc:
+            # The method could not run (ssh unreachable, bad parameters): the bytes
+            # still move, over grpc-stream. Integrity errors are not retried.
+            log.warning(
+                "%s from %s failed, falling back to %s: %s", method, holder, GRPC_STREAM, exc
+            )
+            return await self.methods[GRPC_STREAM](job)
 
     async def stat(self, holder: str, path: str) -> ObjectInfo:
         """Size, mtime and sha256 of ``path`` at ``holder``."""
@@ -396,5 +422,5 @@ async def _stream(
         call.cancel()
 
 
-METHODS: dict[str, FetchMethod] = {GRPC_STREAM: grpc_stream_fetch}
+METHODS: dict[str, FetchMethod] = {GRPC_STREAM: grpc_stream_fetch, RSYNC: rsync_fetch}
 """Transfer methods this process can run, by name, in order of preference."""

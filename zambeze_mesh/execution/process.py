@@ -6,14 +6,22 @@ working dir by default) and the last few KiB of each become the tails of the
 whole process group (SIGTERM, then SIGKILL after a grace period), so background
 grandchildren die too; processes left in the group after the main one exits are
 killed as well.
+
+When the agent itself dies (even by SIGKILL) the process it started is killed too
+(``PR_SET_PDEATHSIG`` through ``setpriv``, when available): otherwise an activity of
+a crashed contractor would keep running beside its re-awarded attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
 import logging
 import os
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -47,6 +55,31 @@ def _open_logs(out: Path, err: Path) -> tuple[int, int]:
     except OSError:
         os.close(fd_out)
         raise
+
+
+@functools.cache
+def death_guard() -> tuple[str, ...]:
+    """argv prefix making the child get SIGKILL when this process dies ("" if unavailable)."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return ()
+    try:
+        probe = subprocess.run(
+            [setpriv, "--pdeathsig", "KILL", "--", "true"], capture_output=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return (setpriv, "--pdeathsig", "KILL", "--") if probe.returncode == 0 else ()
+
+
+def _executable(name: str, env: Mapping[str, str] | None) -> str:
+    """``name`` resolved as ``execvp`` would; OSError when it cannot be run."""
+    path = name if "/" in name else shutil.which(name, path=(env or os.environ).get("PATH"))
+    if path is None or not os.path.isfile(path):
+        raise FileNotFoundError(errno.ENOENT, "no such executable", name)
+    if not os.access(path, os.X_OK):
+        raise PermissionError(errno.EACCES, "not executable", name)
+    return path
 
 
 def kill_group(pgid: int, sig: int) -> bool:
@@ -129,8 +162,13 @@ class ProcessRun:
         except OSError as exc:
             return Outcome("FAILED", message=f"cannot open output files: {exc}")
         try:
+            argv = self.argv
+            guard = death_guard()
+            if guard:  # setpriv would only fail later, with exit code 127
+                argv = [_executable(argv[0], self.env), *argv[1:]]
             proc = await asyncio.create_subprocess_exec(
-                *self.argv,
+                *guard,
+                *argv,
                 cwd=self.cwd,
                 env=self.env,
                 stdin=asyncio.subprocess.DEVNULL,

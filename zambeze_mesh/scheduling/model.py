@@ -21,8 +21,10 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Literal
 
+from zambeze_mesh.data.uris import parse_uri, split_escape
 from zambeze_mesh.errors import InvalidInput
 from zambeze_mesh.v1 import common_pb2
 
@@ -217,10 +219,30 @@ def _check_map(activity: str, what: str, values: Mapping[str, str], limit: int) 
 
 
 def _check_ref(activity: str, what: str, value: str) -> None:
+    """An ``@output:`` reference (no ``..`` in its subpath) or any other data URI."""
     try:
-        parse_output_ref(value)
+        ref = parse_output_ref(value)
+        if ref is not None:
+            if ".." in PurePosixPath(ref[1]).parts:
+                raise InvalidInput(f"'..' is not allowed in {value[:200]!r}")
+        elif value:
+            parse_uri(value)  # NUL, '..', unknown escapes, not a URI at all
     except InvalidInput as exc:
         raise _bad(activity, f"{what}: {exc}") from None
+
+
+def _check_dir(activity: str, what: str, value: str) -> None:
+    """working_dir/output_dir: a known leading escape and no ``..`` component.
+
+    Where it may lie (@agentdir or an exported root) is checked by the contractor.
+    """
+    _check_str(activity, what, value)
+    try:
+        split_escape(value)
+    except InvalidInput as exc:
+        raise _bad(activity, f"{what}: {exc}") from None
+    if ".." in PurePosixPath(value).parts:
+        raise _bad(activity, f"{what}: '..' is not allowed in {value[:200]!r}")
 
 
 def _validate_body(name: str, spec: common_pb2.ActivitySpec) -> Kind:
@@ -270,6 +292,7 @@ def _validate_body(name: str, spec: common_pb2.ActivitySpec) -> Kind:
     _check_str(name, "source", tr.source)
     _check_str(name, "dest", tr.dest)
     _check_ref(name, "source", tr.source)
+    _check_ref(name, "dest", tr.dest)
     return "transfer"
 
 
@@ -293,8 +316,8 @@ def activity_from_spec(spec: common_pb2.ActivitySpec) -> ActivityDef:
         if not uri:
             raise _bad(name, f"data_uris[{i}] is empty")
         _check_ref(name, f"data_uris[{i}]", uri)
-    _check_str(name, "working_dir", spec.working_dir)
-    _check_str(name, "output_dir", spec.output_dir)
+    _check_dir(name, "working_dir", spec.working_dir)
+    _check_dir(name, "output_dir", spec.output_dir)
     depends_on = list(spec.depends_on)
     if len(depends_on) > MAX_DEPENDS_ON:
         raise _bad(name, f"too many depends_on ({len(depends_on)} > {MAX_DEPENDS_ON})")
