@@ -22,7 +22,7 @@ campaign = Campaign("electron microscopy")
 act_1 = ShellActivity(
     name="create microscope images",
     script_uri="edge://mscope_sim.sh",
-    cmd='"$ZMESH_SCRIPT" ' + ("--quick" if QUICK else "--n 64 --size 64"),
+    cmd="./mscope_sim.sh " + ("--quick" if QUICK else "--n 64 --size 64"),
     output_dir="@agentdir/images",
     requires={"labels": {"role": "edge"}},
 )

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from zambeze_mesh.data.sandbox import check_path_text
 from zambeze_mesh.data.uris import expand_escapes, parse_uri
-from zambeze_mesh.errors import InvalidInput, NotFound
+from zambeze_mesh.errors import InvalidInput, NotFound, NotPermitted
 from zambeze_mesh.execution import Outcome
 from zambeze_mesh.scheduling.model import OUTPUT_REF_PREFIX
 from zambeze_mesh.v1 import common_pb2
@@ -82,8 +83,10 @@ class Stager:
         output = expand_escapes(out_text, agentdir=agent_dir, workingdir=working)
         if not output.is_absolute():
             output = working / output
-        self._mkdir(working)
-        self._mkdir(output)
+        for what, path in (("working_dir", working), ("output_dir", output)):
+            self._check_inside(what, path)
+            self._mkdir(path)
+            self._check_inside(what, path)  # a symlink swapped in meanwhile
         prepared = Prepared(working, output)
         used: set[str] = set()
         for uri in spec.data_uris:
@@ -109,7 +112,9 @@ class Stager:
         elif body == "workflow":
             script = spec.workflow.wf_uri
         if script:
-            env["ZMESH_SCRIPT"] = str(await self.stage(job, script, working, emit))
+            env["ZMESH_SCRIPT"] = str(
+                _in_dir(await self.stage(job, script, working, emit), working)
+            )
         prepared.env = env
         new = common_pb2.ActivitySpec()
         new.CopyFrom(spec)
@@ -131,14 +136,32 @@ class Stager:
         local = await self.stage(job, OUTPUT_REF_PREFIX + name, into, emit, _safe(name))
         return head + str(local / sub if sub else local)
 
+    def _check_inside(self, what: str, path: Path) -> None:
+        """Refuse a directory outside @agentdir and the exported roots (symlinks resolved)."""
+        from zambeze_mesh.agent.datasvc import for_agent
+
+        check_path_text(str(path))
+        try:
+            for_agent(self.agent).sandbox.root_of(Path(os.path.realpath(path)))
+        except NotPermitted:
+            raise NotPermitted(
+                f"{what} {str(path)!r} is outside the agent directory and exported roots"
+            ) from None
+
     def _local_path(self, uri: str) -> Path | None:
-        """The local path of ``uri`` if the data is on this agent, else None."""
+        """The local path of ``uri`` if the data is on this agent, else None.
+
+        ``NAME://path`` naming this agent goes through the sandbox, exactly as if
+        another agent had asked for it (NotPermitted outside @agentdir and the roots);
+        ``file://`` paths are the activity's own local paths.
+        """
         parsed = parse_uri(uri)
         if parsed.scheme == "file":
             return expand_escapes(parsed.path, agentdir=self.agent.data_dir)
         if parsed.scheme == "agent" and parsed.agent == self.agent.name:
-            p = Path(parsed.path)
-            return p if p.is_absolute() else self.agent.data_dir / p
+            from zambeze_mesh.agent.datasvc import for_agent
+
+            return for_agent(self.agent).sandbox.resolve(parsed.path)
         return None
 
     async def stage(self, job: Job, uri: str, into: Path, emit: Emit, name: str = "") -> Path:
@@ -227,6 +250,20 @@ def _copy(src: Path, dest: Path) -> int:
         return src.stat().st_size
     shutil.copytree(src, dest, dirs_exist_ok=True, ignore_dangling_symlinks=True)
     return sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+
+
+def _in_dir(script: Path, working: Path) -> Path:
+    """Make a script that lives elsewhere on this agent reachable as ``./name`` in the
+    working dir (a symlink), so ``cmd="./script.sh"`` works as in the paper's Fig. 3."""
+    if script.parent == working or not script.is_file():
+        return script
+    link = working / script.name
+    if link.is_symlink() or not link.exists():
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(script)
+        return link
+    return script
 
 
 def _input_name(uri: str, used: set[str]) -> str:
