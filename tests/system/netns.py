@@ -5,15 +5,24 @@ namespaces each wired to it by a veth pair, with addresses in a private /24 that
 only inside these namespaces (nothing is added to the caller's namespace, so no packet
 can leave the machine). ``block(i)`` drops all of host ``i``'s traffic except loopback
 with nftables inside its namespace; ``unblock(i)`` deletes that table again.
+``shape(i, rate)`` caps host ``i``'s outgoing bandwidth with a tc token bucket.
+
+:class:`NsAgent` is one real ``zmesh`` agent process inside a host namespace, started
+optionally under a wrapper (a read-only bind mount of its data dir in a private mount
+namespace, or libfaketime for a skewed wall clock) and killable with SIGKILL.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 NFT_TABLE = "zmtest"
 _BLOCK_RULES = f"""
@@ -37,7 +46,7 @@ def unavailable() -> str | None:
     """Why network-namespace tests cannot run here, or None when they can."""
     if os.geteuid() != 0:
         return "needs root to create network namespaces"
-    for tool in ("ip", "nft"):
+    for tool in ("ip", "nft", "tc"):
         if shutil.which(tool) is None:
             return f"`{tool}` is not installed (apt-get install iproute2 nftables)"
     probe = f"zmprobe{os.getpid()}"
@@ -122,3 +131,132 @@ class Lab:
     def unblock(self, i: int) -> None:
         """Remove the drop table of host ``i``."""
         self.hosts[i].run("nft", "delete", "table", "inet", NFT_TABLE)
+
+    def shape(self, i: int, rate: str) -> None:
+        """Cap what host ``i`` sends to ``rate`` (tc syntax, e.g. ``"200mbit"``)."""
+        self.hosts[i].run(
+            "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf",
+            "rate", rate, "burst", "256kb", "latency", "400ms",
+        )  # fmt: skip
+
+    def unshape(self, i: int) -> None:
+        """Remove host ``i``'s bandwidth cap."""
+        self.hosts[i].run("tc", "qdisc", "del", "dev", "eth0", "root", check=False)
+
+
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+def faketime_lib() -> str | None:
+    """The libfaketime preload library (Debian package ``faketime``), or None."""
+    for cand in (FAKETIME_LIB, "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"):
+        if os.path.exists(cand):
+            return cand
+    return None
+
+
+def skew_env(offset: str) -> dict[str, str]:
+    """Environment that shifts a process's wall clock by ``offset`` (e.g. ``"+5s"``).
+
+    Only CLOCK_REALTIME moves (``FAKETIME_DONT_FAKE_MONOTONIC``), as with a host whose
+    NTP is off: monotonic timers keep running at the real rate.
+    """
+    lib = faketime_lib()
+    if lib is None:
+        raise RuntimeError("libfaketime is not installed (apt-get install faketime)")
+    return {"LD_PRELOAD": lib, "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
+# Runs "$@" in a private mount namespace where $ZM_RO is a read-only bind mount.
+_RO_WRAPPER = 'mount --bind "$ZM_RO" "$ZM_RO" && mount -o remount,bind,ro "$ZM_RO" && exec "$@"'
+
+
+@dataclass
+class NsAgent:
+    """A real ``zmesh`` agent whose process runs inside namespace ``ns``.
+
+    ``readonly`` names a directory made read-only for this agent only (a bind mount in
+    its own mount namespace: root ignores file modes, not read-only mounts); ``env``
+    adds environment variables (e.g. :func:`skew_env`) to every command it runs.
+    """
+
+    ns: Netns
+    name: str
+    home: Path
+    address: str
+    readonly: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def argv(self, *args: str) -> list[str]:
+        """``zmesh --home <home> args`` inside the namespace (and wrappers)."""
+        cmd = [sys.executable, "-m", "zambeze_mesh.cli.main", "--home", str(self.home), *args]
+        if self.readonly is not None:
+            cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", _RO_WRAPPER, "sh", *cmd]
+        return self.ns.argv(*cmd)
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """Start ``zmesh args`` without waiting (see :func:`finish`)."""
+        env = {**os.environ, **self.env}
+        if self.readonly is not None:
+            env["ZM_RO"] = str(self.readonly)
+        return subprocess.Popen(
+            self.argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+
+    def zmesh(self, *args: str, check: bool = True, timeout: float = 60) -> str:
+        """Run ``zmesh args`` to completion; its stdout."""
+        return finish(self.popen(*args), f"zmesh {' '.join(args)} on {self.name}", check, timeout)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def socket(self) -> Path:
+        return self.home / "agent.sock"
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of the running agent process (from its pid file), if any."""
+        try:
+            pid = int((self.home / "agent.pid").read_text().split()[0])
+            os.kill(pid, 0)
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid
+
+    def start(self) -> None:
+        """``zmesh agent start`` (returns once it serves)."""
+        self.zmesh("agent", "start")
+
+    def kill9(self) -> None:
+        """SIGKILL the agent process and wait until it is gone."""
+        pid = self.pid
+        assert pid is not None, f"{self.name} is not running"
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"{self.name} (pid {pid}) survived SIGKILL")
+
+    def stop(self) -> None:
+        """Stop the agent if it runs (SIGTERM via ``zmesh agent stop``)."""
+        if self.pid is not None:
+            self.zmesh("agent", "stop", check=False)
+
+
+def finish(proc: subprocess.Popen[str], what: str, check: bool = True, timeout: float = 60) -> str:
+    """Wait for a :meth:`NsAgent.popen` process; its stdout (raise on failure if ``check``)."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"{what} timed out after {timeout}s: {err}") from None
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{what} exited {proc.returncode}: {err.strip()}")
+    return out

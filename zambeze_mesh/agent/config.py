@@ -72,6 +72,10 @@ class AgentConfig:
     plugins: list[str] = field(default_factory=list)
     disabled_plugins: list[str] = field(default_factory=list)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE
+    # Data.Fetch: streams one peer may have open at once (more: RESOURCE_EXHAUSTED),
+    # and how long a stream waits for a reader that does not take the next chunk.
+    max_streams_per_peer: int = 16
+    stream_idle_timeout_s: float = 60.0
     membership: str = "local"
     log_level: str = "info"
     zeroconf: bool = True
@@ -98,6 +102,14 @@ class AgentConfig:
             raise InvalidInput(f"membership must be local, lan or wan, got {self.membership!r}")
         if not 1024 <= self.max_message_bytes <= 256 * 1024 * 1024:
             raise InvalidInput("max_message_bytes must be between 1 KiB and 256 MiB")
+        if not isinstance(self.max_streams_per_peer, int) or not (
+            1 <= self.max_streams_per_peer <= 4096
+        ):
+            raise InvalidInput("max_streams_per_peer must be between 1 and 4096")
+        if not isinstance(self.stream_idle_timeout_s, int | float) or not (
+            0.1 <= self.stream_idle_timeout_s <= 86400
+        ):
+            raise InvalidInput("stream_idle_timeout_s must be between 0.1 and 86400 seconds")
         self._check_rsync()
         from zambeze_mesh.execution.batch_spec import check_scheduler, parse_walltime
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import grpc
 from cryptography import x509
 
-from zambeze_mesh.errors import NotPermitted, Unauthenticated, ZmeshError
+from zambeze_mesh.errors import InvalidInput, NotPermitted, Unauthenticated, ZmeshError
 from zambeze_mesh.security.certcache import CertCache, default_cache
 from zambeze_mesh.security.identity import Identity
 from zambeze_mesh.security.tls import PeerContext, is_local_peer, peer_cert_pem
@@ -186,9 +186,49 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
 Check = Callable[[str, Any], Awaitable[Caller]]
 
 
+class _Malformed:
+    """Stands for a request message that did not parse (answered INVALID_ARGUMENT)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(deserializer: Any) -> Any:
+    """Wrap a request deserializer: bytes that do not parse become a :class:`_Malformed`.
+
+    Without it gRPC answers UNKNOWN ("Unexpected DecodeError") for such requests.
+    """
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:
+            return _Malformed(f"{type(exc).__name__}: {exc}")
+
+    return deserialize
+
+
+async def _refuse_malformed(request: Any, context: Any) -> None:
+    if isinstance(request, _Malformed):
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"malformed request message: {request.reason}"
+        )
+
+
+async def _checked_stream(requests: Any) -> AsyncIterator[Any]:
+    async for item in requests:
+        if isinstance(item, _Malformed):
+            raise InvalidInput(f"malformed request message: {item.reason}")
+        yield item
+
+
 def _wrap_handler(handler: Any, method: str, check: Check) -> grpc.RpcMethodHandler:
     kwargs = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": _tolerant(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary is not None:
@@ -197,7 +237,7 @@ def _wrap_handler(handler: Any, method: str, check: Check) -> grpc.RpcMethodHand
         )
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary(handler.stream_unary, method, check), **kwargs
+            _wrap_unary(handler.stream_unary, method, check, streaming=True), **kwargs
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
@@ -216,9 +256,13 @@ def _reset(token: contextvars.Token[Caller | None]) -> None:
         _CALLER.reset(token)
 
 
-def _wrap_unary(behaviour: Any, method: str, check: Check) -> Any:
+def _wrap_unary(behaviour: Any, method: str, check: Check, *, streaming: bool = False) -> Any:
     async def wrapped(request: Any, context: Any) -> Any:
         caller = await check(method, context)
+        if streaming:
+            request = _checked_stream(request)
+        else:
+            await _refuse_malformed(request, context)
         token = _CALLER.set(caller)
         try:
             result = behaviour(request, context)
@@ -236,6 +280,7 @@ def _wrap_stream(behaviour: Any, method: str, check: Check) -> Any:
 
         async def agen(request: Any, context: Any) -> AsyncIterator[Any]:
             caller = await check(method, context)
+            await _refuse_malformed(request, context)
             token = _CALLER.set(caller)
             try:
                 async for item in behaviour(request, context):
@@ -247,6 +292,7 @@ def _wrap_stream(behaviour: Any, method: str, check: Check) -> Any:
 
     async def writer(request: Any, context: Any) -> None:
         caller = await check(method, context)
+        await _refuse_malformed(request, context)
         token = _CALLER.set(caller)
         try:
             result = behaviour(request, context)

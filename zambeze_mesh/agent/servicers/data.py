@@ -10,7 +10,8 @@ stream with that status.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING
 
 import grpc
@@ -39,12 +40,39 @@ def _caller_uri() -> str:
     return caller.identity.uri
 
 
+class StreamLimiter:
+    """Counts the Fetch streams each peer has open; refuses one over the limit."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def hold(self, peer: str, limit: int) -> Iterator[None]:
+        """Count one stream of ``peer`` for the duration of the block."""
+        n = self.open.get(peer, 0)
+        if n >= limit:
+            raise ResourceExhausted(
+                f"{peer} already has {n} Fetch streams open (limit {limit}); "
+                "finish or cancel some first"
+            )
+        self.open[peer] = n + 1
+        try:
+            yield
+        finally:
+            left = self.open[peer] - 1
+            if left:
+                self.open[peer] = left
+            else:
+                del self.open[peer]
+
+
 class DataServicer(data_pb2_grpc.DataServicer):
     """Agent-to-agent data movement; the policy lives in :class:`DataService`."""
 
     def __init__(self, agent: Agent, fault: DataFault | None = None) -> None:
         self.agent = agent
         self.fault = fault
+        self.streams = StreamLimiter()
 
     @property
     def service(self) -> DataService:
@@ -79,10 +107,21 @@ class DataServicer(data_pb2_grpc.DataServicer):
         return resp
 
     @rpc_errors
-    async def Fetch(
+    async def Fetch(  # type: ignore[override]  # writes with context.write (idle timeout)
         self, request: data_pb2.FetchRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[data_pb2.Chunk]:
+    ) -> None:
         caller = _caller_uri()
+        cfg = self.agent.config
+        with self.streams.hold(caller, cfg.max_streams_per_peer):
+            await self._fetch(request, context, caller, cfg.stream_idle_timeout_s)
+
+    async def _fetch(
+        self,
+        request: data_pb2.FetchRequest,
+        context: grpc.aio.ServicerContext,
+        caller: str,
+        idle_s: float,
+    ) -> None:
         svc = self.service
         target = await asyncio.to_thread(
             svc.fetch_target, caller, request.grant.token, request.relpath
@@ -101,8 +140,14 @@ class DataServicer(data_pb2_grpc.DataServicer):
             if fault is not None:
                 msg = fault(index, msg)
             index += 1
-            # Yielding suspends until gRPC has taken the message (flow control applies).
-            yield msg
+            # The write waits until gRPC has taken the message (flow control applies);
+            # a reader that takes nothing for idle_s seconds loses the stream.
+            try:
+                await asyncio.wait_for(context.write(msg), idle_s)
+            except TimeoutError:
+                raise ResourceExhausted(
+                    f"fetch: the reader took no data for {idle_s:g} s; stream closed"
+                ) from None
 
     @rpc_errors
     async def Push(

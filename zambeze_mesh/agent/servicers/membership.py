@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from zambeze_mesh.agent.admission import Admission
 from zambeze_mesh.agent.servicers.errors import rpc_errors
-from zambeze_mesh.errors import NotPermitted, Unavailable
+from zambeze_mesh.errors import NotFound, NotPermitted, Unavailable
 from zambeze_mesh.security.authz import require_caller
 from zambeze_mesh.v1 import membership_pb2, membership_pb2_grpc
 
 if TYPE_CHECKING:
     from zambeze_mesh.agent.agent import Agent
     from zambeze_mesh.agent.gossip import Gossip
+
+
+def _reply(reply: object | None, what: str) -> Any:
+    """The membership machine's answer; a status (not an empty reply) when it had none."""
+    if reply is None:
+        raise Unavailable(f"{what}: no answer from the membership protocol in time")
+    return reply
 
 
 class MembershipServicer(membership_pb2_grpc.MembershipServicer):
@@ -47,14 +54,16 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
         self, request: membership_pb2.PingRequest, context: grpc.aio.ServicerContext
     ) -> membership_pb2.Ack:
         gossip = self._gossip(getattr(request, "from"))
-        return await gossip.on_rpc(request)  # type: ignore[return-value]
+        if request.target and request.target != self.agent.name:
+            raise NotFound(f"this is {self.agent.name!r}, not {request.target[:140]!r}")
+        return _reply(await gossip.on_rpc(request), "Ping")
 
     @rpc_errors
     async def PingReq(
         self, request: membership_pb2.PingReqRequest, context: grpc.aio.ServicerContext
     ) -> membership_pb2.Ack:
         gossip = self._gossip(getattr(request, "from"))
-        return await gossip.on_rpc(request)  # type: ignore[return-value]
+        return _reply(await gossip.on_rpc(request), "PingReq")
 
     @rpc_errors
     async def Gossip(
@@ -69,7 +78,7 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
         self, request: membership_pb2.SyncRequest, context: grpc.aio.ServicerContext
     ) -> membership_pb2.SyncResponse:
         gossip = self._gossip(getattr(request, "from"))
-        return await gossip.on_rpc(request)  # type: ignore[return-value]
+        return _reply(await gossip.on_rpc(request), "Sync")
 
     @rpc_errors
     async def Leave(
