@@ -157,3 +157,37 @@ def test_bad_tokens_are_refused_and_leave_home_unchanged(
         assert "join.refused" not in events and "join.accepted" not in events
     else:
         assert "join.refused" in events
+
+
+def test_members_watch_follows_changes(procmesh: ProcMesh) -> None:
+    """``zmesh members --watch --json`` prints a new view each time membership changes."""
+    import subprocess
+    import sys
+
+    a = procmesh.init("a")
+    a.start()
+    cmd = [
+        sys.executable,
+        "-m",
+        "zambeze_mesh.cli.main",
+        "--home",
+        str(a.home),
+        "members",
+        "--watch",
+        "--json",
+    ]
+    watcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        assert watcher.stdout is not None
+        first = json.loads(watcher.stdout.readline())
+        assert [m["name"] for m in first] == ["a"]
+        b = procmesh.join("b", a)
+        b.start()
+        for _ in range(20):
+            view = {m["name"]: m["status"] for m in json.loads(watcher.stdout.readline())}
+            if view.get("b") == "alive":
+                break
+        assert view == {"a": "alive", "b": "alive"}
+    finally:
+        watcher.terminate()
+        watcher.wait(10)
