@@ -69,6 +69,7 @@ class Agent:
         self.home = home
         home.require()
         self.config = AgentConfig.load(home.config)
+        self._data_dir = (home.root / self.config.data_dir).absolute()
         self._log_to_file = log_to_file
         self._log_handler: logging.Handler | None = None
         self._lock = HomeLock(home)
@@ -295,7 +296,7 @@ class Agent:
     @property
     def data_dir(self) -> Path:
         """The agent's data directory (``@agentdir``)."""
-        return (self.home.root / self.config.data_dir).absolute()
+        return self._data_dir
 
     def require_store(self) -> Store:
         """The open store (raises when the agent is not running)."""
