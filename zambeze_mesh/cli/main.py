@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from zambeze_mesh import __version__
 from zambeze_mesh.agent.home import Home
 from zambeze_mesh.errors import InvalidInput, ZmeshError
 
@@ -239,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="zambeze-mesh: cross-facility workflows on a peer-to-peer agent mesh",
     )
     p.add_argument("--home", help=home_help)
+    p.add_argument("--version", action="version", version=f"zmesh {__version__}")
     # Sub-commands accept --home too; SUPPRESS keeps them from resetting the top-level one.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", default=argparse.SUPPRESS, help=home_help)
