@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import Counter
 from pathlib import Path
@@ -228,3 +229,51 @@ async def test_watch_resumes_from_any_sequence_number(tmp_path: Path) -> None:
     assert [e.seq for e in tail] == [e.seq for e in events if e.seq > 7]
     assert tail[-1].campaign_state == S.CAMPAIGN_STATE_SUCCEEDED
     assert status.last_seq == events[-1].seq
+
+
+async def test_reports_from_an_agent_that_was_not_awarded_are_ignored(tmp_path: Path) -> None:
+    """Injected: agent-2 (a genuine member) reports SUCCEEDED for an activity awarded to
+    agent-1, right after submission (while it is being placed) and while it runs.
+    Checked: the journal never credits agent-2; the real contractor's result stands."""
+    from zambeze_mesh.security.keys import der_to_pem
+    from zambeze_mesh.security.tls import channel_credentials
+    from zambeze_mesh.v1 import scheduling_pb2, scheduling_pb2_grpc
+
+    async with mesh(tmp_path, 3) as agents:
+        thief = agents[2]
+        assert thief.identity is not None and thief.ca is not None
+        creds = channel_credentials(
+            thief.identity.key_pem, der_to_pem(thief.identity.cert_der), thief.ca.cert_pem
+        )
+        async with (
+            grpc.aio.insecure_channel(f"unix:{agents[0].home.socket}") as ch,
+            grpc.aio.secure_channel(agents[0].address, creds) as peer,
+        ):
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            act = shell("job", "sleep 1; echo real > $ZMESH_OUTPUT_DIR/who", agent="agent-1")
+            resp = await stub.Submit(campaigns_pb2.SubmitRequest(name="h", activities=[act]))
+            fake = S.Event(
+                campaign_id=resp.campaign_id,
+                activity="job",
+                attempt=1,
+                agent="agent-2",
+                state=S.ACTIVITY_STATE_SUCCEEDED,
+                message="stolen",
+            )
+            forged = scheduling_pb2.ReportStatusRequest(
+                contractor="agent-2",
+                events=[scheduling_pb2.ContractorEvent(outbox_seq=1, event=fake)],
+            )
+            sched = scheduling_pb2_grpc.SchedulingStub(peer)
+            await sched.ReportStatus(forged, timeout=5)
+            await asyncio.sleep(0.5)
+            await sched.ReportStatus(forged, timeout=5)
+            events = [
+                ev
+                async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id))
+            ]
+            status = await stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=resp.campaign_id))
+    assert status.state == S.CAMPAIGN_STATE_SUCCEEDED
+    assert by_name(status)["job"].agent == "agent-1"
+    assert all(e.agent != "agent-2" for e in events)
+    assert not any(e.message == "stolen" for e in events)

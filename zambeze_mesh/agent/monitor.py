@@ -344,7 +344,8 @@ class Monitor:
         j = Journal(self)
         for key, agent in placements:
             live = self._current(key)
-            if live is not None:
+            # (a report from the contractor may already have moved it past AWARDED)
+            if live is not None and live.acts[key.activity].state in (st.READY, st.BIDDING):
                 j.activity(live, key.activity, st.AWARDED, agent=agent)
         j.commit()
 
@@ -403,9 +404,14 @@ class Monitor:
                 state = from_proto(ev.state)
             except InvalidInput:
                 continue
-            if row.state in (st.BIDDING, st.READY) and state not in st.TERMINAL:
-                row.agent = contractor  # adopted after a monitor restart
-            elif row.agent and row.agent != contractor:
+            if row.state in (st.BIDDING, st.READY):
+                # The contractor's report overtook our processing of its acceptance:
+                # adopt it, but only if the contract net awarded it this very attempt.
+                key = TenderKey(live.id, ev.activity, ev.attempt)
+                if self.placement is None or self.placement.cn.awarded_to(key) != contractor:
+                    continue
+                row.agent = contractor
+            elif row.agent != contractor:
                 continue
             if (
                 state == row.state

@@ -137,6 +137,11 @@ class ContractNet:
         """Keys of the negotiations still running."""
         return list(self._active)
 
+    def awarded_to(self, key: TenderKey) -> str | None:
+        """The agent currently holding the award of an active negotiation, if any."""
+        neg = self._active.get(key)
+        return neg.awarded_to if neg is not None else None
+
     def is_active(self, key: TenderKey) -> bool:
         """True while ``key`` is being negotiated."""
         return key in self._active
