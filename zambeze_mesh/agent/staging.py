@@ -47,6 +47,7 @@ class Stager:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self._made: set[Path] = set()
+        self._checked: dict[Path, tuple[int, int]] = {}
 
     def _mkdir(self, path: Path) -> None:
         """Create a directory once (remembered: mkdir is slow on some filesystems)."""
@@ -116,14 +117,17 @@ class Stager:
                 _in_dir(await self.stage(job, script, working, emit), working)
             )
         prepared.env = env
-        new = common_pb2.ActivitySpec()
-        new.CopyFrom(spec)
+        prepared.spec = spec
         if body in ("python", "workflow"):
-            target = new.python if body == "python" else new.workflow
-            args = [await self._subst(job, a, prepared, emit) for a in target.args]
-            del target.args[:]
-            target.args.extend(args)
-        prepared.spec = new
+            source = spec.python if body == "python" else spec.workflow
+            if any(OUTPUT_REF_PREFIX in arg for arg in source.args):
+                new = common_pb2.ActivitySpec()
+                new.CopyFrom(spec)
+                target = new.python if body == "python" else new.workflow
+                args = [await self._subst(job, a, prepared, emit) for a in target.args]
+                del target.args[:]
+                target.args.extend(args)
+                prepared.spec = new
         return prepared
 
     async def _subst(self, job: Job, arg: str, prepared: Prepared, emit: Emit) -> str:
@@ -137,9 +141,20 @@ class Stager:
         return head + str(local / sub if sub else local)
 
     def _check_inside(self, what: str, path: Path) -> None:
-        """Refuse a directory outside @agentdir and the exported roots (symlinks resolved)."""
+        """Refuse a directory outside @agentdir and the exported roots (symlinks resolved).
+
+        A directory already checked is re-validated by one ``stat``: if any component
+        was swapped for a symlink meanwhile, the inode differs and the full check runs.
+        """
         from zambeze_mesh.agent.datasvc import for_agent
 
+        try:
+            st = os.stat(path)
+            ident: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except OSError:
+            ident = None
+        if ident is not None and self._checked.get(path) == ident:
+            return
         check_path_text(str(path))
         try:
             for_agent(self.agent).sandbox.root_of(Path(os.path.realpath(path)))
@@ -147,6 +162,10 @@ class Stager:
             raise NotPermitted(
                 f"{what} {str(path)!r} is outside the agent directory and exported roots"
             ) from None
+        if ident is not None:
+            if len(self._checked) > 10_000:
+                self._checked.clear()
+            self._checked[path] = ident
 
     def _local_path(self, uri: str) -> Path | None:
         """The local path of ``uri`` if the data is on this agent, else None.
