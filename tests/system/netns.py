@@ -168,7 +168,10 @@ def skew_env(offset: str) -> dict[str, str]:
 
 
 # Runs "$@" in a private mount namespace where $ZM_RO is a read-only bind mount.
-_RO_WRAPPER = 'mount --bind "$ZM_RO" "$ZM_RO" && mount -o remount,bind,ro "$ZM_RO" && exec "$@"'
+_RO_WRAPPER = (
+    'mkdir -p "$ZM_RO" && mount --bind "$ZM_RO" "$ZM_RO"'
+    ' && mount -o remount,bind,ro "$ZM_RO" && exec "$@"'
+)
 
 
 @dataclass
@@ -226,8 +229,29 @@ class NsAgent:
         return pid
 
     def start(self) -> None:
-        """``zmesh agent start`` (returns once it serves)."""
-        self.zmesh("agent", "start")
+        """``zmesh agent start`` (returns once it serves).
+
+        Under libfaketime the agent runs in the foreground of a process started here:
+        libfaketime 0.9.10 makes ``time.sleep`` fail with EINVAL when only the wall
+        clock is faked, and the ``agent start`` launcher polls with ``time.sleep``.
+        """
+        if "LD_PRELOAD" not in self.env:
+            self.zmesh("agent", "start")
+            return
+        for stale in ("agent.ports", "agent.sock"):
+            (self.home / stale).unlink(missing_ok=True)
+        env = {**os.environ, **self.env}
+        with open(self.home / "agent.out", "ab") as out:
+            proc = subprocess.Popen(
+                self.argv("agent", "start", "--foreground"),
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
+                start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not ((self.home / "agent.ports").exists() and self.socket.exists()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} did not start: see {self.home / 'agent.out'}")
+            time.sleep(0.05)
 
     def kill9(self) -> None:
         """SIGKILL the agent process and wait until it is gone."""

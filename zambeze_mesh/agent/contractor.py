@@ -8,6 +8,7 @@ At most ``slots`` activities run at once; accepted work beyond that waits in a q
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("zambeze_mesh.contractor")
 
 QUEUE_PER_SLOT = 512
+#: Activities parsed while bidding, kept for the award (insertion order = age).
+PARSED_CACHE = 4096
 REPORT_BATCH = 2000
 LOAD_GOSSIP_INTERVAL_S = 1.0
 
@@ -140,9 +143,10 @@ class Contractor:
             except InvalidInput as exc:
                 out.append(Bid.refusal(key, str(exc)))
                 continue
-            if len(self._parsed) > 50_000:
-                self._parsed.clear()
             self._parsed[key] = act
+            if len(self._parsed) > PARSED_CACHE:
+                for old in list(itertools.islice(self._parsed, PARSED_CACHE // 2)):
+                    del self._parsed[old]  # oldest first: mostly bids that lost
             if self._full():
                 out.append(Bid.refusal(key, "queue is full"))
                 continue

@@ -467,7 +467,8 @@ class Monitor:
         self._fail_into(j, live, name, ev.message or f"activity {state.lower()}", detail)
 
     def _max_attempt(self, live: Live, name: str, row: cstore.ActivityRow) -> int:
-        return live.dag.activity(name).retries + row.infra_retries
+        """Attempts allowed: the first, ``retries`` more, plus one per lost contractor."""
+        return 1 + live.dag.activity(name).retries + row.infra_retries
 
     def member_down(self, name: str) -> None:
         """Gossip says ``name`` is dead or left: re-offer what it was running."""

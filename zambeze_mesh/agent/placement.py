@@ -75,7 +75,15 @@ class Placement:
         for name in names:
             act = live.dag.activity(name)
             fit, excluded = candidates(act, agents)
-            key = TenderKey(live.id, name, live.acts[name].attempt)
+            row = live.acts[name]
+            if row.attempt > 1 and row.agent:
+                # A retry goes elsewhere when it can: an agent that fails fast (a broken
+                # disk, a missing tool) looks idle and would otherwise win every retry.
+                others = [a for a in fit if a.name != row.agent]
+                if others:
+                    fit = others
+                    excluded = {**excluded, row.agent: "failed the previous attempt"}
+            key = TenderKey(live.id, name, row.attempt)
             tenders.append(Tender(key, act, tuple(a.name for a in fit), excluded))
         self._step(Announce(tenders))
 
