@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
@@ -127,7 +125,7 @@ class Contractor:
     # ------------------------------------------------------------ bidding
     def _self_info(self) -> object:
         gossip = self.agent.gossip
-        rec = gossip._records.get(self.agent.name) if gossip is not None else None
+        rec = gossip.record_of(self.agent.name) if gossip is not None else None
         return agent_from_record(rec, "alive") if rec is not None else None
 
     def bids(self, req: scheduling_pb2.CallForProposalsRequest) -> list[Bid]:
@@ -425,12 +423,3 @@ class Contractor:
             gossip = self.agent.gossip
             if gossip is not None:
                 gossip.set_load(max(0, self.slots - self._running - self._queue.qsize()))
-
-
-def default_dirs(agent_dir: Path, cid: str, activity: str) -> Path:
-    """The default working dir of an activity: ``@agentdir/work/<campaign>/<activity>``."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in activity)
-    return agent_dir / "work" / cid / safe
-
-
-__all__ = ["Contractor", "Job", "default_dirs", "os"]

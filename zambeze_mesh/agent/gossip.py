@@ -215,6 +215,10 @@ class Gossip:
             m.name, m.address, m.status, m.incarnation, self._records.get(m.name), signed
         )
 
+    def record_of(self, name: str) -> common_pb2.AgentRecord | None:
+        """The latest verified record of ``name`` (our own included)."""
+        return self._records.get(name)
+
     def alive(self) -> list[MemberInfo]:
         """Members currently alive (or suspect, still usable)."""
         return [m for m in self.members() if m.status in (ALIVE, "suspect")]
