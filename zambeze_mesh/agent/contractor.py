@@ -23,6 +23,7 @@ from zambeze_mesh.errors import InvalidInput, ZmeshError
 from zambeze_mesh.execution import Outcome, PluginRegistry, RunContext, RunRequest
 from zambeze_mesh.scheduling import (
     ActivityDef,
+    AgentInfo,
     Bid,
     TenderKey,
     activity_from_spec,
@@ -123,7 +124,7 @@ class Contractor:
         self._persist_pending()
 
     # ------------------------------------------------------------ bidding
-    def _self_info(self) -> object:
+    def _self_info(self) -> AgentInfo | None:
         gossip = self.agent.gossip
         rec = gossip.record_of(self.agent.name) if gossip is not None else None
         return agent_from_record(rec, "alive") if rec is not None else None
@@ -152,7 +153,7 @@ class Contractor:
                 estimate_bid(
                     act,
                     key=key,
-                    agent=me,  # type: ignore[arg-type]
+                    agent=me,
                     queue_len=queued,
                     free_slots=free,
                     slots=self.slots,
