@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -115,6 +116,7 @@ class Journal:
         self.events: list[tuple[Live, common_pb2.Event]] = []
         self.rows: dict[tuple[str, str], tuple[Live, cstore.ActivityRow]] = {}
         self.finished: list[Live] = []
+        self.before: Callable[[sqlite3.Connection], None] | None = None
 
     def activity(
         self,
@@ -171,6 +173,9 @@ class Journal:
             return
         store = self.m.agent.require_store()
         with store.tx() as db:
+            if self.before is not None:
+                self.before(db)
+                self.before = None
             cstore.append_events(db, [ev for _, ev in self.events])
             cstore.save_activities(db, [(live.id, row) for live, row in self.rows.values()])
             for live in self.finished:
@@ -261,12 +266,12 @@ class Monitor:
             0,
             created_ms=created,
         )
-        with store.tx() as db:
-            cstore.insert_campaign(db, cid, req, created, [a.name for a in acts])
-        self.live[cid] = live
         j = Journal(self)
+        # The campaign row and its first event are written in one transaction.
+        j.before = lambda db: cstore.insert_campaign(db, cid, req, created, [a.name for a in acts])
         j.campaign(live, "RUNNING", f"submitted with {len(acts)} activities")
         j.commit()
+        self.live[cid] = live
         log_event(log, "campaign.submitted", campaign=cid, name=req.name, activities=len(acts))
         self.advance(live)
         return cid
