@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.files import sha, write_random
 from tests.helpers.inproc import mesh
 from zambeze_mesh.agent.datasvc import for_agent
 from zambeze_mesh.data.client import DataClient
@@ -16,16 +15,6 @@ from zambeze_mesh.errors import DataIntegrityError, Unavailable
 from zambeze_mesh.v1 import data_pb2, data_pb2_grpc
 
 MiB = 1 << 20
-
-
-def sha(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
-def write_random(p: Path, n: int) -> Path:
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(os.urandom(n))
-    return p
 
 
 async def test_fetch_file_and_directory_then_identical_not_resent(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ started (not root and not installed).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 import subprocess
@@ -18,6 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
+from tests.helpers.files import sha, write_random
 from tests.helpers.inproc import mesh
 from zambeze_mesh.agent.datasvc import DataService
 from zambeze_mesh.data.client import DataClient
@@ -32,16 +32,6 @@ from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2
 
 MiB = 1 << 20
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def sha(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
-def write_random(p: Path, n: int) -> Path:
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(os.urandom(n))
-    return p
 
 
 def start_sshd() -> dict[str, str]:

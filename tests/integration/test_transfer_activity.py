@@ -7,14 +7,13 @@ other agents. Movement is counted twice: STAGING events (requester side) and a
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from tests.helpers.files import sha, write_random
 from tests.helpers.inproc import mesh
 from zambeze_mesh.agent.agent import Agent
 from zambeze_mesh.agent.servicers.data import DataFault
@@ -22,16 +21,6 @@ from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2, data_
 
 S = common_pb2
 KiB = 1 << 10
-
-
-def sha(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
-def write_random(p: Path, n: int) -> Path:
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(os.urandom(n))
-    return p
 
 
 def transfer(name: str, source: str, dest: str, **kw: Any) -> S.ActivitySpec:
