@@ -73,9 +73,9 @@ class Stager:
         spec = job.item.tender.spec
         if spec.WhichOneof("body") == "python" and spec.python.function:
             # Shipped functions share one working dir per campaign (they return values).
-            default_work = f"@agentdir/work/{job.key.campaign_id}/functions"
+            default_work = f"@agentdir/runs/{job.key.campaign_id}/functions"
         else:
-            default_work = f"@agentdir/work/{job.key.campaign_id}/{_safe(job.key.activity)}"
+            default_work = f"@agentdir/runs/{job.key.campaign_id}/{_safe(job.key.activity)}"
         work_text = spec.working_dir or default_work
         working = expand_escapes(work_text, agentdir=agent_dir)
         if not working.is_absolute():

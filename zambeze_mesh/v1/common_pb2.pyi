@@ -635,7 +635,7 @@ class ActivitySpec(_message.Message):
     """unique within the campaign: 1-128 of [A-Za-z0-9_.-] and inner spaces"""
     working_dir: _builtins.str
     """"@output:<activity>[/sub]"; input i is ZMESH_INPUT_<i>
-    default "@agentdir/work/<campaign>/<activity>"
+    default "@agentdir/runs/<campaign>/<activity>"
     """
     output_dir: _builtins.str
     """default "@workingdir/output"; what @output:<name> names"""
