@@ -64,6 +64,12 @@ async def test_contractor_killed_activity_reawarded(procmesh: ProcMesh, tmp_path
             events.append(ev)
             if ev.state == S.ACTIVITY_STATE_RUNNING and not victim:
                 victim = ev.agent
+                # kill only once attempt 1 has really started its work
+                procmesh.wait_for(
+                    lambda: attempts.exists() and attempts.read_text().strip() != "",
+                    20,
+                    "attempt 1 to start",
+                )
                 procmesh.agents[victim].kill9()
         status = await stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=cid))
         assert status.state == S.CAMPAIGN_STATE_SUCCEEDED, status
