@@ -7,7 +7,6 @@ agent joins through zeroconf discovery on the bridge (multicast never leaves the
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import time
@@ -16,11 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.system.faults import token, wait_views
 from tests.system.netns import Lab, Netns, unavailable
-from zambeze_mesh.agent.bootstrap import create_token, open_store
-from zambeze_mesh.agent.home import Home
-from zambeze_mesh.cli.local import list_members
-from zambeze_mesh.cli.members import STATUS_NAMES
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -69,59 +65,29 @@ def lab(why_not: str | None, tmp_path: Path) -> Iterator[tuple[Lab, list[NsAgent
         lab.destroy()
 
 
-def _token(a: NsAgent) -> str:
-    store = open_store(Home(a.home))
-    try:
-        return create_token(store, 600)
-    finally:
-        store.close()
-
-
-def _views(agents: list[NsAgent]) -> dict[str, dict[str, str]]:
-    async def one(a: NsAgent) -> dict[str, str]:
-        resp = await list_members(Home(a.home), timeout=5)
-        return {m.name: STATUS_NAMES.get(m.status, "?") for m in resp.members}
-
-    async def every() -> list[dict[str, str]]:
-        return list(await asyncio.gather(*(one(a) for a in agents)))
-
-    return dict(zip([a.name for a in agents], asyncio.run(every()), strict=True))
-
-
-def _wait(agents: list[NsAgent], want: dict[str, str], timeout: float, what: str) -> float:
-    t0 = time.monotonic()
-    last: dict[str, dict[str, str]] = {}
-    while time.monotonic() - t0 < timeout:
-        last = _views(agents)
-        if all(all(v.get(m) == s for m, s in want.items()) for v in last.values()):
-            return time.monotonic() - t0
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}: {last}")
-
-
 def test_partitioned_namespace_is_dead_then_heals(lab: tuple[Lab, list[NsAgent]]) -> None:
     net, agents = lab
     n0, n1, n2 = agents
     n0.zmesh("init", "--name", "n0", "--listen", n0.address, "--mesh", "netns")
     n0.zmesh("agent", "start")
-    n1.zmesh("join", n0.address, "--token", _token(n0), "--name", "n1", "--listen", n1.address)
+    n1.zmesh("join", n0.address, "--token", token(n0), "--name", "n1", "--listen", n1.address)
     out = n2.zmesh(
         "join", "--discover", "--interface", net.address(2), "--discover-timeout", "10",
-        "--token", _token(n0), "--name", "n2", "--listen", n2.address,
+        "--token", token(n0), "--name", "n2", "--listen", n2.address,
     )  # fmt: skip
     assert "discovered seed 10.213.0." in out, out
     n1.zmesh("agent", "start")
     n2.zmesh("agent", "start")
     everyone = {a.name: "alive" for a in agents}
-    took = _wait(agents, everyone, 30, "three namespaces alive everywhere")
+    took = wait_views(agents, everyone, 30, "three namespaces alive everywhere")
     print(f"\nconverged {took:.2f}s after the last start")
 
     t_cut = time.monotonic()
     net.block(2)
-    took = _wait([n0, n1], {"n2": "dead"}, 30, "n2 dead at n0 and n1")
+    took = wait_views([n0, n1], {"n2": "dead"}, 30, "n2 dead at n0 and n1")
     print(f"cut link detected as dead everywhere after {time.monotonic() - t_cut:.2f}s")
     assert took < 20
 
     net.unblock(2)
-    took = _wait(agents, everyone, 60, "all alive again after healing")
+    took = wait_views(agents, everyone, 60, "all alive again after healing")
     print(f"healed: all alive everywhere {took:.2f}s after the nft table was deleted")
