@@ -95,17 +95,22 @@ class Contractor:
         store = self.agent.require_store()
         lost = cstore.contracts_open(store)
         for cid, act, attempt, monitor, _item in lost:
-            self._emit_sync(
-                monitor,
-                event(
-                    cid,
-                    act,
-                    st.FAILED,
-                    attempt=attempt,
-                    agent=self.agent.name,
-                    message="the contractor restarted and lost this attempt",
-                ),
+            self._pending.append(
+                (
+                    monitor,
+                    event(
+                        cid,
+                        act,
+                        st.FAILED,
+                        attempt=attempt,
+                        agent=self.agent.name,
+                        message="the contractor restarted and lost this attempt",
+                    ),
+                    True,
+                )
             )
+        self._persist_pending()  # closes the lost contracts before new work starts
+        self._wake.set()  # and report whatever the outbox still holds
         self._workers = [asyncio.create_task(self._worker()) for _ in range(self.slots)]
         self._flusher = asyncio.create_task(self._flush_loop())
         self._loadtask = asyncio.create_task(self._load_loop())
@@ -318,14 +323,6 @@ class Contractor:
                         b"",
                         from_proto(ev.state),
                     )
-
-    def _emit_sync(self, monitor: str, ev: common_pb2.Event) -> None:
-        with self.agent.require_store().tx() as db:
-            cstore.outbox_add(db, monitor, ev)
-            cstore.contract_put(
-                db, ev.campaign_id, ev.activity, ev.attempt, monitor, b"", st.FAILED
-            )
-        self._wake.set()
 
     # ------------------------------------------------------------ cancel
     async def cancel(self, refs: list[scheduling_pb2.ActivityRef]) -> int:
