@@ -28,7 +28,14 @@ class TenderKey:
 
 @dataclass(frozen=True)
 class Bid:
-    """A contractor's answer to one tender: an estimate in seconds, or a refusal."""
+    """A contractor's answer to one tender: an estimate in seconds, or a refusal.
+
+    ``busy`` qualifies a refusal: the contractor could run the activity but has no
+    room right now (its queue is full), so the monitor should offer it again later
+    rather than fail it. A refusal with ``busy=False`` means the activity does not
+    fit the contractor (labels, plugin, cpus...). ``busy`` means nothing on a bid
+    that is not refused.
+    """
 
     key: TenderKey
     estimate_s: float = 0.0
@@ -36,11 +43,17 @@ class Bid:
     reason: str = ""
     queue_wait_s: float = 0.0
     transfer_s: float = 0.0
+    busy: bool = False
 
     @classmethod
     def refusal(cls, key: TenderKey, reason: str) -> Bid:
-        """A refusal of ``key`` for ``reason``."""
+        """A refusal of ``key`` for ``reason`` (the activity does not fit here)."""
         return cls(key=key, refused=True, reason=reason)
+
+    @classmethod
+    def busy_refusal(cls, key: TenderKey, reason: str) -> Bid:
+        """A refusal of ``key`` only for lack of room right now: ask again later."""
+        return cls(key=key, refused=True, reason=reason, busy=True)
 
 
 def _non_negative(what: str, value: float) -> None:

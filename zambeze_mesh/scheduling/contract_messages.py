@@ -17,12 +17,21 @@ from zambeze_mesh.scheduling.model import ActivityDef
 
 @dataclass(frozen=True)
 class ContractNetConfig:
-    """Timing and retry knobs of the contract net."""
+    """Timing and retry knobs of the contract net.
+
+    The deadline of the calls for proposals sent in one step is ``now +
+    bid_deadline_s + bid_deadline_per_tender_s * n``, where ``n`` is the largest
+    number of tenders carried by one of those :class:`SendCFP` (a contractor answers
+    a big batch more slowly). Awards likewise, with ``award_deadline_s`` and
+    ``award_deadline_per_item_s`` per tender of the largest :class:`SendAward`.
+    """
 
     bid_deadline_s: float = 0.5
     award_deadline_s: float = 5.0
     max_rounds: int = 3
     remember_finished: int = 100_000
+    bid_deadline_per_tender_s: float = 0.0005
+    award_deadline_per_item_s: float = 0.0005
 
     @classmethod
     def local(cls) -> ContractNetConfig:
@@ -105,7 +114,11 @@ class AgentDown:
 
 @dataclass(frozen=True)
 class Withdraw:
-    """Stop these negotiations (campaign cancelled); reported as :class:`Withdrawn`."""
+    """Stop these negotiations (campaign cancelled); reported as :class:`Withdrawn`.
+
+    A key waiting to be offered again after :class:`Deferred` ends too, as
+    ``Withdrawn(key, None)``; it cannot be announced again afterwards.
+    """
 
     keys: Sequence[TenderKey]
 
@@ -156,7 +169,20 @@ class Placed:
 
 @dataclass(frozen=True)
 class Failed:
-    """The negotiation ended without a contractor."""
+    """The negotiation ended without a contractor, for good (see :class:`Deferred`)."""
+
+    key: TenderKey
+    reason: str
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """The negotiation ended without a contractor for now, but not for good.
+
+    Some capable agent refused only for lack of room (``Bid.busy``), did not answer
+    in time, or rejected the award: offer the activity again later with a new
+    :class:`Announce` of the same key. ``reason`` lists each agent's answer.
+    """
 
     key: TenderKey
     reason: str
@@ -178,7 +204,7 @@ class LateAcceptance:
     agent: str
 
 
-Event = Placed | Failed | Withdrawn | LateAcceptance
+Event = Placed | Failed | Deferred | Withdrawn | LateAcceptance
 
 
 @dataclass
@@ -207,5 +233,10 @@ class Effects:
 
     @property
     def failed(self) -> list[Failed]:
-        """Negotiations that ended without one."""
+        """Negotiations that ended without one, for good."""
         return [e for e in self.events if isinstance(e, Failed)]
+
+    @property
+    def deferred(self) -> list[Deferred]:
+        """Negotiations that ended without one for now: announce them again later."""
+        return [e for e in self.events if isinstance(e, Deferred)]
