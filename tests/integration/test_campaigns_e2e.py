@@ -231,6 +231,39 @@ async def test_watch_resumes_from_any_sequence_number(tmp_path: Path) -> None:
     assert status.last_seq == events[-1].seq
 
 
+async def test_watch_batches_carry_the_same_events_in_batches(tmp_path: Path) -> None:
+    """WatchBatches: same events as Watch, in seq order, in non-empty batches; it ends
+    right after the final event, resumes from any seq, and follows a live campaign."""
+    async with mesh(tmp_path, 2) as agents:
+        async with grpc.aio.insecure_channel(f"unix:{agents[0].home.socket}") as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            acts = [shell(f"s{i}", "sleep 0.2") for i in range(6)]
+            resp = await stub.Submit(campaigns_pb2.SubmitRequest(name="b", activities=acts))
+            cid = resp.campaign_id
+            live = [b async for b in stub.WatchBatches(campaigns_pb2.WatchRequest(campaign_id=cid))]
+            single = [e async for e in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=cid))]
+            tail = [
+                b
+                async for b in stub.WatchBatches(
+                    campaigns_pb2.WatchRequest(campaign_id=cid, after_seq=5)
+                )
+            ]
+            past = [
+                b
+                async for b in stub.WatchBatches(
+                    campaigns_pb2.WatchRequest(campaign_id=cid, after_seq=single[-1].seq)
+                )
+            ]
+    flat = [e for b in live for e in b.events]
+    assert all(len(b.events) > 0 for b in live)
+    assert [e.SerializeToString() for e in flat] == [e.SerializeToString() for e in single]
+    assert [e.seq for e in flat] == list(range(1, len(flat) + 1))
+    assert flat[-1].campaign_state == S.CAMPAIGN_STATE_SUCCEEDED
+    assert len(live) > 1  # followed live: several batches
+    assert [e.seq for b in tail for e in b.events] == [e.seq for e in single if e.seq > 5]
+    assert past == []
+
+
 async def test_reports_from_an_agent_that_was_not_awarded_are_ignored(tmp_path: Path) -> None:
     """Injected: agent-2 (a genuine member) reports SUCCEEDED for an activity awarded to
     agent-1, right after submission (while it is being placed) and while it runs.
@@ -277,3 +310,33 @@ async def test_reports_from_an_agent_that_was_not_awarded_are_ignored(tmp_path: 
     assert by_name(status)["job"].agent == "agent-1"
     assert all(e.agent != "agent-2" for e in events)
     assert not any(e.message == "stolen" for e in events)
+
+
+async def test_full_agents_defer_instead_of_failing(tmp_path: Path) -> None:
+    """Two agents that accept at most 2 activities each get a campaign of 12: the
+    surplus waits READY ("waiting for room", agents busy) and is offered again until
+    placed; every activity succeeds and no agent ever held more than 2."""
+    async with mesh(tmp_path, 2, configure=lambda i: {"slots": 1, "max_queued": 2}) as agents:
+        held: list[int] = []
+
+        def count() -> None:
+            for a in agents:
+                assert a.contractor is not None
+                held.append(len(a.contractor.jobs))
+
+        async with grpc.aio.insecure_channel(f"unix:{agents[0].home.socket}") as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            acts = [shell(f"s{i}", "sleep 0.1") for i in range(12)]
+            resp = await stub.Submit(campaigns_pb2.SubmitRequest(name="full", activities=acts))
+            events = []
+            async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id)):
+                count()
+                events.append(ev)
+    assert events[-1].campaign_state == S.CAMPAIGN_STATE_SUCCEEDED, events[-1].message
+    waits = [e for e in events if e.state == S.ACTIVITY_STATE_READY]
+    assert waits, "the surplus should have waited READY"
+    assert all(e.message.startswith("waiting for room") for e in waits)
+    assert any("queue is full" in e.message for e in waits)
+    done = {e.activity for e in events if e.state == S.ACTIVITY_STATE_SUCCEEDED}
+    assert done == {f"s{i}" for i in range(12)}
+    assert max(held) <= 2

@@ -205,6 +205,7 @@ AGENT_ONLY: list[tuple[str, str]] = [
     ("/zambeze_mesh.v1.Scheduling/CallForProposals", "uu"),
     ("/zambeze_mesh.v1.Scheduling/Award", "uu"),
     ("/zambeze_mesh.v1.Scheduling/ReportStatus", "uu"),
+    ("/zambeze_mesh.v1.Scheduling/ReportStream", "ss"),
     ("/zambeze_mesh.v1.Scheduling/Cancel", "uu"),
     ("/zambeze_mesh.v1.Data/Offer", "uu"),
     ("/zambeze_mesh.v1.Data/Fetch", "us"),
@@ -223,6 +224,13 @@ async def raw_call(
             await ch.unary_unary(method)(payload, timeout=5)
         elif shape == "us":
             async for _ in ch.unary_stream(method)(payload, timeout=5):
+                pass
+        elif shape == "ss":
+
+            async def many() -> AsyncIterator[bytes]:
+                yield payload
+
+            async for _ in ch.stream_stream(method)(many(), timeout=5):
                 pass
         else:
 

@@ -42,6 +42,7 @@ def bid_to_pb(b: Bid) -> scheduling_pb2.Bid:
         transfer_s=b.transfer_s,
         refused=b.refused,
         reason=b.reason,
+        busy=b.busy,
     )
 
 
@@ -54,6 +55,7 @@ def bid_from_pb(pb: scheduling_pb2.Bid) -> Bid:
         reason=pb.reason[:500],
         queue_wait_s=pb.queue_wait_s,
         transfer_s=pb.transfer_s,
+        busy=pb.busy and pb.refused,
     )
 
 

@@ -57,6 +57,9 @@ class AgentConfig:
     admission_advertise: str = ""
     data_dir: str = "data"
     slots: int = 2
+    # Accepted activities (running + queued) at most; more are refused as busy and
+    # the monitor offers them again later. 0 = 512 per slot.
+    max_queued: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     exported_roots: list[str] = field(default_factory=list)
     transfer_methods: list[str] = field(default_factory=lambda: ["grpc-stream"])
@@ -98,6 +101,8 @@ class AgentConfig:
             split_hostport(value)
         if self.slots < 1 or self.slots > 4096:
             raise InvalidInput(f"slots must be between 1 and 4096, got {self.slots}")
+        if not isinstance(self.max_queued, int) or not 0 <= self.max_queued <= 1_000_000:
+            raise InvalidInput(f"max_queued must be between 0 and 1000000, got {self.max_queued}")
         if self.membership not in ("local", "lan", "wan"):
             raise InvalidInput(f"membership must be local, lan or wan, got {self.membership!r}")
         if not 1024 <= self.max_message_bytes <= 256 * 1024 * 1024:

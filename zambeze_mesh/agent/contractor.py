@@ -1,8 +1,9 @@
 """The contractor: bids on tenders, accepts awards, runs activities, reports back.
 
-Events are written to the contractor's own outbox (SQLite) before they are sent and
-deleted only when the monitor acknowledges them, so neither side's restart loses one.
-At most ``slots`` activities run at once; accepted work beyond that waits in a queue.
+Events go through the :class:`~.reporter.Reporter`: written to the contractor's own
+outbox (SQLite) before they are sent and deleted only when the monitor acknowledges
+them, so neither side's restart loses one. At most ``slots`` activities run at once;
+accepted work beyond that waits in a queue.
 """
 
 from __future__ import annotations
@@ -11,13 +12,11 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import grpc
-
-from zambeze_mesh.agent.campaign_wire import event, from_proto, key_of
+from zambeze_mesh.agent.campaign_wire import event, key_of
+from zambeze_mesh.agent.reporter import Reporter
 from zambeze_mesh.agent.staging import Stager
 from zambeze_mesh.errors import InvalidInput, ZmeshError
 from zambeze_mesh.execution import Outcome, PluginRegistry, RunContext, RunRequest
@@ -32,7 +31,7 @@ from zambeze_mesh.scheduling import (
 )
 from zambeze_mesh.scheduling import states as st
 from zambeze_mesh.store import campaigns as cstore
-from zambeze_mesh.v1 import common_pb2, scheduling_pb2, scheduling_pb2_grpc
+from zambeze_mesh.v1 import scheduling_pb2
 
 if TYPE_CHECKING:
     from zambeze_mesh.agent.agent import Agent
@@ -42,7 +41,6 @@ log = logging.getLogger("zambeze_mesh.contractor")
 QUEUE_PER_SLOT = 512
 #: Activities parsed while bidding, kept for the award (insertion order = age).
 PARSED_CACHE = 4096
-REPORT_BATCH = 2000
 LOAD_GOSSIP_INTERVAL_S = 1.0
 
 
@@ -71,16 +69,11 @@ class Contractor:
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._running = 0
         self._workers: list[asyncio.Task[None]] = []
-        self._flusher: asyncio.Task[None] | None = None
         self._loadtask: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self.reporter = Reporter(agent)
         # Learned run time per plugin (EWMA). Unknown = 0: a contractor without history
         # bids low, gets work and learns (exploration), instead of being starved.
         self._runtime: dict[str, float] = {}
-        # Events emitted but not yet in the outbox: the reporter writes them in one
-        # transaction just before sending (a crash before that loses nothing the
-        # monitor saw; the open contract is then reported as a lost attempt).
-        self._pending: list[tuple[str, common_pb2.Event, bool]] = []
         # Activities parsed for a bid, reused when the award arrives (bounded).
         self._parsed: dict[TenderKey, ActivityDef] = {}
         self._closing = False
@@ -94,25 +87,19 @@ class Contractor:
         """Report attempts lost by a previous crash, then start workers and the reporter."""
         store = self.agent.require_store()
         lost = cstore.contracts_open(store)
+        self.reporter.start()  # first whatever the outbox still holds
         for cid, act, attempt, monitor, _item in lost:
-            self._pending.append(
-                (
-                    monitor,
-                    event(
-                        cid,
-                        act,
-                        st.FAILED,
-                        attempt=attempt,
-                        agent=self.agent.name,
-                        message="the contractor restarted and lost this attempt",
-                    ),
-                    True,
-                )
+            ev = event(
+                cid,
+                act,
+                st.FAILED,
+                attempt=attempt,
+                agent=self.agent.name,
+                message="the contractor restarted and lost this attempt",
             )
-        self._persist_pending()  # closes the lost contracts before new work starts
-        self._wake.set()  # and report whatever the outbox still holds
+            self.reporter.emit(monitor, ev, final=True)
+        self.reporter.persist()  # closes the lost contracts before new work starts
         self._workers = [asyncio.create_task(self._worker()) for _ in range(self.slots)]
-        self._flusher = asyncio.create_task(self._flush_loop())
         self._loadtask = asyncio.create_task(self._load_loop())
 
     async def close(self) -> None:
@@ -121,12 +108,12 @@ class Contractor:
         for job in list(self.jobs.values()):
             if job.running:
                 await self._cancel_job(job)
-        tasks = [*self._workers, self._flusher, self._loadtask]
+        tasks = [*self._workers, self._loadtask]
         for t in tasks:
             if t is not None:
                 t.cancel()
         await asyncio.gather(*(t for t in tasks if t is not None), return_exceptions=True)
-        self._persist_pending()
+        await self.reporter.close()
 
     # ------------------------------------------------------------ bidding
     def _self_info(self) -> AgentInfo | None:
@@ -151,8 +138,9 @@ class Contractor:
             if len(self._parsed) > PARSED_CACHE:
                 for old in list(itertools.islice(self._parsed, PARSED_CACHE // 2)):
                     del self._parsed[old]  # oldest first: mostly bids that lost
-            if self._full():
-                out.append(Bid.refusal(key, "queue is full"))
+            if self._full() or self._closing:
+                why = "shutting down" if self._closing else "queue is full"
+                out.append(Bid.busy_refusal(key, why))
                 continue
             out.append(
                 estimate_bid(
@@ -169,7 +157,8 @@ class Contractor:
         return out
 
     def _full(self) -> bool:
-        return len(self.jobs) >= self.slots * QUEUE_PER_SLOT
+        limit = self.agent.config.max_queued or self.slots * QUEUE_PER_SLOT
+        return len(self.jobs) >= limit
 
     # ------------------------------------------------------------ awards
     def award(self, req: scheduling_pb2.AwardRequest) -> list[scheduling_pb2.AwardDecision]:
@@ -182,7 +171,10 @@ class Contractor:
                 campaign_id=key.campaign_id, activity=key.activity, attempt=key.attempt
             )
             if key in self.jobs:
-                d.accepted = True
+                if self.jobs[key].cancelled:
+                    d.reason = "this attempt is being cancelled here"
+                else:
+                    d.accepted = True
             elif self._full() or self._closing:
                 d.reason = "slots gone: queue is full"
             else:
@@ -302,27 +294,7 @@ class Contractor:
             detail=detail,
             result=result,
         )
-        self._pending.append((job.monitor, ev, final))
-        self._wake.set()
-
-    def _persist_pending(self) -> None:
-        """Move emitted events into the outbox (one transaction)."""
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
-        with self.agent.require_store().tx() as db:
-            for monitor, ev, final in batch:
-                cstore.outbox_add(db, monitor, ev)
-                if final:
-                    cstore.contract_put(
-                        db,
-                        ev.campaign_id,
-                        ev.activity,
-                        ev.attempt,
-                        monitor,
-                        b"",
-                        from_proto(ev.state),
-                    )
+        self.reporter.emit(job.monitor, ev, final=final)
 
     # ------------------------------------------------------------ cancel
     async def cancel(self, refs: list[scheduling_pb2.ActivityRef]) -> int:
@@ -347,73 +319,7 @@ class Contractor:
         elif not job.running:
             self._finish(job, Outcome("CANCELLED", message="cancelled before it started"))
 
-    # ------------------------------------------------------------ reporting
-    async def _flush_loop(self) -> None:
-        backoff = 0.05
-        while True:
-            await self._wake.wait()
-            await asyncio.sleep(0)  # let events emitted in the same tick join this batch
-            self._wake.clear()
-            try:
-                sent_all = await self._flush_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("report flush failed")
-                sent_all = False
-            if sent_all:
-                backoff = 0.05
-            else:
-                await asyncio.sleep(backoff)
-                backoff = min(2.0, backoff * 2)
-                self._wake.set()
-
-    async def _flush_once(self) -> bool:
-        self._persist_pending()
-        store = self.agent.require_store()
-        pending = cstore.outbox_pending(store, REPORT_BATCH)
-        if not pending:
-            return True
-        by_monitor: dict[str, list[tuple[int, common_pb2.Event]]] = defaultdict(list)
-        for seq, monitor, ev in pending:
-            by_monitor[monitor].append((seq, ev))
-        ok = True
-        for monitor, items in by_monitor.items():
-            acked = await self._send(monitor, items)
-            cstore.outbox_ack(store, acked)
-            ok = ok and len(acked) == len(items)
-        if len(pending) == REPORT_BATCH:
-            self._wake.set()
-        return ok
-
-    async def _send(self, monitor: str, items: list[tuple[int, common_pb2.Event]]) -> list[int]:
-        if monitor == self.agent.name and self.agent.monitor is not None:
-            self.agent.monitor.report(self.agent.name, [ev for _, ev in items])
-            return [seq for seq, _ in items]
-        address = self._address_of(monitor)
-        if address is None:
-            return []
-        assert self.agent.channels is not None
-        stub = scheduling_pb2_grpc.SchedulingStub(self.agent.channels.get(address))
-        req = scheduling_pb2.ReportStatusRequest(
-            contractor=self.agent.name,
-            events=[scheduling_pb2.ContractorEvent(outbox_seq=s, event=e) for s, e in items],
-        )
-        try:
-            resp = await stub.ReportStatus(req, timeout=10.0)
-        except grpc.RpcError:
-            return []
-        return list(resp.acked)
-
-    def _address_of(self, name: str) -> str | None:
-        gossip = self.agent.gossip
-        if gossip is None:
-            return None
-        for m in gossip.members():
-            if m.name == name and m.status != "left":
-                return m.address
-        return None
-
+    # ------------------------------------------------------------ load
     async def _load_loop(self) -> None:
         """Gossip free slots when they change (at most once per interval)."""
         while True:

@@ -10,6 +10,7 @@ net); contractors report back through :meth:`Monitor.report`.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import sqlite3
 import uuid
@@ -38,7 +39,15 @@ log = logging.getLogger("zambeze_mesh.monitor")
 
 MAX_ACTIVITIES = 10_000
 MAX_INFRA_RETRIES = 3
+#: Backoff of activities no agent has room for: first wait, and the longest.
+DEFER_MIN_S = 0.1
+DEFER_MAX_S = 5.0
+#: Most waiting activities offered again at once.
+REOFFER_BATCH = 2000
 MAX_RECENT_EVENTS = 200_000
+#: Most events in one WatchBatches message, and roughly its most bytes.
+WATCH_BATCH = 1000
+WATCH_BATCH_BYTES = 1 << 20
 CAMPAIGN_STATES = {
     "RUNNING": common_pb2.CAMPAIGN_STATE_RUNNING,
     "SUCCEEDED": common_pb2.CAMPAIGN_STATE_SUCCEEDED,
@@ -67,6 +76,10 @@ class Live:
     # has seq first_seq + i.
     recent: list[common_pb2.Event] = field(default_factory=list)
     first_seq: int = 0
+    # Activities waiting for room (READY): name -> when to offer them again, and how
+    # many times in a row they were deferred (for the backoff).
+    waiting: dict[str, float] = field(default_factory=dict)
+    deferrals: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.open < 0:
@@ -200,6 +213,8 @@ class Monitor:
         self.agent = agent
         self.live: dict[str, Live] = {}
         self.placement: Placement | None = None
+        self._reoffer_timer: asyncio.TimerHandle | None = None
+        self._reoffer_at = 0.0
 
     # ------------------------------------------------------------ life cycle
     async def start(self, placement: Placement) -> None:
@@ -267,13 +282,14 @@ class Monitor:
             created_ms=created,
         )
         j = Journal(self)
-        # The campaign row and its first event are written in one transaction.
+        # The campaign row, its first event and the first offers: one transaction.
         j.before = lambda db: cstore.insert_campaign(db, cid, req, created, [a.name for a in acts])
         j.campaign(live, "RUNNING", f"submitted with {len(acts)} activities")
+        offer = self._advance_into(j, live)
         j.commit()
         self.live[cid] = live
         log_event(log, "campaign.submitted", campaign=cid, name=req.name, activities=len(acts))
-        self.advance(live)
+        self._offer(live, offer)
         return cid
 
     def _check_plugins(self, acts: list[ActivityDef]) -> None:
@@ -304,8 +320,25 @@ class Monitor:
         With ``succeeded``/``retrying`` only the successors of those activities are
         examined (incremental: O(degree) per finished activity, not O(campaign)).
         """
+        j = Journal(self)
+        offer = self._advance_into(j, live, succeeded, retrying)
+        j.commit()
+        self._offer(live, offer)
+
+    def _offer(self, live: Live, names: list[str]) -> None:
+        if names and self.placement is not None and live.state == "RUNNING":
+            self.placement.offer(live, names)
+
+    def _advance_into(
+        self,
+        j: Journal,
+        live: Live,
+        succeeded: list[str] | None = None,
+        retrying: list[str] | None = None,
+    ) -> list[str]:
+        """Journal what :meth:`advance` does into ``j``; returns the names to offer."""
         if live.state != "RUNNING":
-            return
+            return []
         if succeeded is None:
             states = live.states()
             ready = live.dag.ready(states)
@@ -320,18 +353,14 @@ class Monitor:
                         seen.add(n)
                         ready.append(n)
             retry = list(retrying or [])
-        j = Journal(self)
-        for name in ready:
-            j.activity(live, name, st.READY)
+        # Ready activities go straight to BIDDING (READY is for those waiting for room).
         offer = ready + retry
         for name in offer:
             j.activity(live, name, st.BIDDING)
         if live.open == 0:
             final = live.dag.final_state(live.states())
             j.campaign(live, final, self._final_message(live, final))
-        j.commit()
-        if offer and self.placement is not None:
-            self.placement.offer(live, offer)
+        return offer
 
     def _final_message(self, live: Live, final: str) -> str:
         if final == "SUCCEEDED":
@@ -351,8 +380,64 @@ class Monitor:
             live = self._current(key)
             # (a report from the contractor may already have moved it past AWARDED)
             if live is not None and live.acts[key.activity].state in (st.READY, st.BIDDING):
+                live.deferrals.pop(key.activity, None)
                 j.activity(live, key.activity, st.AWARDED, agent=agent)
         j.commit()
+
+    def placement_deferred(self, items: list[tuple[TenderKey, str]]) -> None:
+        """Contract net: no agent has room now; keep these READY and offer them again.
+
+        The first deferral journals BIDDING -> READY with the reasons; offering again
+        happens inside READY (no event per retry), with a backoff per activity.
+        """
+        now = asyncio.get_running_loop().time()
+        j = Journal(self)
+        for key, reason in items:
+            live = self._current(key)
+            if live is None or live.state != "RUNNING":
+                continue
+            name = key.activity
+            row = live.acts[name]
+            if row.state not in (st.BIDDING, st.READY):
+                continue
+            n = live.deferrals.get(name, 0) + 1
+            live.deferrals[name] = n
+            live.waiting[name] = now + min(DEFER_MAX_S, DEFER_MIN_S * 2 ** (n - 1))
+            if row.state == st.BIDDING:
+                j.activity(live, name, st.READY, message=f"waiting for room: {reason}")
+            else:
+                row.message = f"waiting for room: {reason}"
+        j.commit()
+        self._arm_reoffer()
+
+    def _arm_reoffer(self) -> None:
+        due = [t for live in self.live.values() for t in live.waiting.values()]
+        if not due:
+            return
+        at = min(due)
+        if self._reoffer_timer is not None and self._reoffer_at <= at:
+            return
+        if self._reoffer_timer is not None:
+            self._reoffer_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._reoffer_at = at
+        self._reoffer_timer = loop.call_at(at, self._reoffer)
+
+    def _reoffer(self) -> None:
+        """Offer again the waiting activities whose backoff has passed (still READY)."""
+        self._reoffer_timer = None
+        now = asyncio.get_running_loop().time()
+        budget = REOFFER_BATCH
+        for live in list(self.live.values()):
+            due = [n for n, t in live.waiting.items() if t <= now][:budget]
+            for name in due:
+                del live.waiting[name]
+            names = [n for n in due if live.acts[n].state == st.READY]
+            budget -= len(names)
+            self._offer(live, names)
+            if budget <= 0:
+                break
+        self._arm_reoffer()
 
     def placement_failed(self, key: TenderKey, reason: str) -> None:
         """Contract net: nobody could take the activity."""
@@ -426,9 +511,13 @@ class Monitor:
                 continue  # a duplicate; STAGING repeats to report each input staged
             _, done, retry = progress.setdefault(live.id, (live, [], []))
             self._apply_report(j, live, contractor, state, ev, done, retry)
+        offers = [
+            (live, self._advance_into(j, live, done, retry))
+            for live, done, retry in progress.values()
+        ]
         j.commit()
-        for live, done, retry in progress.values():
-            self.advance(live, done, retry)
+        for live, names in offers:
+            self._offer(live, names)
 
     def _apply_report(
         self,
@@ -548,10 +637,20 @@ class Monitor:
     async def watch(
         self, cid: str, after: int, follow: bool = True
     ) -> AsyncIterator[common_pb2.Event]:
-        """Events with seq > ``after``, in order, until the campaign's final event.
+        """Events with seq > ``after``, one at a time (see :meth:`watch_batches`)."""
+        async for batch in self.watch_batches(cid, after, follow):
+            for ev in batch:
+                yield ev
 
-        Recent events of a campaign this process drives come from memory; older ones
-        (and campaigns that ended before this process started) from the journal.
+    async def watch_batches(
+        self, cid: str, after: int, follow: bool = True
+    ) -> AsyncIterator[builtins.list[common_pb2.Event]]:
+        """Events with seq > ``after``, in order and in batches, until the final event.
+
+        Each batch is every event available at that moment (at most
+        :data:`WATCH_BATCH` events or about :data:`WATCH_BATCH_BYTES`). Recent events
+        of a campaign this process drives come from memory; older ones (and campaigns
+        that ended before this process started) from the journal.
         """
         store = self.agent.require_store()
         if cstore.load_campaign(store, cid) is None:
@@ -562,18 +661,15 @@ class Monitor:
             waiter = live.changed if live is not None else None
             if live is not None and last + 1 >= live.first_seq:
                 start = last + 1 - live.first_seq
-                batch = live.recent[start : start + 1000]
+                available = live.recent[start : start + WATCH_BATCH]
             else:
-                batch = cstore.events_after(store, cid, last)
-            for ev in batch:
-                last = ev.seq
-                yield ev
-                if not ev.activity and ev.campaign_state not in (
-                    0,
-                    common_pb2.CAMPAIGN_STATE_RUNNING,
-                ):
+                available = cstore.events_after(store, cid, last, WATCH_BATCH)
+            if available:
+                batch, final = _cut_batch(available)
+                last = batch[-1].seq
+                yield batch
+                if final:
                     return
-            if batch:
                 continue
             if live is None or live.state != "RUNNING":
                 row = cstore.load_campaign(store, cid)
@@ -608,3 +704,19 @@ class Monitor:
             self.placement.withdraw(live)
             self.placement.cancel_on(running)
         return self.status(cid)
+
+
+def _is_final(ev: common_pb2.Event) -> bool:
+    return not ev.activity and ev.campaign_state not in (0, common_pb2.CAMPAIGN_STATE_RUNNING)
+
+
+def _cut_batch(events: list[common_pb2.Event]) -> tuple[list[common_pb2.Event], bool]:
+    """The head of ``events`` that fits one message; True if it ends with the final event."""
+    size = 0
+    for i, ev in enumerate(events):
+        if _is_final(ev):
+            return events[: i + 1], True
+        size += ev.ByteSize()
+        if size > WATCH_BATCH_BYTES and i > 0:
+            return events[:i], False
+    return events, False

@@ -27,6 +27,7 @@ from zambeze_mesh.scheduling import (
     ContractNetConfig,
     Deadline,
     Decision,
+    Deferred,
     Effects,
     Failed,
     LateAcceptance,
@@ -116,6 +117,9 @@ class Placement:
         placed = [(ev.key, ev.agent) for ev in fx.events if isinstance(ev, Placed)]
         if placed:
             self.monitor.placed(placed)
+        deferred = [(ev.key, ev.reason) for ev in fx.events if isinstance(ev, Deferred)]
+        if deferred:
+            self.monitor.placement_deferred(deferred)
         for ev in fx.events:
             if isinstance(ev, Failed):
                 self.monitor.placement_failed(ev.key, ev.reason)
@@ -158,8 +162,9 @@ class Placement:
             resp = await stub.CallForProposals(req, timeout=RPC_TIMEOUT_S)
             bids = [bid_from_pb(b) for b in resp.bids]
         except (grpc.RpcError, ConnectionError) as exc:
+            # Unreachable now (gossip decides whether it is gone): ask again later.
             reason = f"unreachable: {exc.details() if isinstance(exc, grpc.RpcError) else exc}"
-            bids = [Bid.refusal(t.key, reason) for t in msg.tenders]
+            bids = [Bid.busy_refusal(t.key, reason) for t in msg.tenders]
         self._step(BidsReceived(msg.to, bids))
 
     async def _award(self, msg: SendAward) -> None:

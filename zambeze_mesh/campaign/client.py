@@ -71,6 +71,7 @@ class Client:
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
         self._closed = False
+        self._batched = True  # WatchBatches until the agent says it has none
 
     def __repr__(self) -> str:
         return f"Client({self.target!r})"
@@ -157,27 +158,32 @@ class Client:
         last = after_seq
         failures = 0
         while True:
-            call = self._get_stub().Watch(
-                campaigns_pb2.WatchRequest(campaign_id=campaign_id, after_seq=last, follow=follow)
-            )
+            req = campaigns_pb2.WatchRequest(campaign_id=campaign_id, after_seq=last, follow=follow)
+            batched = self._batched
+            stub = self._get_stub()
+            call = stub.WatchBatches(req) if batched else stub.Watch(req)
             try:
-                async for pb in call:
-                    if pb.seq <= last:
-                        continue  # already seen (a server replaying after a resume)
-                    if pb.seq != last + 1:
-                        raise DataIntegrityError(
-                            f"event stream of campaign {campaign_id} skipped from seq {last} "
-                            f"to {pb.seq}"
-                        )
-                    last = pb.seq
-                    failures = 0
-                    ev = Event.from_proto(pb)
-                    yield ev
-                    if ev.is_final:
-                        return
+                async for msg in call:
+                    for pb in msg.events if batched else (msg,):
+                        if pb.seq <= last:
+                            continue  # already seen (a server replaying after a resume)
+                        if pb.seq != last + 1:
+                            raise DataIntegrityError(
+                                f"event stream of campaign {campaign_id} skipped from seq "
+                                f"{last} to {pb.seq}"
+                            )
+                        last = pb.seq
+                        failures = 0
+                        ev = Event.from_proto(pb)
+                        yield ev
+                        if ev.is_final:
+                            return
                 return
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
+                if code == grpc.StatusCode.UNIMPLEMENTED and batched:
+                    self._batched = False  # an agent older than WatchBatches
+                    continue
                 if code != grpc.StatusCode.UNAVAILABLE or failures >= self.watch_retries:
                     raise self._error(exc) from None
                 failures += 1

@@ -58,8 +58,10 @@ def _forward(state: str) -> frozenset[str]:
 
 
 _ALLOWED: dict[str, frozenset[str]] = {
-    PENDING: frozenset({READY, FAILED, CANCELLED, SKIPPED}),
-    READY: frozenset({BIDDING, FAILED, CANCELLED, SKIPPED}),
+    # Ready activities are offered at once (BIDDING); READY is for those waiting for room.
+    PENDING: frozenset({READY, BIDDING, FAILED, CANCELLED, SKIPPED}),
+    # READY = waiting for room: offered again without leaving READY until placed.
+    READY: frozenset({BIDDING, AWARDED, FAILED, CANCELLED, SKIPPED, RETRYING}),
     # A placement round may restart (READY), fail, or end in a retry.
     BIDDING: frozenset({AWARDED, READY, FAILED, CANCELLED, RETRYING}),
     AWARDED: _forward(AWARDED),

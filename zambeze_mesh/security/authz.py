@@ -245,7 +245,7 @@ def _wrap_handler(handler: Any, method: str, check: Check) -> grpc.RpcMethodHand
         )
     if handler.stream_stream is not None:
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream(handler.stream_stream, method, check), **kwargs
+            _wrap_stream(handler.stream_stream, method, check, streaming=True), **kwargs
         )
     return handler
 
@@ -275,12 +275,15 @@ def _wrap_unary(behaviour: Any, method: str, check: Check, *, streaming: bool = 
     return wrapped
 
 
-def _wrap_stream(behaviour: Any, method: str, check: Check) -> Any:
+def _wrap_stream(behaviour: Any, method: str, check: Check, *, streaming: bool = False) -> Any:
     if inspect.isasyncgenfunction(behaviour):
 
         async def agen(request: Any, context: Any) -> AsyncIterator[Any]:
             caller = await check(method, context)
-            await _refuse_malformed(request, context)
+            if streaming:
+                request = _checked_stream(request)
+            else:
+                await _refuse_malformed(request, context)
             token = _CALLER.set(caller)
             try:
                 async for item in behaviour(request, context):
@@ -292,7 +295,10 @@ def _wrap_stream(behaviour: Any, method: str, check: Check) -> Any:
 
     async def writer(request: Any, context: Any) -> None:
         caller = await check(method, context)
-        await _refuse_malformed(request, context)
+        if streaming:
+            request = _checked_stream(request)
+        else:
+            await _refuse_malformed(request, context)
         token = _CALLER.set(caller)
         try:
             result = behaviour(request, context)

@@ -223,11 +223,18 @@ def events_after(store: Store, cid: str, after: int, limit: int = 1000) -> list[
 
 
 # ---------------------------------------------------------------- contractor side
-def outbox_add(db: sqlite3.Connection, monitor: str, ev: common_pb2.Event) -> None:
-    """Queue an event for ``monitor``."""
-    db.execute(
+def outbox_add(db: sqlite3.Connection, monitor: str, ev: common_pb2.Event) -> int:
+    """Queue an event for ``monitor``; returns its outbox sequence number."""
+    cur = db.execute(
         "INSERT INTO outbox (monitor, event) VALUES (?, ?)", (monitor, ev.SerializeToString())
     )
+    return int(cur.lastrowid or 0)
+
+
+def outbox_delete(db: sqlite3.Connection, seqs: list[int]) -> None:
+    """Forget acknowledged events (inside a transaction)."""
+    if seqs:
+        db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
 
 def outbox_pending(store: Store, limit: int = 2000) -> list[tuple[int, str, common_pb2.Event]]:
@@ -245,7 +252,7 @@ def outbox_ack(store: Store, seqs: list[int]) -> None:
     if not seqs:
         return
     with store.tx() as db:
-        db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+        outbox_delete(db, seqs)
 
 
 def contract_put(

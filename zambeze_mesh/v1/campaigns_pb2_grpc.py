@@ -50,6 +50,11 @@ class CampaignsStub:
                 request_serializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.WatchRequest.SerializeToString,
                 response_deserializer=zambeze__mesh_dot_v1_dot_common__pb2.Event.FromString,
                 _registered_method=True)
+        self.WatchBatches = channel.unary_stream(
+                '/zambeze_mesh.v1.Campaigns/WatchBatches',
+                request_serializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.WatchRequest.SerializeToString,
+                response_deserializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.EventBatch.FromString,
+                _registered_method=True)
         self.Cancel = channel.unary_unary(
                 '/zambeze_mesh.v1.Campaigns/Cancel',
                 request_serializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.CancelCampaignRequest.SerializeToString,
@@ -116,6 +121,18 @@ class CampaignsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchBatches(self, request, context):
+        """Watch with events in batches: each message holds every event available at
+        that moment, in seq order (at most 1,000 events or about 1 MiB per batch).
+        Same request, order, resume and end-of-stream rules as Watch; the stream
+        ends right after the batch holding the final campaign-level event. Prefer
+        it when following big campaigns: one message per batch instead of per
+        event is far cheaper for both ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Cancel(self, request, context):
         """Cancel every activity that has not finished: each gets a CANCELLED event
         at once, running ones are also killed on their agents, and the campaign
@@ -159,6 +176,11 @@ def add_CampaignsServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.WatchRequest.FromString,
                     response_serializer=zambeze__mesh_dot_v1_dot_common__pb2.Event.SerializeToString,
+            ),
+            'WatchBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchBatches,
+                    request_deserializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.WatchRequest.FromString,
+                    response_serializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.EventBatch.SerializeToString,
             ),
             'Cancel': grpc.unary_unary_rpc_method_handler(
                     servicer.Cancel,
@@ -257,6 +279,33 @@ class Campaigns:
             '/zambeze_mesh.v1.Campaigns/Watch',
             zambeze__mesh_dot_v1_dot_campaigns__pb2.WatchRequest.SerializeToString,
             zambeze__mesh_dot_v1_dot_common__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/zambeze_mesh.v1.Campaigns/WatchBatches',
+            zambeze__mesh_dot_v1_dot_campaigns__pb2.WatchRequest.SerializeToString,
+            zambeze__mesh_dot_v1_dot_campaigns__pb2.EventBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -118,6 +118,14 @@ class CampaignsStub:
       * Several watchers of one campaign are fine; each gets every event.
     Errors: INVALID_ARGUMENT (empty id), NOT_FOUND (unknown campaign).
     """
+    WatchBatches: _grpc.UnaryStreamMultiCallable[_campaigns_pb2.WatchRequest, _campaigns_pb2.EventBatch]
+    """Watch with events in batches: each message holds every event available at
+    that moment, in seq order (at most 1,000 events or about 1 MiB per batch).
+    Same request, order, resume and end-of-stream rules as Watch; the stream
+    ends right after the batch holding the final campaign-level event. Prefer
+    it when following big campaigns: one message per batch instead of per
+    event is far cheaper for both ends.
+    """
     Cancel: _grpc.UnaryUnaryMultiCallable[_campaigns_pb2.CancelCampaignRequest, _campaigns_pb2.CampaignStatus]
     """Cancel every activity that has not finished: each gets a CANCELLED event
     at once, running ones are also killed on their agents, and the campaign
@@ -168,6 +176,14 @@ class CampaignsAsyncStub(CampaignsStub):
         seen, and should treat a jump (seq > last + 1) as a broken stream.
       * Several watchers of one campaign are fine; each gets every event.
     Errors: INVALID_ARGUMENT (empty id), NOT_FOUND (unknown campaign).
+    """
+    WatchBatches: _aio.UnaryStreamMultiCallable[_campaigns_pb2.WatchRequest, _campaigns_pb2.EventBatch]  # type: ignore[assignment]
+    """Watch with events in batches: each message holds every event available at
+    that moment, in seq order (at most 1,000 events or about 1 MiB per batch).
+    Same request, order, resume and end-of-stream rules as Watch; the stream
+    ends right after the batch holding the final campaign-level event. Prefer
+    it when following big campaigns: one message per batch instead of per
+    event is far cheaper for both ends.
     """
     Cancel: _aio.UnaryUnaryMultiCallable[_campaigns_pb2.CancelCampaignRequest, _campaigns_pb2.CampaignStatus]  # type: ignore[assignment]
     """Cancel every activity that has not finished: each gets a CANCELLED event
@@ -234,6 +250,20 @@ class CampaignsServicer(metaclass=_abc_1.ABCMeta):
             seen, and should treat a jump (seq > last + 1) as a broken stream.
           * Several watchers of one campaign are fine; each gets every event.
         Errors: INVALID_ARGUMENT (empty id), NOT_FOUND (unknown campaign).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchBatches(
+        self,
+        request: _campaigns_pb2.WatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_campaigns_pb2.EventBatch], _abc.AsyncIterator[_campaigns_pb2.EventBatch]]:
+        """Watch with events in batches: each message holds every event available at
+        that moment, in seq order (at most 1,000 events or about 1 MiB per batch).
+        Same request, order, resume and end-of-stream rules as Watch; the stream
+        ends right after the batch holding the final campaign-level event. Prefer
+        it when following big campaigns: one message per batch instead of per
+        event is far cheaper for both ends.
         """
 
     @_abc_1.abstractmethod

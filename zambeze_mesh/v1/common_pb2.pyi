@@ -57,11 +57,15 @@ class _ActivityStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Activit
     ACTIVITY_STATE_PENDING: _ActivityState.ValueType  # 1
     """waiting for predecessors (the initial state; not streamed)"""
     ACTIVITY_STATE_READY: _ActivityState.ValueType  # 2
-    """every predecessor succeeded"""
+    """every predecessor succeeded, but every capable agent"""
     ACTIVITY_STATE_BIDDING: _ActivityState.ValueType  # 3
-    """offered to the agents (contract net)"""
+    """was busy or silent: offered again shortly (message: why)
+    offered to the agents (contract net); an activity goes
+    """
     ACTIVITY_STATE_AWARDED: _ActivityState.ValueType  # 4
-    """an agent (Event.agent) accepted it"""
+    """from PENDING to BIDDING as soon as it can start
+    an agent (Event.agent) accepted it
+    """
     ACTIVITY_STATE_QUEUED: _ActivityState.ValueType  # 5
     """waiting in a batch scheduler's queue"""
     ACTIVITY_STATE_STAGING: _ActivityState.ValueType  # 6
@@ -94,11 +98,15 @@ ACTIVITY_STATE_UNSPECIFIED: ActivityState.ValueType  # 0
 ACTIVITY_STATE_PENDING: ActivityState.ValueType  # 1
 """waiting for predecessors (the initial state; not streamed)"""
 ACTIVITY_STATE_READY: ActivityState.ValueType  # 2
-"""every predecessor succeeded"""
+"""every predecessor succeeded, but every capable agent"""
 ACTIVITY_STATE_BIDDING: ActivityState.ValueType  # 3
-"""offered to the agents (contract net)"""
+"""was busy or silent: offered again shortly (message: why)
+offered to the agents (contract net); an activity goes
+"""
 ACTIVITY_STATE_AWARDED: ActivityState.ValueType  # 4
-"""an agent (Event.agent) accepted it"""
+"""from PENDING to BIDDING as soon as it can start
+an agent (Event.agent) accepted it
+"""
 ACTIVITY_STATE_QUEUED: ActivityState.ValueType  # 5
 """waiting in a batch scheduler's queue"""
 ACTIVITY_STATE_STAGING: ActivityState.ValueType  # 6

@@ -124,6 +124,7 @@ class Bid(_message.Message):
     TRANSFER_S_FIELD_NUMBER: _builtins.int
     REFUSED_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    BUSY_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.str
     activity: _builtins.str
     attempt: _builtins.int
@@ -134,6 +135,8 @@ class Bid(_message.Message):
     refused: _builtins.bool
     reason: _builtins.str
     """why refused"""
+    busy: _builtins.bool
+    """refused only for lack of room right now (queue"""
     def __init__(
         self,
         *,
@@ -145,10 +148,11 @@ class Bid(_message.Message):
         transfer_s: _builtins.float = ...,
         refused: _builtins.bool = ...,
         reason: _builtins.str = ...,
+        busy: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "attempt", b"attempt", "campaign_id", b"campaign_id", "estimate_s", b"estimate_s", "queue_wait_s", b"queue_wait_s", "reason", b"reason", "refused", b"refused", "transfer_s", b"transfer_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "attempt", b"attempt", "busy", b"busy", "campaign_id", b"campaign_id", "estimate_s", b"estimate_s", "queue_wait_s", b"queue_wait_s", "reason", b"reason", "refused", b"refused", "transfer_s", b"transfer_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

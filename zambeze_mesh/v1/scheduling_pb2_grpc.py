@@ -49,6 +49,11 @@ class SchedulingStub:
                 request_serializer=zambeze__mesh_dot_v1_dot_scheduling__pb2.ReportStatusRequest.SerializeToString,
                 response_deserializer=zambeze__mesh_dot_v1_dot_scheduling__pb2.ReportStatusResponse.FromString,
                 _registered_method=True)
+        self.ReportStream = channel.stream_stream(
+                '/zambeze_mesh.v1.Scheduling/ReportStream',
+                request_serializer=zambeze__mesh_dot_v1_dot_scheduling__pb2.ReportStatusRequest.SerializeToString,
+                response_deserializer=zambeze__mesh_dot_v1_dot_scheduling__pb2.ReportStatusResponse.FromString,
+                _registered_method=True)
         self.Cancel = channel.unary_unary(
                 '/zambeze_mesh.v1.Scheduling/Cancel',
                 request_serializer=zambeze__mesh_dot_v1_dot_scheduling__pb2.CancelActivitiesRequest.SerializeToString,
@@ -80,6 +85,17 @@ class SchedulingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportStream(self, request_iterator, context):
+        """Contractor -> monitor: the same reports on one long-lived stream. Each
+        request is answered by one response acknowledging what the monitor
+        journaled, in order; the contractor sends the next report without waiting
+        for the previous acknowledgement. Events not acknowledged when the stream
+        breaks are sent again (the monitor ignores duplicates).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Cancel(self, request, context):
         """Monitor -> contractor: stop running attempts.
         """
@@ -102,6 +118,11 @@ def add_SchedulingServicer_to_server(servicer, server):
             ),
             'ReportStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportStatus,
+                    request_deserializer=zambeze__mesh_dot_v1_dot_scheduling__pb2.ReportStatusRequest.FromString,
+                    response_serializer=zambeze__mesh_dot_v1_dot_scheduling__pb2.ReportStatusResponse.SerializeToString,
+            ),
+            'ReportStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ReportStream,
                     request_deserializer=zambeze__mesh_dot_v1_dot_scheduling__pb2.ReportStatusRequest.FromString,
                     response_serializer=zambeze__mesh_dot_v1_dot_scheduling__pb2.ReportStatusResponse.SerializeToString,
             ),
@@ -190,6 +211,33 @@ class Scheduling:
             request,
             target,
             '/zambeze_mesh.v1.Scheduling/ReportStatus',
+            zambeze__mesh_dot_v1_dot_scheduling__pb2.ReportStatusRequest.SerializeToString,
+            zambeze__mesh_dot_v1_dot_scheduling__pb2.ReportStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/zambeze_mesh.v1.Scheduling/ReportStream',
             zambeze__mesh_dot_v1_dot_scheduling__pb2.ReportStatusRequest.SerializeToString,
             zambeze__mesh_dot_v1_dot_scheduling__pb2.ReportStatusResponse.FromString,
             options,

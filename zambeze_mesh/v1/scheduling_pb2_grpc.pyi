@@ -40,6 +40,13 @@ class SchedulingStub:
     """Award activities to the member whose bid won; it accepts or rejects each."""
     ReportStatus: _grpc.UnaryUnaryMultiCallable[_scheduling_pb2.ReportStatusRequest, _scheduling_pb2.ReportStatusResponse]
     """Contractor -> monitor: activity events, acknowledged by sequence."""
+    ReportStream: _grpc.StreamStreamMultiCallable[_scheduling_pb2.ReportStatusRequest, _scheduling_pb2.ReportStatusResponse]
+    """Contractor -> monitor: the same reports on one long-lived stream. Each
+    request is answered by one response acknowledging what the monitor
+    journaled, in order; the contractor sends the next report without waiting
+    for the previous acknowledgement. Events not acknowledged when the stream
+    breaks are sent again (the monitor ignores duplicates).
+    """
     Cancel: _grpc.UnaryUnaryMultiCallable[_scheduling_pb2.CancelActivitiesRequest, _scheduling_pb2.CancelActivitiesResponse]
     """Monitor -> contractor: stop running attempts."""
 
@@ -52,6 +59,13 @@ class SchedulingAsyncStub(SchedulingStub):
     """Award activities to the member whose bid won; it accepts or rejects each."""
     ReportStatus: _aio.UnaryUnaryMultiCallable[_scheduling_pb2.ReportStatusRequest, _scheduling_pb2.ReportStatusResponse]  # type: ignore[assignment]
     """Contractor -> monitor: activity events, acknowledged by sequence."""
+    ReportStream: _aio.StreamStreamMultiCallable[_scheduling_pb2.ReportStatusRequest, _scheduling_pb2.ReportStatusResponse]  # type: ignore[assignment]
+    """Contractor -> monitor: the same reports on one long-lived stream. Each
+    request is answered by one response acknowledging what the monitor
+    journaled, in order; the contractor sends the next report without waiting
+    for the previous acknowledgement. Events not acknowledged when the stream
+    breaks are sent again (the monitor ignores duplicates).
+    """
     Cancel: _aio.UnaryUnaryMultiCallable[_scheduling_pb2.CancelActivitiesRequest, _scheduling_pb2.CancelActivitiesResponse]  # type: ignore[assignment]
     """Monitor -> contractor: stop running attempts."""
 
@@ -79,6 +93,19 @@ class SchedulingServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scheduling_pb2.ReportStatusResponse, _abc.Awaitable[_scheduling_pb2.ReportStatusResponse]]:
         """Contractor -> monitor: activity events, acknowledged by sequence."""
+
+    @_abc_1.abstractmethod
+    def ReportStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_scheduling_pb2.ReportStatusRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_scheduling_pb2.ReportStatusResponse], _abc.AsyncIterator[_scheduling_pb2.ReportStatusResponse]]:
+        """Contractor -> monitor: the same reports on one long-lived stream. Each
+        request is answered by one response acknowledging what the monitor
+        journaled, in order; the contractor sends the next report without waiting
+        for the previous acknowledgement. Events not acknowledged when the stream
+        breaks are sent again (the monitor ignores duplicates).
+        """
 
     @_abc_1.abstractmethod
     def Cancel(

@@ -63,6 +63,14 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
             yield ev
 
     @rpc_errors
+    async def WatchBatches(
+        self, request: campaigns_pb2.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[campaigns_pb2.EventBatch]:
+        monitor = self._monitor()
+        async for batch in monitor.watch_batches(_cid(request.campaign_id), request.after_seq):
+            yield campaigns_pb2.EventBatch(events=batch)
+
+    @rpc_errors
     async def Cancel(
         self, request: campaigns_pb2.CancelCampaignRequest, context: grpc.aio.ServicerContext
     ) -> campaigns_pb2.CampaignStatus:

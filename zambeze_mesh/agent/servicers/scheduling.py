@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import grpc
@@ -65,6 +66,11 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServicer):
     async def ReportStatus(
         self, request: scheduling_pb2.ReportStatusRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.ReportStatusResponse:
+        return self._report(request)
+
+    def _report(
+        self, request: scheduling_pb2.ReportStatusRequest
+    ) -> scheduling_pb2.ReportStatusResponse:
         contractor = _caller_name(request.contractor)
         if len(request.events) > MAX_ITEMS:
             raise InvalidInput(f"too many events ({len(request.events)} > {MAX_ITEMS})")
@@ -73,6 +79,15 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServicer):
             raise Unavailable("the agent is still starting")
         monitor.report(contractor, [e.event for e in request.events])
         return scheduling_pb2.ReportStatusResponse(acked=[e.outbox_seq for e in request.events])
+
+    @rpc_errors
+    async def ReportStream(
+        self,
+        request_iterator: AsyncIterator[scheduling_pb2.ReportStatusRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[scheduling_pb2.ReportStatusResponse]:
+        async for request in request_iterator:
+            yield self._report(request)
 
     @rpc_errors
     async def Cancel(

@@ -1,0 +1,298 @@
+"""Delivering a contractor's events to their monitors: in order, at least once.
+
+Events are emitted into memory, then written to the contractor's outbox (SQLite) in
+one transaction just before they are sent, and deleted only once the monitor has
+acknowledged them; a crash loses nothing the monitor saw, and whatever was not
+acknowledged is sent again (the monitor ignores duplicates).
+
+Each remote monitor gets one long-lived ``Scheduling.ReportStream`` call: reports go
+out in order without waiting for the previous acknowledgement, and acknowledgements
+come back on the same stream. When the stream breaks (the monitor restarted, the link
+was cut, or an acknowledgement is overdue), what was in flight goes back to the head
+of the queue and is sent on a new stream, with backoff. Monitors of an older version
+that do not serve the stream get unary ``ReportStatus`` calls instead. Events for this
+agent's own monitor are handed over in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from zambeze_mesh.agent.campaign_wire import from_proto
+from zambeze_mesh.store import campaigns as cstore
+from zambeze_mesh.v1 import common_pb2, scheduling_pb2, scheduling_pb2_grpc
+
+if TYPE_CHECKING:
+    from zambeze_mesh.agent.agent import Agent
+
+log = logging.getLogger("zambeze_mesh.reporter")
+
+#: Events per report message.
+REPORT_BATCH = 2000
+#: Events sent but not yet acknowledged, per monitor, before sending pauses.
+MAX_IN_FLIGHT = 8000
+#: An acknowledgement later than this breaks the stream (and everything is resent).
+ACK_TIMEOUT_S = 10.0
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 2.0
+
+Item = tuple[int, common_pb2.Event]  # (outbox seq, event)
+
+
+@dataclass
+class _Link:
+    """One ReportStream call to a monitor and what travels on it unacknowledged."""
+
+    call: Any
+    in_flight: dict[int, common_pb2.Event] = field(default_factory=dict)
+    sent_at: list[tuple[float, int]] = field(default_factory=list)  # (time, last seq) per send
+    reader: asyncio.Task[None] | None = None
+    dead: bool = False
+
+
+@dataclass
+class _Route:
+    """Per-monitor delivery state."""
+
+    queue: list[Item] = field(default_factory=list)  # in the outbox, not sent; seq order
+    link: _Link | None = None
+    unary: bool = False  # the monitor does not serve ReportStream
+    backoff: float = BACKOFF_MIN_S
+    retry_at: float = 0.0
+
+
+class Reporter:
+    """The contractor's outbox and its delivery; see the module docs."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self._emitted: list[tuple[str, common_pb2.Event, bool]] = []
+        self._acked: list[int] = []
+        self._routes: dict[str, _Route] = defaultdict(_Route)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ life cycle
+    def start(self) -> None:
+        """Queue what a previous run left in the outbox and start delivering."""
+        for seq, monitor, ev in cstore.outbox_pending(self.agent.require_store(), 1_000_000):
+            self._routes[monitor].queue.append((seq, ev))
+        self._task = asyncio.create_task(self._run())
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Stop delivering; emitted events are written to the outbox first."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for route in self._routes.values():
+            if route.link is not None:
+                self._drop(route, route.link)
+        self.persist()
+
+    # ------------------------------------------------------------ input
+    def emit(self, monitor: str, ev: common_pb2.Event, *, final: bool = False) -> None:
+        """Queue an event for ``monitor``; ``final`` also closes the contract in the store."""
+        self._emitted.append((monitor, ev, final))
+        self._wake.set()
+
+    def persist(self) -> None:
+        """Write emitted events to the outbox and forget acknowledged ones (one transaction)."""
+        if not self._emitted and not self._acked:
+            return
+        batch, self._emitted = self._emitted, []
+        acked, self._acked = self._acked, []
+        with self.agent.require_store().tx() as db:
+            cstore.outbox_delete(db, acked)
+            for monitor, ev, final in batch:
+                seq = cstore.outbox_add(db, monitor, ev)
+                self._routes[monitor].queue.append((seq, ev))
+                if final:
+                    cstore.contract_put(
+                        db,
+                        ev.campaign_id,
+                        ev.activity,
+                        ev.attempt,
+                        monitor,
+                        b"",
+                        from_proto(ev.state),
+                    )
+
+    def unacknowledged(self) -> int:
+        """Events emitted or in the outbox that no monitor has acknowledged yet."""
+        return len(self._emitted) + sum(
+            len(r.queue) + (len(r.link.in_flight) if r.link else 0) for r in self._routes.values()
+        )
+
+    # ------------------------------------------------------------ delivery
+    async def _run(self) -> None:
+        while True:
+            timeout = self._next_timeout()
+            if timeout is None:
+                await self._wake.wait()
+            else:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+            await asyncio.sleep(0)  # let events emitted in the same tick join this batch
+            self._wake.clear()
+            try:
+                self.persist()
+                await self._deliver_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("report delivery failed")
+                await asyncio.sleep(BACKOFF_MIN_S)
+                self._wake.set()
+
+    def _next_timeout(self) -> float | None:
+        now = time.monotonic()
+        waits = []
+        for route in self._routes.values():
+            if route.queue and route.retry_at > now:
+                waits.append(route.retry_at - now)
+            link = route.link
+            if link is not None and link.sent_at:
+                waits.append(max(0.0, link.sent_at[0][0] + ACK_TIMEOUT_S - now))
+        return min(waits) if waits else None
+
+    async def _deliver_all(self) -> None:
+        now = time.monotonic()
+        for monitor, route in list(self._routes.items()):
+            link = route.link
+            if link is not None and link.sent_at and now - link.sent_at[0][0] > ACK_TIMEOUT_S:
+                log.warning(
+                    "report to %s unacknowledged for %.0fs: reconnecting", monitor, ACK_TIMEOUT_S
+                )
+                self._drop(route, link)
+            if route.queue and route.retry_at <= now:
+                await self._deliver(monitor, route)
+
+    async def _deliver(self, monitor: str, route: _Route) -> None:
+        local = self.agent.monitor
+        if monitor == self.agent.name and local is not None:
+            items, route.queue = route.queue, []
+            local.report(self.agent.name, [ev for _, ev in items])
+            self._acked.extend(seq for seq, _ in items)
+            self._wake.set()
+            return
+        address = self._address_of(monitor)
+        if address is None:
+            self._failed(route)  # unknown or gone: keep the events, try again later
+            return
+        if route.unary:
+            await self._deliver_unary(monitor, route, address)
+            return
+        link = route.link
+        if link is None or link.dead:
+            link = route.link = self._open(monitor, route, address)
+        while route.queue and len(link.in_flight) < MAX_IN_FLIGHT and not link.dead:
+            items, route.queue = route.queue[:REPORT_BATCH], route.queue[REPORT_BATCH:]
+            for seq, ev in items:
+                link.in_flight[seq] = ev
+            link.sent_at.append((time.monotonic(), items[-1][0]))
+            try:
+                await link.call.write(self._request(items))
+            except (grpc.RpcError, asyncio.InvalidStateError, RuntimeError) as exc:
+                log.info("report stream to %s broke while sending: %s", monitor, exc)
+                self._drop(route, link)
+                self._failed(route)
+                return
+
+    def _request(self, items: list[Item]) -> scheduling_pb2.ReportStatusRequest:
+        return scheduling_pb2.ReportStatusRequest(
+            contractor=self.agent.name,
+            events=[scheduling_pb2.ContractorEvent(outbox_seq=s, event=e) for s, e in items],
+        )
+
+    def _stub(self, address: str) -> scheduling_pb2_grpc.SchedulingStub:
+        assert self.agent.channels is not None
+        return scheduling_pb2_grpc.SchedulingStub(self.agent.channels.get(address))
+
+    def _open(self, monitor: str, route: _Route, address: str) -> _Link:
+        link = _Link(self._stub(address).ReportStream())
+        link.reader = asyncio.create_task(self._read(monitor, route, link))
+        return link
+
+    async def _read(self, monitor: str, route: _Route, link: _Link) -> None:
+        """Acknowledgements of one stream; when it ends, requeue what it did not ack."""
+        try:
+            async for resp in link.call:
+                for seq in resp.acked:
+                    if link.in_flight.pop(seq, None) is not None:
+                        self._acked.append(seq)
+                while link.sent_at and link.sent_at[0][1] not in link.in_flight:
+                    link.sent_at.pop(0)
+                route.backoff = BACKOFF_MIN_S
+                self._wake.set()
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                route.unary = True
+                log.info("monitor %s has no ReportStream: using ReportStatus", monitor)
+            elif code != grpc.StatusCode.CANCELLED:
+                log.info("report stream to %s ended: %s", monitor, code)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            if route.link is link:
+                self._drop(route, link)
+                if route.queue:
+                    self._failed(route)
+
+    def _drop(self, route: _Route, link: _Link) -> None:
+        """Forget a stream; its unacknowledged events go back to the head of the queue."""
+        if link.dead:
+            return
+        link.dead = True
+        link.call.cancel()
+        if route.link is link:
+            route.link = None
+        if link.in_flight:
+            back = sorted(link.in_flight.items())
+            link.in_flight.clear()
+            route.queue = sorted(back + route.queue, key=lambda item: item[0])
+        link.sent_at.clear()
+        self._wake.set()
+
+    def _failed(self, route: _Route) -> None:
+        route.retry_at = time.monotonic() + route.backoff
+        route.backoff = min(BACKOFF_MAX_S, route.backoff * 2)
+        self._wake.set()
+
+    async def _deliver_unary(self, monitor: str, route: _Route, address: str) -> None:
+        items, route.queue = route.queue[:REPORT_BATCH], route.queue[REPORT_BATCH:]
+        try:
+            resp = await self._stub(address).ReportStatus(self._request(items), timeout=10.0)
+        except grpc.RpcError as exc:
+            log.info("report to %s failed: %s", monitor, exc.code())
+            route.queue = items + route.queue
+            self._failed(route)
+            return
+        acked = set(resp.acked)
+        self._acked.extend(seq for seq, _ in items if seq in acked)
+        rest = [item for item in items if item[0] not in acked]
+        route.queue = rest + route.queue
+        if rest:
+            self._failed(route)
+        else:
+            route.backoff = BACKOFF_MIN_S
+            self._wake.set()
+
+    def _address_of(self, name: str) -> str | None:
+        gossip = self.agent.gossip
+        if gossip is None:
+            return None
+        for m in gossip.members():
+            if m.name == name and m.status != "left":
+                return str(m.address)
+        return None
