@@ -43,6 +43,7 @@ def bid_to_pb(b: Bid) -> scheduling_pb2.Bid:
         refused=b.refused,
         reason=b.reason,
         busy=b.busy,
+        marginal_s=b.marginal_s,
     )
 
 
@@ -56,6 +57,7 @@ def bid_from_pb(pb: scheduling_pb2.Bid) -> Bid:
         queue_wait_s=pb.queue_wait_s,
         transfer_s=pb.transfer_s,
         busy=pb.busy and pb.refused,
+        marginal_s=pb.marginal_s if 0 <= pb.marginal_s < 86_400 else 0.0,
     )
 
 

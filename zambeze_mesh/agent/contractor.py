@@ -9,7 +9,7 @@ accepted work beyond that waits in a queue.
 from __future__ import annotations
 
 import asyncio
-import itertools
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -30,6 +30,7 @@ from zambeze_mesh.scheduling import (
     estimate_bid,
 )
 from zambeze_mesh.scheduling import states as st
+from zambeze_mesh.scheduling.model import match_key
 from zambeze_mesh.store import campaigns as cstore
 from zambeze_mesh.v1 import scheduling_pb2
 
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("zambeze_mesh.contractor")
 
 QUEUE_PER_SLOT = 512
-#: Activities parsed while bidding, kept for the award (insertion order = age).
-PARSED_CACHE = 4096
 LOAD_GOSSIP_INTERVAL_S = 1.0
 
 
@@ -74,8 +73,6 @@ class Contractor:
         # Learned run time per plugin (EWMA). Unknown = 0: a contractor without history
         # bids low, gets work and learns (exploration), instead of being starved.
         self._runtime: dict[str, float] = {}
-        # Activities parsed for a bid, reused when the award arrives (bounded).
-        self._parsed: dict[TenderKey, ActivityDef] = {}
         self._closing = False
 
     @property
@@ -122,28 +119,32 @@ class Contractor:
         return agent_from_record(rec, "alive") if rec is not None else None
 
     def bids(self, req: scheduling_pb2.CallForProposalsRequest) -> list[Bid]:
-        """Answer a call for proposals: one bid or refusal per tender."""
+        """Answer a call for proposals: one bid or refusal per tender.
+
+        Each tender is bid on as if it were the only one (the monitor corrects the
+        bids of a burst with their ``marginal_s`` as it awards them).
+        """
         me = self._self_info()
         queued = self._queue.qsize()
         free = max(0, self.slots - self._running)
+        busy = "shutting down" if self._closing else "queue is full" if self._full() else ""
+        # Look-alike tenders (same match_key) get the same answer: parse one of each.
+        answers: dict[tuple[object, ...], Bid] = {}
         out = []
         for t in req.tenders:
             key = key_of(t)
-            try:
-                act = activity_from_spec(t.spec)
-            except InvalidInput as exc:
-                out.append(Bid.refusal(key, str(exc)))
+            if busy:
+                out.append(Bid.busy_refusal(key, busy))
                 continue
-            self._parsed[key] = act
-            if len(self._parsed) > PARSED_CACHE:
-                for old in list(itertools.islice(self._parsed, PARSED_CACHE // 2)):
-                    del self._parsed[old]  # oldest first: mostly bids that lost
-            if self._full() or self._closing:
-                why = "shutting down" if self._closing else "queue is full"
-                out.append(Bid.busy_refusal(key, why))
-                continue
-            out.append(
-                estimate_bid(
+            profile = match_key(t.spec)
+            answer = answers.get(profile)
+            if answer is None:
+                try:
+                    act = activity_from_spec(t.spec)
+                except InvalidInput as exc:
+                    out.append(Bid.refusal(key, str(exc)))
+                    continue
+                answer = answers[profile] = estimate_bid(
                     act,
                     key=key,
                     agent=me,
@@ -152,8 +153,7 @@ class Contractor:
                     slots=self.slots,
                     avg_runtime_s=self._runtime.get(act.plugin, 0.0),
                 )
-            )
-            queued += 1
+            out.append(dataclasses.replace(answer, key=key))
         return out
 
     def _full(self) -> bool:
@@ -179,7 +179,7 @@ class Contractor:
                 d.reason = "slots gone: queue is full"
             else:
                 try:
-                    act = self._parsed.pop(key, None) or activity_from_spec(item.tender.spec)
+                    act = activity_from_spec(item.tender.spec)
                 except InvalidInput as exc:
                     d.reason = str(exc)
                 else:

@@ -214,6 +214,9 @@ class Monitor:
         self.live: dict[str, Live] = {}
         self.placement: Placement | None = None
         self._reoffer_timer: asyncio.TimerHandle | None = None
+        self._reports: builtins.list[
+            tuple[str, builtins.list[common_pb2.Event], asyncio.Future[None]]
+        ] = []
         self._reoffer_at = 0.0
 
     # ------------------------------------------------------------ life cycle
@@ -469,10 +472,53 @@ class Monitor:
             j.activity(live, dep, st.SKIPPED, message=f"upstream activity {name!r} failed")
 
     # ------------------------------------------------------------ reports
-    def report(self, contractor: str, events: list[common_pb2.Event]) -> None:
-        """Events from a contractor, journaled in one transaction, then acted upon."""
+    def report(
+        self, contractor: str, events: builtins.list[common_pb2.Event]
+    ) -> asyncio.Future[None]:
+        """Events from a contractor: journaled, then acted upon.
+
+        Group commit: every report received in the same turn of the event loop is
+        journaled in one transaction. The returned future completes once these events
+        are journaled (acknowledge them to the contractor only then).
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._reports.append((contractor, events, done))
+        if len(self._reports) == 1:
+            loop.call_soon(self._flush_reports)
+        return done
+
+    def _flush_reports(self) -> None:
+        batch, self._reports = self._reports, []
         j = Journal(self)
-        progress: dict[str, tuple[Live, list[str], list[str]]] = {}
+        progress: dict[str, tuple[Live, builtins.list[str], builtins.list[str]]] = {}
+        try:
+            for contractor, events, _ in batch:
+                self._report_into(j, progress, contractor, events)
+            offers = [
+                (live, self._advance_into(j, live, done, retry))
+                for live, done, retry in progress.values()
+            ]
+            j.commit()
+        except Exception as exc:
+            log.exception("journaling reports failed")
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for _, _, fut in batch:
+            if not fut.done():
+                fut.set_result(None)
+        for live, names in offers:
+            self._offer(live, names)
+
+    def _report_into(
+        self,
+        j: Journal,
+        progress: dict[str, tuple[Live, builtins.list[str], builtins.list[str]]],
+        contractor: str,
+        events: builtins.list[common_pb2.Event],
+    ) -> None:
         for ev in events:
             live = self.live.get(ev.campaign_id)
             if live is None:
@@ -511,13 +557,6 @@ class Monitor:
                 continue  # a duplicate; STAGING repeats to report each input staged
             _, done, retry = progress.setdefault(live.id, (live, [], []))
             self._apply_report(j, live, contractor, state, ev, done, retry)
-        offers = [
-            (live, self._advance_into(j, live, done, retry))
-            for live, done, retry in progress.values()
-        ]
-        j.commit()
-        for live, names in offers:
-            self._offer(live, names)
 
     def _apply_report(
         self,

@@ -38,6 +38,8 @@ log = logging.getLogger("zambeze_mesh.reporter")
 REPORT_BATCH = 2000
 #: Events sent but not yet acknowledged, per monitor, before sending pauses.
 MAX_IN_FLIGHT = 8000
+#: Reports sent but not yet acknowledged, per monitor (more wait and join a batch).
+MAX_OUTSTANDING = 2
 #: An acknowledgement later than this breaks the stream (and everything is resent).
 ACK_TIMEOUT_S = 10.0
 BACKOFF_MIN_S = 0.05
@@ -181,7 +183,12 @@ class Reporter:
         local = self.agent.monitor
         if monitor == self.agent.name and local is not None:
             items, route.queue = route.queue, []
-            local.report(self.agent.name, [ev for _, ev in items])
+            try:
+                await local.report(self.agent.name, [ev for _, ev in items])
+            except Exception:
+                route.queue = items + route.queue
+                self._failed(route)
+                return
             self._acked.extend(seq for seq, _ in items)
             self._wake.set()
             return
@@ -195,7 +202,15 @@ class Reporter:
         link = route.link
         if link is None or link.dead:
             link = route.link = self._open(monitor, route, address)
-        while route.queue and len(link.in_flight) < MAX_IN_FLIGHT and not link.dead:
+        # At most MAX_OUTSTANDING reports unacknowledged: under load each report then
+        # carries everything emitted during the previous round trip (fewer, bigger
+        # messages and journal commits); when idle, events still leave at once.
+        while (
+            route.queue
+            and len(link.in_flight) < MAX_IN_FLIGHT
+            and len(link.sent_at) < MAX_OUTSTANDING
+            and not link.dead
+        ):
             items, route.queue = route.queue[:REPORT_BATCH], route.queue[REPORT_BATCH:]
             for seq, ev in items:
                 link.in_flight[seq] = ev

@@ -48,6 +48,9 @@ class Stager:
         self.agent = agent
         self._made: set[Path] = set()
         self._checked: dict[Path, tuple[int, int]] = {}
+        # (working_dir text, output_dir text) -> resolved dirs: escapes are expanded
+        # and checked once (the dirs themselves are re-validated by _check_inside).
+        self._dirs: dict[tuple[str, str], tuple[Path, Path]] = {}
 
     def _mkdir(self, path: Path) -> None:
         """Create a directory once (remembered: mkdir is slow on some filesystems)."""
@@ -77,17 +80,14 @@ class Stager:
         else:
             default_work = f"@agentdir/runs/{job.key.campaign_id}/{_safe(job.key.activity)}"
         work_text = spec.working_dir or default_work
-        working = expand_escapes(work_text, agentdir=agent_dir)
-        if not working.is_absolute():
-            working = agent_dir / working
         out_text = spec.output_dir or "@workingdir/output"
-        output = expand_escapes(out_text, agentdir=agent_dir, workingdir=working)
-        if not output.is_absolute():
-            output = working / output
+        working, output = self._resolve_dirs(work_text, out_text)
         for what, path in (("working_dir", working), ("output_dir", output)):
+            fresh = path not in self._made
             self._check_inside(what, path)
-            self._mkdir(path)
-            self._check_inside(what, path)  # a symlink swapped in meanwhile
+            if fresh:
+                self._mkdir(path)
+                self._check_inside(what, path)  # a symlink swapped in meanwhile
         prepared = Prepared(working, output)
         used: set[str] = set()
         for uri in spec.data_uris:
@@ -139,6 +139,23 @@ class Stager:
         into = prepared.working_dir / "inputs"
         local = await self.stage(job, OUTPUT_REF_PREFIX + name, into, emit, _safe(name))
         return head + str(local / sub if sub else local)
+
+    def _resolve_dirs(self, work_text: str, out_text: str) -> tuple[Path, Path]:
+        """Working and output dir of an activity, escapes expanded (memoized)."""
+        found = self._dirs.get((work_text, out_text))
+        if found is not None:
+            return found
+        agent_dir = self.agent.data_dir
+        working = expand_escapes(work_text, agentdir=agent_dir)
+        if not working.is_absolute():
+            working = agent_dir / working
+        output = expand_escapes(out_text, agentdir=agent_dir, workingdir=working)
+        if not output.is_absolute():
+            output = working / output
+        if len(self._dirs) > 10_000:
+            self._dirs.clear()
+        self._dirs[(work_text, out_text)] = (working, output)
+        return working, output
 
     def _check_inside(self, what: str, path: Path) -> None:
         """Refuse a directory outside @agentdir and the exported roots (symlinks resolved).

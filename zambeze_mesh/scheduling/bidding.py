@@ -15,6 +15,9 @@ from zambeze_mesh.scheduling.model import ActivityDef, AgentInfo
 
 #: Assumed bandwidth (bytes per second) when none is known: 100 MB/s.
 DEFAULT_BANDWIDTH_BPS = 100e6
+#: Run time assumed for the marginal cost when a contractor has no (or a tiny) history:
+#: a burst of tenders still spreads over agents that know nothing yet.
+MIN_MARGINAL_RUNTIME_S = 0.001
 
 
 @dataclass(frozen=True, order=True)
@@ -44,6 +47,8 @@ class Bid:
     queue_wait_s: float = 0.0
     transfer_s: float = 0.0
     busy: bool = False
+    #: What each further activity queued at this contractor adds to the estimate.
+    marginal_s: float = 0.0
 
     @classmethod
     def refusal(cls, key: TenderKey, reason: str) -> Bid:
@@ -81,6 +86,11 @@ def estimate_bid(
     * input pull: ``missing_inputs_bytes / bandwidth_bps`` (bytes per second;
       a non-positive bandwidth means "unknown" and uses ``DEFAULT_BANDWIDTH_BPS``).
 
+    ``marginal_s`` is what each further activity queued here would add (run time
+    per slot, at least :data:`MIN_MARGINAL_RUNTIME_S` per slot): a contractor bids
+    on every tender of a call as if it were the only one, and the monitor adds
+    ``marginal_s`` for each award it makes to this contractor after the bid.
+
     Refuses (``Bid.refused``) when ``agent`` is given and the activity does not fit
     it (:func:`~.matching.fits`), or when the contractor has no slots at all.
     """
@@ -105,4 +115,5 @@ def estimate_bid(
         estimate_s=queue_wait + avg_runtime_s + transfer,
         queue_wait_s=queue_wait,
         transfer_s=transfer,
+        marginal_s=max(avg_runtime_s, MIN_MARGINAL_RUNTIME_S) / slots,
     )

@@ -119,6 +119,8 @@ class _Negotiation:
     phase: _Phase = "bidding"
     waiting: set[str] = field(default_factory=set)
     bids: dict[str, Bid] = field(default_factory=dict)
+    # Awards the net had made to each bidder when its bid arrived (see _conclude_bidding).
+    epoch: dict[str, int] = field(default_factory=dict)
     ranked: list[str] = field(default_factory=list)
     contacted: set[str] = field(default_factory=set)
     refused: dict[str, str] = field(default_factory=dict)
@@ -171,6 +173,8 @@ class ContractNet:
         self._timers: dict[int, _Timer] = {}
         self._next_timer = 1
         self.stats: dict[str, int] = defaultdict(int)
+        # Awards made to each agent so far (bids are corrected by those made after them).
+        self._awards_to: dict[str, int] = defaultdict(int)
         # Per-step accumulators, flushed into Effects at the end of a step.
         self._fx = Effects()
         self._cfp_out: dict[str, list[tuple[TenderKey, _Stamp]]] = {}
@@ -217,8 +221,11 @@ class ContractNet:
             for tender in inp.tenders:
                 self._announce(tender)
         elif isinstance(inp, BidsReceived):
+            # Every bid of one answer was made against the same queue: the awards made
+            # to that agent from now on are what corrects them.
+            epoch = self._awards_to[inp.from_agent]
             for bid in inp.bids:
-                self._bid(inp.from_agent, bid)
+                self._bid(inp.from_agent, bid, epoch)
         elif isinstance(inp, Deadline):
             self._deadline(inp.timer_id)
         elif isinstance(inp, AwardDecisions):
@@ -261,7 +268,7 @@ class ContractNet:
             self._involved[agent].add(key)
             self._cfp_out.setdefault(agent, []).append((key, neg.stamp))
 
-    def _bid(self, agent: str, bid: Bid) -> None:
+    def _bid(self, agent: str, bid: Bid, epoch: int) -> None:
         neg = self._active.get(bid.key)
         if neg is None or neg.phase != "bidding" or agent not in neg.waiting:
             self.stats["late_bids"] += 1
@@ -275,6 +282,7 @@ class ContractNet:
             neg.refused[agent] = f"invalid estimate {bid.estimate_s}"
         else:
             neg.bids[agent] = bid
+            neg.epoch[agent] = epoch
         if not neg.waiting:
             self._conclude_bidding(neg)
 
@@ -379,9 +387,15 @@ class ContractNet:
         self._detach_timer(neg)
         live = sorted(a for a in neg.bids if a not in neg.down and a not in neg.stray)
         tie = {a: self._rng.random() for a in live}
-        neg.ranked = sorted(live, key=lambda a: (neg.bids[a].estimate_s, tie[a]))
+        neg.ranked = sorted(live, key=lambda a: (self._estimate(neg, a), tie[a]))
         neg.phase = "awarding"
         self._award_next(neg)
+
+    def _estimate(self, neg: _Negotiation, agent: str) -> float:
+        """The agent's bid plus what the awards made to it since then add to it."""
+        bid = neg.bids[agent]
+        since = self._awards_to[agent] - neg.epoch.get(agent, self._awards_to[agent])
+        return bid.estimate_s + since * max(0.0, bid.marginal_s)
 
     def _award_next(self, neg: _Negotiation) -> None:
         while neg.ranked:
@@ -391,6 +405,7 @@ class ContractNet:
             neg.phase = "awarding"
             neg.awarded_to = agent
             neg.award_seq += 1
+            self._awards_to[agent] += 1
             self._award_out.setdefault(agent, []).append((neg.tender.key, neg.stamp))
             return
         if not neg.bids:

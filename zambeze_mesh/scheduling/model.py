@@ -387,6 +387,25 @@ def output_refs(activity: ActivityDef) -> set[str]:
     return refs
 
 
+def match_key(spec: common_pb2.ActivitySpec) -> tuple[object, ...]:
+    """What decides where an activity may run and what a contractor bids on it.
+
+    Two specs with the same key fit exactly the same agents (pin, plugin, kind,
+    shipped function or not, transfer destination, requirements, inputs), so a
+    contractor can bid on a burst of look-alike tenders by parsing one of them.
+    """
+    body = spec.WhichOneof("body")
+    return (
+        body,
+        spec.plugin,
+        spec.agent,
+        body == "python" and bool(spec.python.function),
+        spec.transfer.dest if body == "transfer" else "",
+        spec.requires.SerializeToString(deterministic=True),
+        tuple(spec.data_uris),
+    )
+
+
 def transfer_dest_agent(activity: ActivityDef) -> str | None:
     """The agent a transfer must run on (its destination ``NAME://path``), if named."""
     if activity.kind != "transfer" or activity.spec is None:

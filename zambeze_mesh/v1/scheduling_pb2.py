@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from zambeze_mesh.v1 import common_pb2 as zambeze__mesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n zambeze_mesh/v1/scheduling.proto\x12\x0fzambeze_mesh.v1\x1a\x1czambeze_mesh/v1/common.proto\"\x99\x01\n\x06Tender\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63tivity\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12+\n\x04spec\x18\x04 \x01(\x0b\x32\x1d.zambeze_mesh.v1.ActivitySpec\x12*\n\x06inputs\x18\x05 \x03(\x0b\x32\x1a.zambeze_mesh.v1.InputHint\"6\n\tInputHint\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\"n\n\x17\x43\x61llForProposalsRequest\x12\x0f\n\x07monitor\x18\x01 \x01(\t\x12(\n\x07tenders\x18\x02 \x03(\x0b\x32\x17.zambeze_mesh.v1.Tender\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x03 \x01(\x03\"\xaa\x01\n\x03\x42id\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63tivity\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x12\n\nestimate_s\x18\x04 \x01(\x01\x12\x14\n\x0cqueue_wait_s\x18\x05 \x01(\x01\x12\x12\n\ntransfer_s\x18\x06 \x01(\x01\x12\x0f\n\x07refused\x18\x07 \x01(\x08\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x0c\n\x04\x62usy\x18\t \x01(\x08\"N\n\x18\x43\x61llForProposalsResponse\x12\x0e\n\x06\x62idder\x18\x01 \x01(\t\x12\"\n\x04\x62ids\x18\x02 \x03(\x0b\x32\x14.zambeze_mesh.v1.Bid\"\xc5\x01\n\tAwardItem\x12\'\n\x06tender\x18\x01 \x01(\x0b\x32\x17.zambeze_mesh.v1.Tender\x12\x0f\n\x07monitor\x18\x02 \x01(\t\x12G\n\x0fresolved_inputs\x18\x03 \x03(\x0b\x32..zambeze_mesh.v1.AwardItem.ResolvedInputsEntry\x1a\x35\n\x13ResolvedInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"J\n\x0c\x41wardRequest\x12\x0f\n\x07monitor\x18\x01 \x01(\t\x12)\n\x05items\x18\x02 \x03(\x0b\x32\x1a.zambeze_mesh.v1.AwardItem\"i\n\rAwardDecision\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63tivity\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\"V\n\rAwardResponse\x12\x12\n\ncontractor\x18\x01 \x01(\t\x12\x31\n\tdecisions\x18\x02 \x03(\x0b\x32\x1e.zambeze_mesh.v1.AwardDecision\"[\n\x13ReportStatusRequest\x12\x12\n\ncontractor\x18\x01 \x01(\t\x12\x30\n\x06\x65vents\x18\x02 \x03(\x0b\x32 .zambeze_mesh.v1.ContractorEvent\"L\n\x0f\x43ontractorEvent\x12\x12\n\noutbox_seq\x18\x01 \x01(\x04\x12%\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x16.zambeze_mesh.v1.Event\"%\n\x14ReportStatusResponse\x12\r\n\x05\x61\x63ked\x18\x01 \x03(\x04\"E\n\x0b\x41\x63tivityRef\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63tivity\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\"\\\n\x17\x43\x61ncelActivitiesRequest\x12\x0f\n\x07monitor\x18\x01 \x01(\t\x12\x30\n\nactivities\x18\x02 \x03(\x0b\x32\x1c.zambeze_mesh.v1.ActivityRef\"-\n\x18\x43\x61ncelActivitiesResponse\x12\x11\n\tcancelled\x18\x01 \x01(\r2\xda\x03\n\nScheduling\x12g\n\x10\x43\x61llForProposals\x12(.zambeze_mesh.v1.CallForProposalsRequest\x1a).zambeze_mesh.v1.CallForProposalsResponse\x12\x46\n\x05\x41ward\x12\x1d.zambeze_mesh.v1.AwardRequest\x1a\x1e.zambeze_mesh.v1.AwardResponse\x12[\n\x0cReportStatus\x12$.zambeze_mesh.v1.ReportStatusRequest\x1a%.zambeze_mesh.v1.ReportStatusResponse\x12_\n\x0cReportStream\x12$.zambeze_mesh.v1.ReportStatusRequest\x1a%.zambeze_mesh.v1.ReportStatusResponse(\x01\x30\x01\x12]\n\x06\x43\x61ncel\x12(.zambeze_mesh.v1.CancelActivitiesRequest\x1a).zambeze_mesh.v1.CancelActivitiesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n zambeze_mesh/v1/scheduling.proto\x12\x0fzambeze_mesh.v1\x1a\x1czambeze_mesh/v1/common.proto\"\x99\x01\n\x06Tender\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63tivity\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12+\n\x04spec\x18\x04 \x01(\x0b\x32\x1d.zambeze_mesh.v1.ActivitySpec\x12*\n\x06inputs\x18\x05 \x03(\x0b\x32\x1a.zambeze_mesh.v1.InputHint\"6\n\tInputHint\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\"n\n\x17\x43\x61llForProposalsRequest\x12\x0f\n\x07monitor\x18\x01 \x01(\t\x12(\n\x07tenders\x18\x02 \x03(\x0b\x32\x17.zambeze_mesh.v1.Tender\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x03 \x01(\x03\"\xbe\x01\n\x03\x42id\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63tivity\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x12\n\nestimate_s\x18\x04 \x01(\x01\x12\x14\n\x0cqueue_wait_s\x18\x05 \x01(\x01\x12\x12\n\ntransfer_s\x18\x06 \x01(\x01\x12\x0f\n\x07refused\x18\x07 \x01(\x08\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x0c\n\x04\x62usy\x18\t \x01(\x08\x12\x12\n\nmarginal_s\x18\n \x01(\x01\"N\n\x18\x43\x61llForProposalsResponse\x12\x0e\n\x06\x62idder\x18\x01 \x01(\t\x12\"\n\x04\x62ids\x18\x02 \x03(\x0b\x32\x14.zambeze_mesh.v1.Bid\"\xc5\x01\n\tAwardItem\x12\'\n\x06tender\x18\x01 \x01(\x0b\x32\x17.zambeze_mesh.v1.Tender\x12\x0f\n\x07monitor\x18\x02 \x01(\t\x12G\n\x0fresolved_inputs\x18\x03 \x03(\x0b\x32..zambeze_mesh.v1.AwardItem.ResolvedInputsEntry\x1a\x35\n\x13ResolvedInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"J\n\x0c\x41wardRequest\x12\x0f\n\x07monitor\x18\x01 \x01(\t\x12)\n\x05items\x18\x02 \x03(\x0b\x32\x1a.zambeze_mesh.v1.AwardItem\"i\n\rAwardDecision\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63tivity\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\"V\n\rAwardResponse\x12\x12\n\ncontractor\x18\x01 \x01(\t\x12\x31\n\tdecisions\x18\x02 \x03(\x0b\x32\x1e.zambeze_mesh.v1.AwardDecision\"[\n\x13ReportStatusRequest\x12\x12\n\ncontractor\x18\x01 \x01(\t\x12\x30\n\x06\x65vents\x18\x02 \x03(\x0b\x32 .zambeze_mesh.v1.ContractorEvent\"L\n\x0f\x43ontractorEvent\x12\x12\n\noutbox_seq\x18\x01 \x01(\x04\x12%\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x16.zambeze_mesh.v1.Event\"%\n\x14ReportStatusResponse\x12\r\n\x05\x61\x63ked\x18\x01 \x03(\x04\"E\n\x0b\x41\x63tivityRef\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63tivity\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\"\\\n\x17\x43\x61ncelActivitiesRequest\x12\x0f\n\x07monitor\x18\x01 \x01(\t\x12\x30\n\nactivities\x18\x02 \x03(\x0b\x32\x1c.zambeze_mesh.v1.ActivityRef\"-\n\x18\x43\x61ncelActivitiesResponse\x12\x11\n\tcancelled\x18\x01 \x01(\r2\xda\x03\n\nScheduling\x12g\n\x10\x43\x61llForProposals\x12(.zambeze_mesh.v1.CallForProposalsRequest\x1a).zambeze_mesh.v1.CallForProposalsResponse\x12\x46\n\x05\x41ward\x12\x1d.zambeze_mesh.v1.AwardRequest\x1a\x1e.zambeze_mesh.v1.AwardResponse\x12[\n\x0cReportStatus\x12$.zambeze_mesh.v1.ReportStatusRequest\x1a%.zambeze_mesh.v1.ReportStatusResponse\x12_\n\x0cReportStream\x12$.zambeze_mesh.v1.ReportStatusRequest\x1a%.zambeze_mesh.v1.ReportStatusResponse(\x01\x30\x01\x12]\n\x06\x43\x61ncel\x12(.zambeze_mesh.v1.CancelActivitiesRequest\x1a).zambeze_mesh.v1.CancelActivitiesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,31 +41,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CALLFORPROPOSALSREQUEST']._serialized_start=295
   _globals['_CALLFORPROPOSALSREQUEST']._serialized_end=405
   _globals['_BID']._serialized_start=408
-  _globals['_BID']._serialized_end=578
-  _globals['_CALLFORPROPOSALSRESPONSE']._serialized_start=580
-  _globals['_CALLFORPROPOSALSRESPONSE']._serialized_end=658
-  _globals['_AWARDITEM']._serialized_start=661
-  _globals['_AWARDITEM']._serialized_end=858
-  _globals['_AWARDITEM_RESOLVEDINPUTSENTRY']._serialized_start=805
-  _globals['_AWARDITEM_RESOLVEDINPUTSENTRY']._serialized_end=858
-  _globals['_AWARDREQUEST']._serialized_start=860
-  _globals['_AWARDREQUEST']._serialized_end=934
-  _globals['_AWARDDECISION']._serialized_start=936
-  _globals['_AWARDDECISION']._serialized_end=1041
-  _globals['_AWARDRESPONSE']._serialized_start=1043
-  _globals['_AWARDRESPONSE']._serialized_end=1129
-  _globals['_REPORTSTATUSREQUEST']._serialized_start=1131
-  _globals['_REPORTSTATUSREQUEST']._serialized_end=1222
-  _globals['_CONTRACTOREVENT']._serialized_start=1224
-  _globals['_CONTRACTOREVENT']._serialized_end=1300
-  _globals['_REPORTSTATUSRESPONSE']._serialized_start=1302
-  _globals['_REPORTSTATUSRESPONSE']._serialized_end=1339
-  _globals['_ACTIVITYREF']._serialized_start=1341
-  _globals['_ACTIVITYREF']._serialized_end=1410
-  _globals['_CANCELACTIVITIESREQUEST']._serialized_start=1412
-  _globals['_CANCELACTIVITIESREQUEST']._serialized_end=1504
-  _globals['_CANCELACTIVITIESRESPONSE']._serialized_start=1506
-  _globals['_CANCELACTIVITIESRESPONSE']._serialized_end=1551
-  _globals['_SCHEDULING']._serialized_start=1554
-  _globals['_SCHEDULING']._serialized_end=2028
+  _globals['_BID']._serialized_end=598
+  _globals['_CALLFORPROPOSALSRESPONSE']._serialized_start=600
+  _globals['_CALLFORPROPOSALSRESPONSE']._serialized_end=678
+  _globals['_AWARDITEM']._serialized_start=681
+  _globals['_AWARDITEM']._serialized_end=878
+  _globals['_AWARDITEM_RESOLVEDINPUTSENTRY']._serialized_start=825
+  _globals['_AWARDITEM_RESOLVEDINPUTSENTRY']._serialized_end=878
+  _globals['_AWARDREQUEST']._serialized_start=880
+  _globals['_AWARDREQUEST']._serialized_end=954
+  _globals['_AWARDDECISION']._serialized_start=956
+  _globals['_AWARDDECISION']._serialized_end=1061
+  _globals['_AWARDRESPONSE']._serialized_start=1063
+  _globals['_AWARDRESPONSE']._serialized_end=1149
+  _globals['_REPORTSTATUSREQUEST']._serialized_start=1151
+  _globals['_REPORTSTATUSREQUEST']._serialized_end=1242
+  _globals['_CONTRACTOREVENT']._serialized_start=1244
+  _globals['_CONTRACTOREVENT']._serialized_end=1320
+  _globals['_REPORTSTATUSRESPONSE']._serialized_start=1322
+  _globals['_REPORTSTATUSRESPONSE']._serialized_end=1359
+  _globals['_ACTIVITYREF']._serialized_start=1361
+  _globals['_ACTIVITYREF']._serialized_end=1430
+  _globals['_CANCELACTIVITIESREQUEST']._serialized_start=1432
+  _globals['_CANCELACTIVITIESREQUEST']._serialized_end=1524
+  _globals['_CANCELACTIVITIESRESPONSE']._serialized_start=1526
+  _globals['_CANCELACTIVITIESRESPONSE']._serialized_end=1571
+  _globals['_SCHEDULING']._serialized_start=1574
+  _globals['_SCHEDULING']._serialized_end=2048
 # @@protoc_insertion_point(module_scope)

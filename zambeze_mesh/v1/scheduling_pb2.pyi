@@ -125,6 +125,7 @@ class Bid(_message.Message):
     REFUSED_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     BUSY_FIELD_NUMBER: _builtins.int
+    MARGINAL_S_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.str
     activity: _builtins.str
     attempt: _builtins.int
@@ -137,6 +138,10 @@ class Bid(_message.Message):
     """why refused"""
     busy: _builtins.bool
     """refused only for lack of room right now (queue"""
+    marginal_s: _builtins.float
+    """full): the monitor offers it again later
+    what each further activity queued here adds to
+    """
     def __init__(
         self,
         *,
@@ -149,10 +154,11 @@ class Bid(_message.Message):
         refused: _builtins.bool = ...,
         reason: _builtins.str = ...,
         busy: _builtins.bool = ...,
+        marginal_s: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "attempt", b"attempt", "busy", b"busy", "campaign_id", b"campaign_id", "estimate_s", b"estimate_s", "queue_wait_s", b"queue_wait_s", "reason", b"reason", "refused", b"refused", "transfer_s", b"transfer_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "attempt", b"attempt", "busy", b"busy", "campaign_id", b"campaign_id", "estimate_s", b"estimate_s", "marginal_s", b"marginal_s", "queue_wait_s", b"queue_wait_s", "reason", b"reason", "refused", b"refused", "transfer_s", b"transfer_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

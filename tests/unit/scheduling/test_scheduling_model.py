@@ -221,3 +221,26 @@ def test_paper_activity_names_are_valid() -> None:
     for bad in (" lead", "trail ", "a/b", "", "x" * 129):
         assert not valid_name(bad) and not client_rule(bad)
     assert not valid_token("two words")
+
+
+def test_match_key_ignores_names_and_payloads_but_not_placement_fields() -> None:
+    from zambeze_mesh.scheduling.model import match_key
+
+    def fn(name: str, blob: bytes = b"x", **kw: object) -> common_pb2.ActivitySpec:
+        return common_pb2.ActivitySpec(
+            name=name,
+            python=common_pb2.PythonSpec(function=blob),
+            **kw,  # type: ignore[arg-type]
+        )
+
+    base = match_key(fn("a"))
+    assert match_key(fn("b", b"other function")) == base
+    assert match_key(common_pb2.ActivitySpec(name="s", shell=common_pb2.ShellSpec(cmd="x"))) != base
+    assert match_key(fn("a", agent="agent-1")) != base
+    assert match_key(fn("a", plugin="python2")) != base
+    assert match_key(fn("a", data_uris=["B://x"])) != base
+    labelled = fn("a")
+    labelled.requires.labels["gpu"] = "a100"
+    assert match_key(labelled) != base
+    script = common_pb2.ActivitySpec(name="a", python=common_pb2.PythonSpec(script_uri="s.py"))
+    assert match_key(script) != base

@@ -66,9 +66,9 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServicer):
     async def ReportStatus(
         self, request: scheduling_pb2.ReportStatusRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.ReportStatusResponse:
-        return self._report(request)
+        return await self._report(request)
 
-    def _report(
+    async def _report(
         self, request: scheduling_pb2.ReportStatusRequest
     ) -> scheduling_pb2.ReportStatusResponse:
         contractor = _caller_name(request.contractor)
@@ -77,7 +77,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServicer):
         monitor = self.agent.monitor
         if monitor is None:
             raise Unavailable("the agent is still starting")
-        monitor.report(contractor, [e.event for e in request.events])
+        await monitor.report(contractor, [e.event for e in request.events])
         return scheduling_pb2.ReportStatusResponse(acked=[e.outbox_seq for e in request.events])
 
     @rpc_errors
@@ -87,7 +87,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[scheduling_pb2.ReportStatusResponse]:
         async for request in request_iterator:
-            yield self._report(request)
+            yield await self._report(request)
 
     @rpc_errors
     async def Cancel(
