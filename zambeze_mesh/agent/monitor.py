@@ -226,7 +226,11 @@ class Monitor:
         store = self.agent.require_store()
         for row in cstore.list_campaigns(store, 100_000, state="RUNNING"):
             acts = {a.name: a for a in cstore.load_activities(store, row.id)}
-            dag = CampaignDag([activity_from_spec(s) for s in row.request.activities])
+            req = cstore.load_request(store, row.id)
+            if req is None:
+                log_event(log, "campaign.unreadable", level=logging.ERROR, campaign=row.id)
+                continue
+            dag = CampaignDag([activity_from_spec(s) for s in req.activities])
             live = Live(row.id, row.name, dag, acts, row.last_seq, created_ms=row.created_ms)
             self.live[row.id] = live
             log_event(log, "campaign.resumed", campaign=row.id, seq=row.last_seq)
@@ -646,7 +650,6 @@ class Monitor:
             raise NotFound(f"no campaign {cid!r} on this agent")
         live = self.live.get(cid)
         acts = list(live.acts.values()) if live else cstore.load_activities(store, cid)
-        order = {spec.name: i for i, spec in enumerate(row.request.activities)}
         out = campaigns_pb2.CampaignStatus(
             campaign_id=cid,
             name=row.name,
@@ -656,7 +659,7 @@ class Monitor:
             created_unix_ms=row.created_ms,
             message=live.message if live else row.message,
         )
-        for a in sorted(acts, key=lambda a: order.get(a.name, 0)):
+        for a in acts:  # in submission order
             pb = out.activities.add(
                 name=a.name,
                 state=st.to_proto(a.state),

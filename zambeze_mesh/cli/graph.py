@@ -173,7 +173,7 @@ def draw(
 def campaign_graph(home_root: Path, status: CampaignStatus, path: str | os.PathLike[str]) -> Path:
     """Draw the campaign ``status`` with the activity specs from the home's store."""
     from zambeze_mesh.agent.home import Home
-    from zambeze_mesh.store.campaigns import load_campaign
+    from zambeze_mesh.store.campaigns import load_request
     from zambeze_mesh.store.db import Store
 
     cid = status.campaign_id
@@ -182,11 +182,11 @@ def campaign_graph(home_root: Path, status: CampaignStatus, path: str | os.PathL
     home = Home.resolve(str(home_root))
     store = Store(home.db)
     try:
-        row = load_campaign(store, cid)
+        req = load_request(store, cid)
     finally:
         store.close()
-    if row is not None:
-        kinds, edges = dag_edges(list(row.request.activities))
+    if req is not None:
+        kinds, edges = dag_edges(list(req.activities))
     nodes = [Node(a.name, a.state, a.agent, kinds.get(a.name, "")) for a in status.activities]
     title = f"{status.name} ({cid}): {status.state}"
     return draw(nodes, edges, path, title)

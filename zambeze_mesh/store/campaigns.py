@@ -68,6 +68,26 @@ def m2_campaigns(db: sqlite3.Connection) -> None:
     )
 
 
+def m3_campaign_requests(db: sqlite3.Connection) -> None:
+    """Migration 3: submitted requests move to their own table.
+
+    A campaign's row is updated on every journal commit (``last_seq``); with the
+    request (up to the message limit, shipped functions included) in the same row,
+    SQLite rewrote that whole blob each time.
+    """
+    run_script(
+        db,
+        """
+        CREATE TABLE campaign_requests (
+            campaign_id TEXT PRIMARY KEY REFERENCES campaigns(id),
+            request BLOB NOT NULL
+        );
+        INSERT INTO campaign_requests (campaign_id, request) SELECT id, request FROM campaigns;
+        UPDATE campaigns SET request = x'';
+        """,
+    )
+
+
 @dataclass
 class ActivityRow:
     """The monitor's current view of one activity."""
@@ -92,7 +112,6 @@ class CampaignRow:
     created_ms: int
     message: str
     last_seq: int
-    request: campaigns_pb2.SubmitRequest
 
 
 def insert_campaign(
@@ -105,8 +124,12 @@ def insert_campaign(
     """Create a campaign and its PENDING activities (inside the caller's transaction)."""
     db.execute(
         "INSERT INTO campaigns (id, name, state, created_ms, client_request_id, request)"
-        " VALUES (?, ?, 'RUNNING', ?, ?, ?)",
-        (cid, req.name, created_ms, req.client_request_id, req.SerializeToString()),
+        " VALUES (?, ?, 'RUNNING', ?, ?, x'')",
+        (cid, req.name, created_ms, req.client_request_id),
+    )
+    db.execute(
+        "INSERT INTO campaign_requests (campaign_id, request) VALUES (?, ?)",
+        (cid, req.SerializeToString()),
     )
     db.executemany(
         "INSERT INTO activities (campaign_id, name, state, attempt) VALUES (?, ?, 'PENDING', 1)",
@@ -173,11 +196,15 @@ def find_by_request_id(store: Store, request_id: str) -> str | None:
 
 
 def _campaign(r: sqlite3.Row) -> CampaignRow:
-    req = campaigns_pb2.SubmitRequest()
-    req.ParseFromString(bytes(r["request"]))
-    return CampaignRow(
-        r["id"], r["name"], r["state"], r["created_ms"], r["message"], r["last_seq"], req
-    )
+    return CampaignRow(r["id"], r["name"], r["state"], r["created_ms"], r["message"], r["last_seq"])
+
+
+def load_request(store: Store, cid: str) -> campaigns_pb2.SubmitRequest | None:
+    """The SubmitRequest a campaign was created from, or None."""
+    rows = store.read("SELECT request FROM campaign_requests WHERE campaign_id = ?", (cid,))
+    if not rows:
+        return None
+    return campaigns_pb2.SubmitRequest.FromString(bytes(rows[0]["request"]))
 
 
 def list_campaigns(store: Store, limit: int, state: str | None = None) -> list[CampaignRow]:
@@ -193,7 +220,7 @@ def list_campaigns(store: Store, limit: int, state: str | None = None) -> list[C
 
 
 def load_activities(store: Store, cid: str) -> list[ActivityRow]:
-    """All activities of a campaign."""
+    """All activities of a campaign, in submission order."""
     return [
         ActivityRow(
             r["name"],
@@ -205,7 +232,7 @@ def load_activities(store: Store, cid: str) -> list[ActivityRow]:
             bytes(r["result"]) if r["result"] is not None else b"",
             r["infra_retries"],
         )
-        for r in store.read("SELECT * FROM activities WHERE campaign_id = ?", (cid,))
+        for r in store.read("SELECT * FROM activities WHERE campaign_id = ? ORDER BY rowid", (cid,))
     ]
 
 

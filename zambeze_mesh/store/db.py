@@ -74,8 +74,14 @@ def _m2_campaigns(db: sqlite3.Connection) -> None:
     m2_campaigns(db)
 
 
+def _m3_campaign_requests(db: sqlite3.Connection) -> None:
+    from zambeze_mesh.store.campaigns import m3_campaign_requests
+
+    m3_campaign_requests(db)
+
+
 #: Forward-only migrations; index i upgrades schema version i to i+1.
-MIGRATIONS: list[Migration] = [_m1_foundation, _m2_campaigns]
+MIGRATIONS: list[Migration] = [_m1_foundation, _m2_campaigns, _m3_campaign_requests]
 
 
 class Store:
