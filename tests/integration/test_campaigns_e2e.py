@@ -340,3 +340,59 @@ async def test_full_agents_defer_instead_of_failing(tmp_path: Path) -> None:
     done = {e.activity for e in events if e.state == S.ACTIVITY_STATE_SUCCEEDED}
     assert done == {f"s{i}" for i in range(12)}
     assert max(held) <= 2
+
+
+async def test_big_bursts_are_split_under_a_small_message_limit(tmp_path: Path) -> None:
+    """With max_message_bytes = 128 KiB, a campaign of 60 shipped functions of ~1.5 KiB
+    each (~95 KiB submitted) is placed through calls for proposals without the
+    functions and awards split into several RPCs, and every result comes back."""
+    import cloudpickle
+
+    from zambeze_mesh.agent import placement as placement_mod
+
+    calls: list[int] = []
+    real_split = placement_mod._split
+
+    def counting_split(items: list, limit: int) -> list:  # type: ignore[type-arg]
+        parts = real_split(items, limit)
+        calls.append(len(parts))
+        return parts
+
+    placement_mod._split = counting_split  # type: ignore[assignment]
+    try:
+        cfg = {"slots": 2, "max_message_bytes": 128 * 1024}
+        async with mesh(tmp_path, 2, configure=lambda i: cfg) as agents:
+            async with grpc.aio.insecure_channel(f"unix:{agents[0].home.socket}") as ch:
+                stub = campaigns_pb2_grpc.CampaignsStub(ch)
+                acts = []
+                for i in range(60):
+                    blob = cloudpickle.dumps((len, ("x" * 1500,), {}))
+                    acts.append(S.ActivitySpec(name=f"f{i}", python=S.PythonSpec(function=blob)))
+                status, events = await submit_and_watch(stub, acts)
+    finally:
+        placement_mod._split = real_split  # type: ignore[assignment]
+    assert events[-1].campaign_state == S.CAMPAIGN_STATE_SUCCEEDED, events[-1].message
+    assert {a.state for a in status.activities} == {S.ACTIVITY_STATE_SUCCEEDED}
+    assert max(calls) > 1, "some call should have been split"
+
+
+def test_split_keeps_order_and_a_size_bound() -> None:
+    from zambeze_mesh.agent.campaign_wire import tender_to_pb
+    from zambeze_mesh.agent.placement import _split
+    from zambeze_mesh.scheduling import Tender, TenderKey, activity_from_spec
+    from zambeze_mesh.v1 import scheduling_pb2
+
+    tenders = []
+    for i in range(50):
+        spec = S.ActivitySpec(name=f"f{i}", python=S.PythonSpec(function=b"x" * 1000))
+        t = Tender(TenderKey("c", f"f{i}", 1), activity_from_spec(spec), ("a",))
+        tenders.append(scheduling_pb2.AwardItem(tender=tender_to_pb(t)))
+    parts = _split(tenders, 10_000)
+    assert [i for p in parts for i in p] == tenders
+    assert all(sum(i.ByteSize() + 8 for i in p) <= 10_000 for p in parts)
+    assert len(_split(tenders[:1], 10)) == 1  # one item bigger than the limit still goes
+    bid_view = tender_to_pb(
+        Tender(TenderKey("c", "f0", 1), activity_from_spec(tenders[0].tender.spec), ("a",)),
+        for_bids=True,
+    )
+    assert bid_view.function_bytes == 1000 and not bid_view.spec.python.function

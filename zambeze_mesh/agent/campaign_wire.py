@@ -21,13 +21,21 @@ def key_of(t: scheduling_pb2.Tender) -> TenderKey:
     return TenderKey(t.campaign_id, t.activity, t.attempt)
 
 
-def tender_to_pb(t: Tender) -> scheduling_pb2.Tender:
-    """A library tender to the wire (the original spec travels along)."""
+def tender_to_pb(t: Tender, *, for_bids: bool = False) -> scheduling_pb2.Tender:
+    """A library tender to the wire (the original spec travels along).
+
+    ``for_bids``: for a call for proposals, a shipped function is left out (only its
+    size travels, in ``function_bytes``): only the winner needs it, with the award.
+    """
     pb = scheduling_pb2.Tender(
         campaign_id=t.key.campaign_id, activity=t.key.activity, attempt=t.key.attempt
     )
-    if t.activity.spec is not None:
-        pb.spec.CopyFrom(t.activity.spec)
+    spec = t.activity.spec
+    if spec is not None:
+        pb.spec.CopyFrom(spec)
+        if for_bids and spec.WhichOneof("body") == "python" and spec.python.function:
+            pb.function_bytes = len(spec.python.function)
+            pb.spec.python.ClearField("function")
     return pb
 
 

@@ -136,11 +136,12 @@ class Contractor:
             if busy:
                 out.append(Bid.busy_refusal(key, busy))
                 continue
-            profile = match_key(t.spec)
+            elided = t.function_bytes > 0
+            profile = match_key(t.spec, function_elided=elided)
             answer = answers.get(profile)
             if answer is None:
                 try:
-                    act = activity_from_spec(t.spec)
+                    act = activity_from_spec(t.spec, function_elided=elided)
                 except InvalidInput as exc:
                     out.append(Bid.refusal(key, str(exc)))
                     continue

@@ -11,11 +11,11 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Coroutine, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
-from zambeze_mesh.agent.campaign_wire import bid_from_pb, tender_to_pb
+from zambeze_mesh.agent.campaign_wire import bid_from_pb, key_of, tender_to_pb
 from zambeze_mesh.agent.logs import log_event
 from zambeze_mesh.scheduling import (
     AgentDown,
@@ -53,6 +53,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("zambeze_mesh.placement")
 
 RPC_TIMEOUT_S = 10.0
+#: Calls for proposals and awards above this many bytes are split into several RPCs.
+CHUNK_BYTES = 1 << 20
+
+M = TypeVar("M", scheduling_pb2.Tender, scheduling_pb2.AwardItem)
+
+
+def _split(items: list[M], limit: int) -> list[list[M]]:
+    """Consecutive runs of ``items`` of at most ``limit`` serialized bytes (at least one each)."""
+    parts: list[list[M]] = [[]]
+    size = 0
+    for item in items:
+        n = item.ByteSize() + 8
+        if parts[-1] and size + n > limit:
+            parts.append([])
+            size = 0
+        parts[-1].append(item)
+        size += n
+    return parts
 
 
 class Placement:
@@ -147,15 +165,30 @@ class Placement:
         return None
 
     # ------------------------------------------------------------ RPCs
+    def _chunk_bytes(self) -> int:
+        """Largest call (bytes) before it is split: a quarter of the message limit."""
+        return max(1024, min(CHUNK_BYTES, self.agent.config.max_message_bytes // 4))
+
     async def _cfp(self, msg: SendCFP) -> None:
-        req = scheduling_pb2.CallForProposalsRequest(
-            monitor=self.agent.name, tenders=[tender_to_pb(t) for t in msg.tenders]
-        )
+        tenders = [tender_to_pb(t, for_bids=True) for t in msg.tenders]
         local = self.agent.contractor
         if msg.to == self.agent.name and local is not None:
+            req = scheduling_pb2.CallForProposalsRequest(monitor=self.agent.name, tenders=tenders)
             self._step(BidsReceived(msg.to, local.bids(req)))  # no RPC to ourselves
             return
         stub = self._stub(msg.to)
+        # Big calls go out in several RPCs (each under the message limit), at once.
+        await asyncio.gather(
+            *(self._cfp_rpc(stub, msg.to, part) for part in _split(tenders, self._chunk_bytes()))
+        )
+
+    async def _cfp_rpc(
+        self,
+        stub: scheduling_pb2_grpc.SchedulingStub | None,
+        to: str,
+        tenders: list[scheduling_pb2.Tender],
+    ) -> None:
+        req = scheduling_pb2.CallForProposalsRequest(monitor=self.agent.name, tenders=tenders)
         try:
             if stub is None:
                 raise ConnectionError("unknown member")
@@ -164,25 +197,36 @@ class Placement:
         except (grpc.RpcError, ConnectionError) as exc:
             # Unreachable now (gossip decides whether it is gone): ask again later.
             reason = f"unreachable: {exc.details() if isinstance(exc, grpc.RpcError) else exc}"
-            bids = [Bid.busy_refusal(t.key, reason) for t in msg.tenders]
-        self._step(BidsReceived(msg.to, bids))
+            bids = [Bid.busy_refusal(key_of(t), reason) for t in tenders]
+        self._step(BidsReceived(to, bids))
 
     async def _award(self, msg: SendAward) -> None:
-        stub = self._stub(msg.to)
         items = []
         for t in msg.tenders:
             item = scheduling_pb2.AwardItem(tender=tender_to_pb(t), monitor=self.agent.name)
             item.resolved_inputs.update(self._resolve_outputs(t))
             items.append(item)
-        req = scheduling_pb2.AwardRequest(monitor=self.agent.name, items=items)
         local = self.agent.contractor
         if msg.to == self.agent.name and local is not None:
+            req = scheduling_pb2.AwardRequest(monitor=self.agent.name, items=items)
             decisions = [
                 Decision(TenderKey(d.campaign_id, d.activity, d.attempt), d.accepted, d.reason)
                 for d in local.award(req)
             ]
             self._step(AwardDecisions(msg.to, decisions))
             return
+        stub = self._stub(msg.to)
+        await asyncio.gather(
+            *(self._award_rpc(stub, msg.to, part) for part in _split(items, self._chunk_bytes()))
+        )
+
+    async def _award_rpc(
+        self,
+        stub: scheduling_pb2_grpc.SchedulingStub | None,
+        to: str,
+        items: list[scheduling_pb2.AwardItem],
+    ) -> None:
+        req = scheduling_pb2.AwardRequest(monitor=self.agent.name, items=items)
         try:
             if stub is None:
                 raise ConnectionError("unknown member")
@@ -193,8 +237,8 @@ class Placement:
             ]
         except (grpc.RpcError, ConnectionError) as exc:
             reason = f"unreachable: {exc.details() if isinstance(exc, grpc.RpcError) else exc}"
-            decisions = [Decision(t.key, False, reason) for t in msg.tenders]
-        self._step(AwardDecisions(msg.to, decisions))
+            decisions = [Decision(key_of(i.tender), False, reason) for i in items]
+        self._step(AwardDecisions(to, decisions))
 
     def _resolve_outputs(self, t: Tender) -> dict[str, str]:
         """``@output:<name>`` → ``<agent>://<absolute output dir>`` of the producer."""

@@ -245,7 +245,7 @@ def _check_dir(activity: str, what: str, value: str) -> None:
         raise _bad(activity, f"{what}: '..' is not allowed in {value[:200]!r}")
 
 
-def _validate_body(name: str, spec: common_pb2.ActivitySpec) -> Kind:
+def _validate_body(name: str, spec: common_pb2.ActivitySpec, function_elided: bool = False) -> Kind:
     body = spec.WhichOneof("body")
     if body is None:
         raise _bad(name, "no body (shell, python, workflow or transfer) is set")
@@ -260,7 +260,7 @@ def _validate_body(name: str, spec: common_pb2.ActivitySpec) -> Kind:
         return "shell"
     if body == "python":
         py = spec.python
-        if bool(py.script_uri) == bool(py.function):
+        if bool(py.script_uri) == (bool(py.function) or function_elided):
             raise _bad(name, "python activity needs exactly one of script_uri or function")
         if len(py.function) > MAX_FUNCTION_BYTES:
             raise _bad(name, f"function is larger than {MAX_FUNCTION_BYTES} bytes")
@@ -296,8 +296,13 @@ def _validate_body(name: str, spec: common_pb2.ActivitySpec) -> Kind:
     return "transfer"
 
 
-def activity_from_spec(spec: common_pb2.ActivitySpec) -> ActivityDef:
+def activity_from_spec(
+    spec: common_pb2.ActivitySpec, *, function_elided: bool = False
+) -> ActivityDef:
     """Validate an ``ActivitySpec`` and convert it to an :class:`ActivityDef`.
+
+    ``function_elided``: the shipped function was left out of ``spec`` (a call for
+    proposals carries only its size); the activity is still a function activity.
 
     Raises :class:`InvalidInput` (naming the activity) for any malformed or
     out-of-bounds field. Duplicate names and unknown references are checked by
@@ -310,7 +315,7 @@ def activity_from_spec(spec: common_pb2.ActivitySpec) -> ActivityDef:
             f"activity name {shown!r} is invalid: use 1-{MAX_NAME} characters of "
             f"[A-Za-z0-9_.-] (and not {MONITOR!r})"
         )
-    kind = _validate_body(name, spec)
+    kind = _validate_body(name, spec, function_elided)
     data_uris = _check_list(name, "data_uris", spec.data_uris, MAX_DATA_URIS)
     for i, uri in enumerate(data_uris):
         if not uri:
@@ -352,7 +357,7 @@ def activity_from_spec(spec: common_pb2.ActivitySpec) -> ActivityDef:
         timeout_s=spec.timeout_s,
         retries=spec.retries,
         spec=spec,
-        is_function=kind == "python" and bool(spec.python.function),
+        is_function=kind == "python" and (bool(spec.python.function) or function_elided),
     )
 
 
@@ -387,7 +392,9 @@ def output_refs(activity: ActivityDef) -> set[str]:
     return refs
 
 
-def match_key(spec: common_pb2.ActivitySpec) -> tuple[object, ...]:
+def match_key(
+    spec: common_pb2.ActivitySpec, *, function_elided: bool = False
+) -> tuple[object, ...]:
     """What decides where an activity may run and what a contractor bids on it.
 
     Two specs with the same key fit exactly the same agents (pin, plugin, kind,
@@ -399,7 +406,7 @@ def match_key(spec: common_pb2.ActivitySpec) -> tuple[object, ...]:
         body,
         spec.plugin,
         spec.agent,
-        body == "python" and bool(spec.python.function),
+        body == "python" and (bool(spec.python.function) or function_elided),
         spec.transfer.dest if body == "transfer" else "",
         spec.requires.SerializeToString(deterministic=True),
         tuple(spec.data_uris),
