@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import sys
@@ -11,8 +12,25 @@ from typing import Any
 from zambeze_mesh.errors import InvalidInput, NotPermitted
 from zambeze_mesh.execution.model import TAIL_BYTES, Outcome, RunContext, RunRequest
 from zambeze_mesh.execution.plugin import BasePlugin, option_bool
-from zambeze_mesh.execution.process import STDERR_NAME, STDOUT_NAME, read_tail
 from zambeze_mesh.execution.workers import TaskResult, WorkerPool
+
+#: Longest activity-derived part of a function's log file names.
+_NAME_MAX = 100
+
+
+def log_name(activity: str) -> str:
+    """A file-name-safe stem for an activity's logs, distinct for distinct names.
+
+    ASCII letters, digits, ``-``, ``_`` and ``.`` are kept; when anything else
+    had to be replaced (or the name is empty, too long or starts with ``.`` or
+    ``-``) a short hash of the real name is appended, so ``"a b"`` and ``"a_b"``
+    never share a file.
+    """
+    safe = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in activity)
+    if safe == activity and 0 < len(safe) <= _NAME_MAX and not safe.startswith((".", "-")):
+        return safe
+    digest = hashlib.sha256(activity.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{safe.lstrip('.-')[:_NAME_MAX] or '_'}-{digest}"
 
 
 class PythonPlugin(BasePlugin):
@@ -22,7 +40,11 @@ class PythonPlugin(BasePlugin):
     ``$ZMESH_SCRIPT`` or a local ``script_uri``). Function mode calls the
     cloudpickled ``(func, args, kwargs)`` in a warm :class:`WorkerPool` with
     the working dir as cwd; the return value comes back as
-    ``Outcome.result`` (cloudpickle bytes).
+    ``Outcome.result`` (cloudpickle bytes). Shipped functions of a campaign
+    may share one working dir, so a function's output goes to
+    ``<name>.stdout.log`` / ``<name>.stderr.log`` there (``<name>`` from
+    :func:`log_name`), written only when it printed something (a retry first
+    removes the logs of the earlier attempt); the tails come from the worker.
 
     Options: ``accept_functions`` (default True), ``workers`` (pool size,
     default ``min(4, cpu_count)``), ``python`` (interpreter for scripts and
@@ -39,7 +61,7 @@ class PythonPlugin(BasePlugin):
         size = int(self.options.get("workers", min(4, os.cpu_count() or 1)))
         if size < 1:
             raise InvalidInput("option 'workers' must be at least 1")
-        self.pool = WorkerPool(size, python=self.python)
+        self.pool = WorkerPool(size, python=self.python, tail_bytes=TAIL_BYTES)
 
     def capabilities(self) -> dict[str, str]:
         """Python version, whether shipped functions are accepted, pool size."""
@@ -75,8 +97,12 @@ class PythonPlugin(BasePlugin):
         pool = self.pool
         env = dict(req.spec.python.env)
         env.update(self.zmesh_env(req))
-        out = req.working_dir / STDOUT_NAME
-        err = req.working_dir / STDERR_NAME
+        name = log_name(req.activity)
+        out = req.working_dir / f"{name}.stdout.log"
+        err = req.working_dir / f"{name}.stderr.log"
+        if req.attempt > 1:  # a silent retry must not leave an earlier attempt's logs behind
+            for path in (out, err):
+                path.unlink(missing_ok=True)
         await ctx.emit("RUNNING", "python function", {})
         if job.cancelled:
             return Outcome("CANCELLED", message="cancelled before start")
@@ -95,10 +121,11 @@ class PythonPlugin(BasePlugin):
             env=env,
             timeout_s=req.timeout_s,
         )
-        return self._outcome(res, req, read_tail(out, TAIL_BYTES), read_tail(err, TAIL_BYTES))
+        return self._outcome(res, req)
 
     @staticmethod
-    def _outcome(res: TaskResult, req: RunRequest, out: str, err: str) -> Outcome:
+    def _outcome(res: TaskResult, req: RunRequest) -> Outcome:
+        out, err = res.stdout_tail, res.stderr_tail
         detail = {
             "worker_pid": str(res.worker_pid),
             "call_us": f"{res.call_ns / 1000:.1f}",

@@ -1,12 +1,29 @@
 """A pool of warm Python worker processes for function activities.
 
-Each worker is ``python -m zambeze_mesh.execution.worker`` in its own session,
-speaking length-prefixed frames over its stdin/stdout (see
-:mod:`zambeze_mesh.execution.worker`). Workers start lazily, one per concurrent
-task up to ``size``, and are kept. A task that is cancelled or times out kills
-its worker's whole process group; a fresh worker is started in its place in the
-background. The parent never unpickles the shipped function: it forwards the
-bytes and gets the cloudpickled return value back as bytes.
+Each worker is ``python -m zambeze_mesh.execution.worker SCRATCH_DIR TAIL`` in
+its own session, speaking length-prefixed pickle frames over two pipes that
+become its stdin/stdout (see :mod:`zambeze_mesh.execution.worker` for the
+messages). The pool keeps its ends of the pipes as raw non-blocking fds: a task
+frame goes out with one ``write`` (the rest, if the pipe is full, when it is
+writable again) and replies are read by an ``add_reader`` callback that resolves
+the waiting task's future, so a round trip costs two pipe writes, two reads and
+one event-loop wake-up.
+
+Workers start lazily, one per concurrent task up to ``size`` (a semaphore: a
+worker never runs more than one task and no task is sent ahead to a busy
+worker), and are kept. Each worker captures its tasks' stdout/stderr in two
+scratch files in a private directory the pool made for it (under
+``scratch_root``, removed when the worker is stopped or replaced); the tails
+come back in the reply (:attr:`TaskResult.stdout_tail` /
+:attr:`TaskResult.stderr_tail`) and the full output is copied to the task's
+``stdout_path`` / ``stderr_path`` only when there is some.
+
+A task that is cancelled or times out kills its worker's whole process group;
+the pool then salvages the tails and output of that task from the worker's
+scratch files, and a fresh worker is started in its place in the background. A
+worker that dies mid-task gives state ``died`` with its exit code. The parent
+never unpickles the shipped function: it forwards the bytes and gets the
+cloudpickled return value back as bytes.
 """
 
 from __future__ import annotations
@@ -15,20 +32,25 @@ import asyncio
 import itertools
 import logging
 import os
-import pickle
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from zambeze_mesh.errors import FailedPrecondition, Unavailable
-from zambeze_mesh.execution.frames import HEADER, encode
+from zambeze_mesh.execution.frames import READ_CHUNK, FrameBuffer, encode
+from zambeze_mesh.execution.worker import DEFAULT_TAIL, SCRATCH_NAMES, keep_output
 
 log = logging.getLogger(__name__)
 
 TaskState = Literal["ok", "error", "cancelled", "timeout", "died"]
+
+#: How long a killed worker is given to exit before its scratch files are read.
+SALVAGE_WAIT_S = 2.0
 
 
 @dataclass
@@ -37,8 +59,10 @@ class TaskResult:
 
     ``result`` is the cloudpickled return value (state ``ok``); ``summary`` is
     ``"Type: message"`` and ``traceback`` the formatted traceback (state
-    ``error``); ``call_ns`` is the time inside the function and ``worker_ns``
-    the time the worker spent on the whole task.
+    ``error``); ``stdout_tail`` / ``stderr_tail`` are the last bytes of what the
+    call wrote (decoded with ``errors="replace"``); ``call_ns`` is the time
+    inside the function and ``worker_ns`` the time the worker spent on the
+    whole task.
     """
 
     state: TaskState
@@ -48,6 +72,12 @@ class TaskResult:
     call_ns: int = 0
     worker_ns: int = 0
     worker_pid: int = 0
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+
+
+class _WorkerGone(Exception):
+    """The worker closed its pipe or could not be written to."""
 
 
 def _worker_env(extra: Mapping[str, str] | None) -> dict[str, str]:
@@ -59,50 +89,167 @@ def _worker_env(extra: Mapping[str, str] | None) -> dict[str, str]:
     return env
 
 
-class _Worker:
-    """One worker process and its pipes."""
+def _salvage(scratch: Path, out: str | None, err: str | None, limit: int) -> tuple[str, str]:
+    """Tails (and output files) of a task whose worker was killed, from its scratch files."""
+    tails = []
+    for name, path in zip(SCRATCH_NAMES, (out, err), strict=True):
+        try:
+            fd = os.open(scratch / name, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            tails.append("")
+            continue
+        try:
+            tail, problem = keep_output(fd, path, limit)
+        finally:
+            os.close(fd)
+        if problem:
+            log.warning("function output: %s", problem)
+        tails.append(tail)
+    return tails[0], tails[1]
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+
+class _Worker:
+    """One worker process, our ends of its pipes and its scratch dir."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, rfd: int, wfd: int, scratch: Path) -> None:
         self.proc = proc
         self.pid = proc.pid
-        assert proc.stdin is not None and proc.stdout is not None
-        self.stdin = proc.stdin
-        self.stdout = proc.stdout
+        self.scratch = scratch
+        self._loop = asyncio.get_running_loop()
+        self._rfd = rfd
+        self._wfd = wfd
+        self._frames = FrameBuffer()
+        self._waiter: asyncio.Future[Any] | None = None
+        self._unsent: memoryview | None = None
+        self.gone = False  # pipe closed: no more replies
+        self._closed = False
+        self._loop.add_reader(rfd, self._on_readable)
 
     @property
     def alive(self) -> bool:
-        return self.proc.returncode is None
+        return self.proc.returncode is None and not self.gone
 
-    async def send(self, obj: Any) -> None:
-        self.stdin.write(encode(obj))
-        await self.stdin.drain()
+    def next_frame(self) -> asyncio.Future[Any]:
+        """A future for the next frame the worker sends (fails with _WorkerGone)."""
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        if self.gone:
+            fut.set_exception(_WorkerGone("worker pipe closed"))
+        else:
+            self._waiter = fut
+        return fut
 
-    async def recv(self) -> Any:
-        head = await self.stdout.readexactly(HEADER.size)
-        (size,) = HEADER.unpack(head)
-        return pickle.loads(await self.stdout.readexactly(size))
+    def request(self, frame: bytes) -> asyncio.Future[Any]:
+        """Send one frame; a future for the reply."""
+        fut = self.next_frame()
+        if fut.done():
+            return fut
+        try:
+            sent = os.write(self._wfd, frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._fail(_WorkerGone(f"cannot write to worker: {exc}"))
+            return fut
+        if sent < len(frame):
+            self._unsent = memoryview(frame)[sent:]
+            self._loop.add_writer(self._wfd, self._on_writable)
+        return fut
 
-    async def kill(self) -> None:
+    def _on_writable(self) -> None:
+        data = self._unsent
+        if data is None:
+            self._loop.remove_writer(self._wfd)
+            return
+        try:
+            sent = os.write(self._wfd, data)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._unsent = None
+            self._loop.remove_writer(self._wfd)
+            self._fail(_WorkerGone(f"cannot write to worker: {exc}"))
+            return
+        if sent < len(data):
+            self._unsent = data[sent:]
+        else:
+            self._unsent = None
+            self._loop.remove_writer(self._wfd)
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._rfd, READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._set_gone("worker pipe closed")
+            return
+        try:
+            frames = self._frames.feed(data)
+        except Exception as exc:
+            self._set_gone(f"bad frame from worker: {exc!r}")
+            return
+        for obj in frames:
+            waiter, self._waiter = self._waiter, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(obj)
+            else:
+                log.debug("function worker %d: reply to a stopped task dropped", self.pid)
+
+    def _set_gone(self, why: str) -> None:
+        self.gone = True
+        self._loop.remove_reader(self._rfd)
+        if self._unsent is not None:
+            self._unsent = None
+            self._loop.remove_writer(self._wfd)
+        self._fail(_WorkerGone(why))
+
+    def _fail(self, exc: Exception) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def close_pipes(self) -> None:
+        """Stop watching and close our ends of the pipes (the worker sees EOF)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self._rfd)
+        self._loop.remove_writer(self._wfd)
+        self.gone = True
+        self._fail(_WorkerGone("worker pipes closed"))
+        os.close(self._wfd)
+        os.close(self._rfd)
+
+    def signal_group(self) -> None:
+        """SIGKILL the worker's whole process group."""
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        self.stdin.close()
+
+    async def kill(self) -> None:
+        """Kill the worker's process group and reap the worker."""
+        self.signal_group()
+        self.close_pipes()
         await self.proc.wait()
+
+    def remove_scratch(self) -> None:
+        """Delete the worker's scratch dir."""
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     async def stop(self) -> None:
         """Close stdin (the worker exits at EOF); kill it if it lingers."""
-        self.stdin.close()
+        self.close_pipes()
         try:
             await asyncio.wait_for(self.proc.wait(), 1.0)
         except TimeoutError:
             await self.kill()
         else:
             # Also reap anything the worker left in its group.
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            self.signal_group()
+        self.remove_scratch()
 
 
 @dataclass
@@ -127,7 +274,12 @@ def _ours(pending: _Pending) -> bool:
 
 
 class WorkerPool:
-    """Up to ``size`` warm workers; :meth:`run` calls a shipped function in one."""
+    """Up to ``size`` warm workers; :meth:`run` calls a shipped function in one.
+
+    ``tail_bytes`` is how much of each output stream a :class:`TaskResult`
+    carries; ``scratch_root`` is where the workers' private scratch dirs go
+    (the system temp dir by default).
+    """
 
     def __init__(
         self,
@@ -136,12 +288,16 @@ class WorkerPool:
         python: str = sys.executable,
         env: Mapping[str, str] | None = None,
         start_timeout_s: float = 60.0,
+        tail_bytes: int = DEFAULT_TAIL,
+        scratch_root: Path | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a worker pool needs at least one worker")
         self.size = size
         self.python = python
         self.start_timeout_s = start_timeout_s
+        self.tail_bytes = tail_bytes
+        self.scratch_root = scratch_root
         self._env = _worker_env(env)
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
@@ -161,23 +317,45 @@ class WorkerPool:
         return [w.pid for w in (*self._idle, *self._busy) if w.alive]
 
     async def _spawn(self) -> _Worker:
-        proc = await asyncio.create_subprocess_exec(
-            self.python,
-            "-m",
-            "zambeze_mesh.execution.worker",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=self._env,
-            start_new_session=True,
-        )
-        worker = _Worker(proc)
+        scratch = Path(tempfile.mkdtemp(prefix="zmesh-worker-", dir=self.scratch_root))
+        child_in, to_worker = os.pipe()
+        from_worker, child_out = os.pipe()
         try:
-            hello = await asyncio.wait_for(worker.recv(), self.start_timeout_s)
-        except (TimeoutError, asyncio.IncompleteReadError) as exc:
+            proc = await asyncio.create_subprocess_exec(
+                self.python,
+                "-m",
+                "zambeze_mesh.execution.worker",
+                str(scratch),
+                str(self.tail_bytes),
+                stdin=child_in,
+                stdout=child_out,
+                env=self._env,
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(to_worker)
+            os.close(from_worker)
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        finally:
+            os.close(child_in)
+            os.close(child_out)
+        os.set_blocking(to_worker, False)
+        os.set_blocking(from_worker, False)
+        worker = _Worker(proc, from_worker, to_worker, scratch)
+        try:
+            hello = await asyncio.wait_for(worker.next_frame(), self.start_timeout_s)
+        except (TimeoutError, _WorkerGone) as exc:
             await worker.kill()
+            worker.remove_scratch()
             raise Unavailable(f"function worker did not start: {exc!r}") from exc
+        except BaseException:
+            await worker.kill()
+            worker.remove_scratch()
+            raise
         if not (isinstance(hello, tuple) and hello and hello[0] == "ready"):
             await worker.kill()
+            worker.remove_scratch()
             raise Unavailable(f"function worker said {hello!r} instead of ready")
         log.debug("function worker %d ready", worker.pid)
         return worker
@@ -221,7 +399,10 @@ class WorkerPool:
     ) -> TaskResult:
         """Call the cloudpickled ``(func, args, kwargs)`` in a worker.
 
-        ``timeout_s`` counts from when the task reaches a ready worker.
+        The tails of the call's output are in the result. ``stdout_path`` /
+        ``stderr_path`` receive the call's whole output when it wrote some (a
+        silent stream creates no file and leaves an existing one alone). ``timeout_s``
+        counts from when the task reaches a ready worker.
         """
         if self._closed:
             raise FailedPrecondition("worker pool is closed")
@@ -233,22 +414,21 @@ class WorkerPool:
         try:
             if not await self._acquire_slot(pending):
                 return TaskResult("cancelled")
-            return await self._run_in_slot(
-                pending, fn, cwd, stdout_path, stderr_path, env, timeout_s
-            )
+            task = {
+                "id": 0,
+                "fn": fn,
+                "cwd": str(cwd) if cwd else None,
+                "out": str(stdout_path) if stdout_path else None,
+                "err": str(stderr_path) if stderr_path else None,
+                "env": dict(env) if env else {},
+            }
+            return await self._run_in_slot(pending, task, timeout_s)
         finally:
             pending.done.set()
             del self._pending[key]
 
     async def _run_in_slot(
-        self,
-        pending: _Pending,
-        fn: bytes,
-        cwd: Path | None,
-        stdout_path: Path | None,
-        stderr_path: Path | None,
-        env: Mapping[str, str] | None,
-        timeout_s: float | None,
+        self, pending: _Pending, task: dict[str, Any], timeout_s: float | None
     ) -> TaskResult:
         try:
             worker = await self._take_worker()
@@ -260,14 +440,6 @@ class WorkerPool:
             self._release_slot()
             return TaskResult(pending.reason)
         self._busy.add(worker)
-        task = {
-            "id": 0,
-            "fn": fn,
-            "cwd": str(cwd) if cwd else None,
-            "out": str(stdout_path) if stdout_path else None,
-            "err": str(stderr_path) if stderr_path else None,
-            "env": dict(env or {}),
-        }
         healthy = False
         try:
             outcome = await self._call(worker, pending, task, timeout_s)
@@ -288,43 +460,60 @@ class WorkerPool:
             if candidate.alive:
                 return candidate
             await candidate.kill()
+            candidate.remove_scratch()
         return await self._spawn()
 
     async def _call(
         self, worker: _Worker, pending: _Pending, task: dict[str, Any], timeout_s: float | None
     ) -> TaskResult:
-        async def exchange() -> Any:
-            await worker.send(task)
-            return await worker.recv()
-
-        reply_fut = asyncio.ensure_future(exchange())
+        reply_fut = worker.request(encode(task))
         pending.active = reply_fut
         timer = None
         if timeout_s and timeout_s > 0:
             timer = asyncio.get_running_loop().call_later(timeout_s, pending.stop, "timeout")
+        state: TaskState
         try:
             reply = await reply_fut
+            return self._decode(reply, worker.pid)
         except asyncio.CancelledError:
-            if _ours(pending):
-                assert pending.reason is not None
-                return TaskResult(pending.reason, worker_pid=worker.pid)
-            raise
-        except (asyncio.IncompleteReadError, ConnectionError):
-            await worker.kill()
-            code = worker.proc.returncode
-            return TaskResult("died", summary=f"worker died (exit code {code})")
+            if not _ours(pending):
+                raise
+            assert pending.reason is not None
+            state, summary = pending.reason, ""
+        except _WorkerGone:
+            state, summary = "died", ""
         finally:
             pending.active = None
             if timer is not None:
                 timer.cancel()
-        return self._decode(reply, worker.pid)
+        # The task did not finish: kill the worker and keep what the call wrote.
+        if state == "died":
+            await worker.kill()
+            summary = f"worker died (exit code {worker.proc.returncode})"
+        else:
+            worker.signal_group()
+            await asyncio.wait([asyncio.ensure_future(worker.proc.wait())], timeout=SALVAGE_WAIT_S)
+        out, err = await asyncio.to_thread(
+            _salvage, worker.scratch, task["out"], task["err"], self.tail_bytes
+        )
+        return TaskResult(
+            state, summary=summary, worker_pid=worker.pid, stdout_tail=out, stderr_tail=err
+        )
 
     @staticmethod
     def _decode(reply: Any, pid: int) -> TaskResult:
         if reply[0] == "ok":
-            _, _, result, call_ns, worker_ns = reply
-            return TaskResult("ok", result, call_ns=call_ns, worker_ns=worker_ns, worker_pid=pid)
-        _, _, summary, tb, call_ns, worker_ns = reply
+            _, _, result, out, err, call_ns, worker_ns = reply
+            return TaskResult(
+                "ok",
+                result,
+                call_ns=call_ns,
+                worker_ns=worker_ns,
+                worker_pid=pid,
+                stdout_tail=out,
+                stderr_tail=err,
+            )
+        _, _, summary, tb, out, err, call_ns, worker_ns = reply
         return TaskResult(
             "error",
             summary=summary,
@@ -332,6 +521,8 @@ class WorkerPool:
             call_ns=call_ns,
             worker_ns=worker_ns,
             worker_pid=pid,
+            stdout_tail=out,
+            stderr_tail=err,
         )
 
     def _replace(self, worker: _Worker) -> None:
@@ -340,6 +531,7 @@ class WorkerPool:
         async def respawn() -> None:
             try:
                 await worker.kill()
+                worker.remove_scratch()
                 if not self._closed:
                     self._idle.append(await self._spawn())
             except Exception:

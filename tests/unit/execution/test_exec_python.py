@@ -84,6 +84,10 @@ async def test_function_result(python_plugin: PythonPlugin, make_req: MakeReq) -
     assert value["pid"] != os.getpid()
     assert out.stdout_tail == "to stdout t1\n"
     assert req.output_dir.is_dir()
+    # Output goes to files named after the activity, only for streams that were written.
+    assert (req.working_dir / f"{req.activity}.stdout.log").read_text() == "to stdout t1\n"
+    assert not (req.working_dir / f"{req.activity}.stderr.log").exists()
+    assert not (req.working_dir / "stdout.log").exists()
     # The worker's cwd and env are restored: a second call elsewhere sees its own.
     req2 = make_req(python=fn_spec(where_am_i, "t2"))
     value2 = cloudpickle.loads((await python_plugin.run(req2, RunContext())).result)
@@ -101,12 +105,15 @@ async def test_function_lambda_and_closure(python_plugin: PythonPlugin, make_req
 
 
 async def test_function_exception(python_plugin: PythonPlugin, make_req: MakeReq) -> None:
-    out = await python_plugin.run(make_req(python=fn_spec(divide, 1, 0)), RunContext())
+    req = make_req(python=fn_spec(divide, 1, 0))
+    out = await python_plugin.run(req, RunContext())
     assert out.state == "FAILED"
     assert out.message == "ZeroDivisionError: division by zero"
     assert out.stderr_tail.startswith("Traceback (most recent call last):")
     assert "in divide" in out.stderr_tail
     assert out.result == b""
+    req_err = req.working_dir / f"{req.activity}.stderr.log"
+    assert req_err.read_text() == out.stderr_tail
 
 
 async def test_function_timeout_respawns_worker(
