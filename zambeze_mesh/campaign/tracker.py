@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from zambeze_mesh.campaign.wire import (
     FINAL_ACTIVITY_STATES,
@@ -109,16 +109,18 @@ class Tracker:
                     self.state = ev.campaign_state
                 self.message = ev.message
                 return None
-            old = self._rows.get(ev.activity, ActivityRow(ev.activity))
-            row = replace(
-                old,
-                state=ev.state or old.state,
-                attempt=ev.attempt or old.attempt,
-                agent=ev.agent or old.agent,
-                message=ev.message,
-                time_unix_ms=ev.time_unix_ms or old.time_unix_ms,
-                detail=dict(ev.detail) if ev.detail else old.detail,
-                result=ev.result or old.result,
+            old = self._rows.get(ev.activity)
+            if old is None:
+                old = ActivityRow(ev.activity)
+            row = ActivityRow(  # positional: several times cheaper than replace()
+                old.name,
+                ev.state or old.state,
+                ev.attempt or old.attempt,
+                ev.agent or old.agent,
+                ev.message,
+                ev.time_unix_ms or old.time_unix_ms,
+                dict(ev.detail) if ev.detail else old.detail,
+                ev.result or old.result,
             )
             self._rows[ev.activity] = row
             return row if row.final and not old.final else None

@@ -28,20 +28,24 @@ FINAL_ACTIVITY_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "SKIPPED"
 FINAL_CAMPAIGN_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
 
+_ACTIVITY_NAMES: dict[int, str] = {
+    int(v): k.removeprefix("ACTIVITY_STATE_") for k, v in common_pb2.ActivityState.items()
+}
+_CAMPAIGN_NAMES: dict[int, str] = {
+    int(v): k.removeprefix("CAMPAIGN_STATE_") for k, v in common_pb2.CampaignState.items()
+}
+
+
 def activity_state_name(value: int) -> str:
     """``ACTIVITY_STATE_RUNNING`` (7) -> ``"RUNNING"``; 0 -> ``"UNSPECIFIED"``."""
-    try:
-        return common_pb2.ActivityState.Name(value).removeprefix("ACTIVITY_STATE_")  # type: ignore[arg-type]
-    except ValueError:
-        return f"UNKNOWN({value})"
+    name = _ACTIVITY_NAMES.get(value)
+    return name if name is not None else f"UNKNOWN({value})"
 
 
 def campaign_state_name(value: int) -> str:
     """``CAMPAIGN_STATE_SUCCEEDED`` (2) -> ``"SUCCEEDED"``."""
-    try:
-        return common_pb2.CampaignState.Name(value).removeprefix("CAMPAIGN_STATE_")  # type: ignore[arg-type]
-    except ValueError:
-        return f"UNKNOWN({value})"
+    name = _CAMPAIGN_NAMES.get(value)
+    return name if name is not None else f"UNKNOWN({value})"
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class SubmitResult:
     monitor: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Event:
     """One state change of a campaign (``activity == ""``) or of one of its activities."""
 
