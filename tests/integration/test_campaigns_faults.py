@@ -125,3 +125,48 @@ async def test_monitor_killed_and_restarted_continues(procmesh: ProcMesh, tmp_pa
     succeeded_twice = [s for s in set(lines) if lines.count(s) > 1]
     # s1 may have been re-run only if it had not succeeded; succeeded ones never run twice.
     assert all(s == "s1" for s in succeeded_twice), lines
+
+
+async def test_function_worker_dies_with_its_agent(procmesh: ProcMesh, tmp_path: Path) -> None:
+    """kill -9 of the contractor while a shipped function runs: its worker process is
+    killed too (parent-death signal), it does not run on to the function's end."""
+    import os
+
+    import cloudpickle
+
+    a, _, _ = workers(procmesh)
+    pidfile = tmp_path / "worker.pid"
+
+    def long_function(path: str) -> int:
+        import os
+        import time
+
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(120)
+        return 0
+
+    blob = cloudpickle.dumps((long_function, (str(pidfile),), {}))
+    act = S.ActivitySpec(name="fn", python=S.PythonSpec(function=blob), requires=WORKER)
+    async with grpc.aio.insecure_channel(f"unix:{a.home / 'agent.sock'}") as ch:
+        stub = campaigns_pb2_grpc.CampaignsStub(ch)
+        resp = await stub.Submit(campaigns_pb2.SubmitRequest(name="w", activities=[act]))
+        async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id)):
+            if ev.state == S.ACTIVITY_STATE_RUNNING:
+                victim = ev.agent
+                break
+        procmesh.wait_for(lambda: pidfile.exists() and pidfile.read_text() != "", 20, "the pid")
+        pid = int(pidfile.read_text())
+        procmesh.agents[victim].kill9()
+
+        def gone() -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            # a zombie not yet reaped by init counts as gone
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split(")")[-1].split()[0] == "Z"
+
+        procmesh.wait_for(gone, 10, "the worker to die with its agent")
+        await stub.Cancel(campaigns_pb2.CancelCampaignRequest(campaign_id=resp.campaign_id))

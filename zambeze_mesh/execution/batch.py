@@ -35,11 +35,10 @@ from typing import Any
 
 from zambeze_mesh.errors import InvalidInput, NotPermitted
 from zambeze_mesh.execution.batch_spec import (
-    FN_IN,
-    FN_OUT,
     activity_argv,
     build_job,
     check_scheduler,
+    job_files,
     parse_walltime,
     timeout_reason,
 )
@@ -145,8 +144,9 @@ class BatchPlugin(BasePlugin):
             if script is not None and not script.is_file():
                 return Outcome("FAILED", message=f"script not found: {script}")
             if req.kind == "python" and req.spec.python.function:
-                (req.working_dir / FN_OUT).unlink(missing_ok=True)
-                (req.working_dir / FN_IN).write_bytes(req.spec.python.function)
+                files = job_files(req)
+                files.fn_out.unlink(missing_ok=True)
+                files.fn_in.write_bytes(req.spec.python.function)
             argv = activity_argv(req, script, self.python)
             env = with_venv_path(dict(body_env), self.python)
             env.update(self.zmesh_env(req))
@@ -207,8 +207,9 @@ class BatchPlugin(BasePlugin):
     ) -> Outcome:
         from psij import JobState
 
-        out = read_tail(req.working_dir / "stdout.log", TAIL_BYTES)
-        err = read_tail(req.working_dir / "stderr.log", TAIL_BYTES)
+        files = job_files(req)
+        out = read_tail(files.stdout, TAIL_BYTES)
+        err = read_tail(files.stderr, TAIL_BYTES)
         code = status.exit_code
         detail = dict(detail, job_state=str(status.state))
         if status.state == JobState.CANCELED or cancelled:
@@ -216,7 +217,7 @@ class BatchPlugin(BasePlugin):
             return Outcome("CANCELLED", code, msg, out, err, detail=detail)
         if status.state == JobState.COMPLETED and not code:
             result = b""
-            fn_out = req.working_dir / FN_OUT
+            fn_out = files.fn_out
             if req.kind == "python" and req.spec.python.function:
                 if not fn_out.is_file():
                     msg = "the function left no result"

@@ -12,12 +12,13 @@ import io
 import re
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from zambeze_mesh.errors import InvalidInput
-from zambeze_mesh.execution.model import RunRequest
+from zambeze_mesh.execution.model import RunRequest, log_name
 
 #: Schedulers the batch plugin accepts (PSI/J executor names).
 SCHEDULERS = ("slurm", "lsf", "pbs", "flux", "cobalt", "local")
@@ -25,6 +26,36 @@ SCHEDULERS = ("slurm", "lsf", "pbs", "flux", "cobalt", "local")
 FN_IN = "zmesh-function.pkl"
 #: File its cloudpickled return value comes back in.
 FN_OUT = "zmesh-result.pkl"
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """Where a batch job's function input/result and its stdout/stderr go.
+
+    Shipped functions of a campaign share one working dir, so theirs are named after
+    the activity (``<name>.zmesh-function.pkl``, ``<name>.stdout.log``...); other
+    activities have a working dir of their own and use the plain names.
+    """
+
+    fn_in: Path
+    fn_out: Path
+    stdout: Path
+    stderr: Path
+
+
+def job_files(req: RunRequest) -> JobFiles:
+    """The files of ``req``'s batch job (see :class:`JobFiles`)."""
+    d = req.working_dir
+    if req.kind == "python" and req.spec.python.function:
+        stem = log_name(req.activity)
+        return JobFiles(
+            d / f"{stem}.{FN_IN}",
+            d / f"{stem}.{FN_OUT}",
+            d / f"{stem}.stdout.log",
+            d / f"{stem}.stderr.log",
+        )
+    return JobFiles(d / FN_IN, d / FN_OUT, d / "stdout.log", d / "stderr.log")
+
 
 _WALL = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
@@ -72,12 +103,13 @@ def activity_argv(
         raise InvalidInput(f"shell activity {req.activity!r} has neither cmd nor script")
     if req.kind == "python":
         if spec.python.function:
+            files = job_files(req)
             return [
                 python,
                 "-m",
                 "zambeze_mesh.execution.batch_fn",
-                str(req.working_dir / FN_IN),
-                str(req.working_dir / FN_OUT),
+                str(files.fn_in),
+                str(files.fn_out),
             ]
         if script is not None:
             return [python, str(script), *spec.python.args]
@@ -112,8 +144,8 @@ def build_job(
         name=_job_name(req),
         inherit_environment=True,
         environment=dict(env),
-        stdout_path=req.working_dir / "stdout.log",
-        stderr_path=req.working_dir / "stderr.log",
+        stdout_path=job_files(req).stdout,
+        stderr_path=job_files(req).stderr,
         resources=ResourceSpecV1(node_count=1, process_count=1),
         attributes=attrs,
     )

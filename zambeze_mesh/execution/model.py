@@ -8,6 +8,7 @@ URI onto this machine).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -115,3 +116,22 @@ class RunContext:
     async def stage(self, uri: str, dest: Path) -> Path:
         """Fetch ``uri`` to ``dest`` and return the local path."""
         return await self._stage(uri, dest)
+
+
+#: Longest activity-derived part of a function's log file names.
+_NAME_MAX = 100
+
+
+def log_name(activity: str) -> str:
+    """A file-name-safe stem for an activity's logs, distinct for distinct names.
+
+    ASCII letters, digits, ``-``, ``_`` and ``.`` are kept; when anything else
+    had to be replaced (or the name is empty, too long or starts with ``.`` or
+    ``-``) a short hash of the real name is appended, so ``"a b"`` and ``"a_b"``
+    never share a file.
+    """
+    safe = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in activity)
+    if safe == activity and 0 < len(safe) <= _NAME_MAX and not safe.startswith((".", "-")):
+        return safe
+    digest = hashlib.sha256(activity.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{safe.lstrip('.-')[:_NAME_MAX] or '_'}-{digest}"

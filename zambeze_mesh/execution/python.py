@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import sys
@@ -10,27 +9,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from zambeze_mesh.errors import InvalidInput, NotPermitted
-from zambeze_mesh.execution.model import TAIL_BYTES, Outcome, RunContext, RunRequest
+from zambeze_mesh.execution.model import TAIL_BYTES, Outcome, RunContext, RunRequest, log_name
 from zambeze_mesh.execution.plugin import BasePlugin, option_bool
 from zambeze_mesh.execution.workers import TaskResult, WorkerPool
-
-#: Longest activity-derived part of a function's log file names.
-_NAME_MAX = 100
-
-
-def log_name(activity: str) -> str:
-    """A file-name-safe stem for an activity's logs, distinct for distinct names.
-
-    ASCII letters, digits, ``-``, ``_`` and ``.`` are kept; when anything else
-    had to be replaced (or the name is empty, too long or starts with ``.`` or
-    ``-``) a short hash of the real name is appended, so ``"a b"`` and ``"a_b"``
-    never share a file.
-    """
-    safe = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in activity)
-    if safe == activity and 0 < len(safe) <= _NAME_MAX and not safe.startswith((".", "-")):
-        return safe
-    digest = hashlib.sha256(activity.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-    return f"{safe.lstrip('.-')[:_NAME_MAX] or '_'}-{digest}"
 
 
 class PythonPlugin(BasePlugin):

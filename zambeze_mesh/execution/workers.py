@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 from zambeze_mesh.errors import FailedPrecondition, Unavailable
 from zambeze_mesh.execution.frames import READ_CHUNK, FrameBuffer, encode
+from zambeze_mesh.execution.process import death_guard
 from zambeze_mesh.execution.worker import DEFAULT_TAIL, SCRATCH_NAMES, keep_output
 
 log = logging.getLogger(__name__)
@@ -321,7 +322,10 @@ class WorkerPool:
         child_in, to_worker = os.pipe()
         from_worker, child_out = os.pipe()
         try:
+            # death_guard: the worker gets SIGKILL if the agent dies (a running
+            # function would otherwise outlive it until it returns).
             proc = await asyncio.create_subprocess_exec(
+                *death_guard(),
                 self.python,
                 "-m",
                 "zambeze_mesh.execution.worker",

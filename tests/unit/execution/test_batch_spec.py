@@ -16,6 +16,7 @@ from zambeze_mesh.execution.batch_spec import (
     FN_OUT,
     activity_argv,
     build_job,
+    job_files,
     parse_walltime,
     timeout_reason,
 )
@@ -71,9 +72,14 @@ def test_argv_for_each_kind(tmp_path: Path) -> None:
         "/py",
         "-m",
         "zambeze_mesh.execution.batch_fn",
-        str(r.working_dir / FN_IN),
-        str(r.working_dir / FN_OUT),
+        str(r.working_dir / f"f.{FN_IN}"),
+        str(r.working_dir / f"f.{FN_OUT}"),
     ]
+    # Functions of a campaign share a working dir: every file of the job is per activity.
+    other = req(tmp_path, "python", S.ActivitySpec(name="g h", python=S.PythonSpec(function=b"x")))
+    mine, theirs = job_files(r), job_files(other)
+    assert len({*vars(mine).values(), *vars(theirs).values()}) == 8
+    assert job_files(req(tmp_path, "shell", sh)).stdout == r.working_dir / "stdout.log"
     with pytest.raises(InvalidInput, match="neither cmd nor script"):
         activity_argv(req(tmp_path, "shell", S.ActivitySpec(name="e", shell=S.ShellSpec())), None)
     with pytest.raises(InvalidInput, match="does not run 'workflow'"):
