@@ -162,8 +162,16 @@ class Contractor:
         return len(self.jobs) >= limit
 
     # ------------------------------------------------------------ awards
-    def award(self, req: scheduling_pb2.AwardRequest) -> list[scheduling_pb2.AwardDecision]:
-        """Accept (and queue) or reject each awarded activity."""
+    def award(
+        self,
+        req: scheduling_pb2.AwardRequest,
+        known: dict[TenderKey, ActivityDef] | None = None,
+    ) -> list[scheduling_pb2.AwardDecision]:
+        """Accept (and queue) or reject each awarded activity.
+
+        ``known``: activities already validated by this agent's own monitor (the
+        in-process award), so they are not parsed again.
+        """
         decisions = []
         accepted: list[Job] = []
         for item in req.items:
@@ -180,7 +188,7 @@ class Contractor:
                 d.reason = "slots gone: queue is full"
             else:
                 try:
-                    act = activity_from_spec(item.tender.spec)
+                    act = (known or {}).get(key) or activity_from_spec(item.tender.spec)
                 except InvalidInput as exc:
                     d.reason = str(exc)
                 else:

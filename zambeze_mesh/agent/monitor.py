@@ -296,8 +296,7 @@ class Monitor:
         j.commit()
         self.live[cid] = live
         log_event(log, "campaign.submitted", campaign=cid, name=req.name, activities=len(acts))
-        # Offer once the reply is on its way: the client can start following at once.
-        asyncio.get_running_loop().call_soon(self._offer, live, offer)
+        self._offer(live, offer)
         return cid
 
     def _check_plugins(self, acts: list[ActivityDef]) -> None:

@@ -127,9 +127,14 @@ class Placement:
         for t in fx.timers:
             delay = max(0.0, t.at - self._loop.time())
             self._timers[t.timer_id] = self._loop.call_later(delay, self._deadline, t.timer_id)
+        # The same tenders usually go to every candidate: convert them once per step.
+        views: dict[tuple[TenderKey, ...], list[scheduling_pb2.Tender]] = {}
         for msg in fx.messages:
             if isinstance(msg, SendCFP):
-                self._spawn(self._cfp(msg))
+                keys = tuple(t.key for t in msg.tenders)
+                if keys not in views:
+                    views[keys] = [tender_to_pb(t, for_bids=True) for t in msg.tenders]
+                self._spawn(self._cfp(msg, views[keys]))
             elif isinstance(msg, SendAward):
                 self._spawn(self._award(msg))
         placed = [(ev.key, ev.agent) for ev in fx.events if isinstance(ev, Placed)]
@@ -169,8 +174,7 @@ class Placement:
         """Largest call (bytes) before it is split: a quarter of the message limit."""
         return max(1024, min(CHUNK_BYTES, self.agent.config.max_message_bytes // 4))
 
-    async def _cfp(self, msg: SendCFP) -> None:
-        tenders = [tender_to_pb(t, for_bids=True) for t in msg.tenders]
+    async def _cfp(self, msg: SendCFP, tenders: list[scheduling_pb2.Tender]) -> None:
         local = self.agent.contractor
         if msg.to == self.agent.name and local is not None:
             req = scheduling_pb2.CallForProposalsRequest(monitor=self.agent.name, tenders=tenders)
@@ -211,7 +215,7 @@ class Placement:
             req = scheduling_pb2.AwardRequest(monitor=self.agent.name, items=items)
             decisions = [
                 Decision(TenderKey(d.campaign_id, d.activity, d.attempt), d.accepted, d.reason)
-                for d in local.award(req)
+                for d in local.award(req, {t.key: t.activity for t in msg.tenders})
             ]
             self._step(AwardDecisions(msg.to, decisions))
             return
