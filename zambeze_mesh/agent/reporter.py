@@ -94,9 +94,13 @@ class Reporter:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        readers = []
         for route in self._routes.values():
             if route.link is not None:
+                if route.link.reader is not None:
+                    readers.append(route.link.reader)
                 self._drop(route, route.link)
+        await asyncio.gather(*readers, return_exceptions=True)
         self.persist()
 
     # ------------------------------------------------------------ input

@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
 from zambeze_mesh.campaign.activities import Activity
-from zambeze_mesh.campaign.client import Client, default_client
+from zambeze_mesh.campaign.client import Client, default_client, is_final_wire
 from zambeze_mesh.campaign.futures import ActivityFuture
 from zambeze_mesh.campaign.loop import bridge
-from zambeze_mesh.campaign.tracker import CampaignSnapshot, Tracker
+from zambeze_mesh.campaign.tracker import ActivityRow, CampaignSnapshot, Tracker
 from zambeze_mesh.campaign.wire import FINAL_ACTIVITY_STATES, CampaignStatus, Event
 from zambeze_mesh.errors import FailedPrecondition, InvalidInput, Unavailable, ZmeshError
 
@@ -157,10 +157,12 @@ class Campaign:
         """Follow ``Watch`` from seq 0: update the tracker, complete the futures."""
         error: BaseException | None = None
         try:
-            async with contextlib.aclosing(self.client._watch(campaign_id, 0, True)) as stream:
-                async for ev in stream:
-                    self._on_event(ev)
-                    if ev.is_final:
+            stream = self.client._watch_wire(campaign_id, 0, True)
+            async with contextlib.aclosing(stream):
+                async for batch in stream:
+                    for row in self._tracker.apply_wire(batch):
+                        self._finish_row(row)
+                    if is_final_wire(batch[-1]):
                         break
                 else:
                     error = Unavailable(f"the event stream of campaign {campaign_id} ended early")
@@ -174,15 +176,18 @@ class Campaign:
     def _on_event(self, ev: Event) -> None:
         row = self._tracker.apply(ev)
         if row is not None:
-            fut = self._future_for(row.name)
-            fut._finish(
-                row.state,
-                agent=row.agent,
-                attempt=row.attempt,
-                message=row.message,
-                detail=row.detail,
-                result=row.result,
-            )
+            self._finish_row(row)
+
+    def _finish_row(self, row: ActivityRow) -> None:
+        fut = self._future_for(row.name)
+        fut._finish(
+            row.state,
+            agent=row.agent,
+            attempt=row.attempt,
+            message=row.message,
+            detail=row.detail,
+            result=row.result,
+        )
 
     def _future_for(self, name: str) -> ActivityFuture:
         fut = self._futures.get(name)

@@ -31,6 +31,13 @@ if TYPE_CHECKING:
 __all__ = ["Client", "connect", "default_client", "set_default_client"]
 
 _MAX_MESSAGE = 64 * 1024 * 1024
+_FINAL_CAMPAIGN = frozenset(
+    {
+        common_pb2.CAMPAIGN_STATE_SUCCEEDED,
+        common_pb2.CAMPAIGN_STATE_FAILED,
+        common_pb2.CAMPAIGN_STATE_CANCELLED,
+    }
+)
 _OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", _MAX_MESSAGE),
     ("grpc.max_receive_message_length", _MAX_MESSAGE),
@@ -39,6 +46,11 @@ _OPTIONS: list[tuple[str, Any]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
+
+
+def is_final_wire(pb: common_pb2.Event) -> bool:
+    """True for the wire event that ends a campaign (campaign-level, final state)."""
+    return not pb.activity and pb.campaign_state in _FINAL_CAMPAIGN
 
 
 class Client:
@@ -155,6 +167,15 @@ class Client:
     async def _watch(
         self, campaign_id: str, after_seq: int, follow: bool
     ) -> AsyncGenerator[Event, None]:
+        async for batch in self._watch_wire(campaign_id, after_seq, follow):
+            for pb in batch:
+                yield Event.from_proto(pb)
+
+    async def _watch_wire(
+        self, campaign_id: str, after_seq: int, follow: bool
+    ) -> AsyncGenerator[list[common_pb2.Event], None]:
+        """Wire events in seq order, a batch at a time, resumed after UNAVAILABLE; the
+        last batch ends with the final campaign event."""
         last = after_seq
         failures = 0
         while True:
@@ -164,6 +185,8 @@ class Client:
             call = stub.WatchBatches(req) if batched else stub.Watch(req)
             try:
                 async for msg in call:
+                    fresh = []
+                    final = False
                     for pb in msg.events if batched else (msg,):
                         if pb.seq <= last:
                             continue  # already seen (a server replaying after a resume)
@@ -173,11 +196,15 @@ class Client:
                                 f"{last} to {pb.seq}"
                             )
                         last = pb.seq
+                        fresh.append(pb)
+                        if is_final_wire(pb):
+                            final = True
+                            break
+                    if fresh:
                         failures = 0
-                        ev = Event.from_proto(pb)
-                        yield ev
-                        if ev.is_final:
-                            return
+                        yield fresh
+                    if final:
+                        return
                 return
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None

@@ -14,7 +14,10 @@ from zambeze_mesh.campaign.wire import (
     FINAL_CAMPAIGN_STATES,
     CampaignStatus,
     Event,
+    activity_state_name,
+    campaign_state_name,
 )
+from zambeze_mesh.v1 import common_pb2
 
 __all__ = ["ActivityRow", "CampaignSnapshot", "Tracker"]
 
@@ -101,29 +104,69 @@ class Tracker:
     def apply(self, ev: Event) -> ActivityRow | None:
         """Apply one event; returns the activity's row when this event made it final."""
         with self._lock:
-            self.last_seq = max(self.last_seq, ev.seq)
-            if not self.started_unix_ms and ev.time_unix_ms:
-                self.started_unix_ms = ev.time_unix_ms
-            if ev.is_campaign_event:
-                if ev.campaign_state:
-                    self.state = ev.campaign_state
-                self.message = ev.message
-                return None
-            old = self._rows.get(ev.activity)
-            if old is None:
-                old = ActivityRow(ev.activity)
-            row = ActivityRow(  # positional: several times cheaper than replace()
-                old.name,
-                ev.state or old.state,
-                ev.attempt or old.attempt,
-                ev.agent or old.agent,
-                ev.message,
-                ev.time_unix_ms or old.time_unix_ms,
-                dict(ev.detail) if ev.detail else old.detail,
-                ev.result or old.result,
-            )
-            self._rows[ev.activity] = row
-            return row if row.final and not old.final else None
+            return self._apply(
+                ev.seq, ev.time_unix_ms, ev.activity, ev.state, ev.campaign_state,
+                ev.attempt, ev.agent, ev.message, ev.detail, ev.result,
+            )  # fmt: skip
+
+    def apply_wire(self, events: Iterable[common_pb2.Event]) -> list[ActivityRow]:
+        """Apply wire events in order (one lock, no :class:`Event` objects built);
+        returns the rows they made final."""
+        done = []
+        with self._lock:
+            for pb in events:
+                row = self._apply(
+                    pb.seq,
+                    pb.time_unix_ms,
+                    pb.activity,
+                    activity_state_name(pb.state) if pb.state else "",
+                    campaign_state_name(pb.campaign_state) if pb.campaign_state else "",
+                    pb.attempt,
+                    pb.agent,
+                    pb.message,
+                    pb.detail,
+                    pb.result,
+                )
+                if row is not None:
+                    done.append(row)
+        return done
+
+    def _apply(
+        self,
+        seq: int,
+        time_unix_ms: int,
+        activity: str,
+        state: str,
+        campaign_state: str,
+        attempt: int,
+        agent: str,
+        message: str,
+        detail: Mapping[str, str],
+        result: bytes,
+    ) -> ActivityRow | None:
+        self.last_seq = max(self.last_seq, seq)
+        if not self.started_unix_ms and time_unix_ms:
+            self.started_unix_ms = time_unix_ms
+        if not activity:
+            if campaign_state:
+                self.state = campaign_state
+            self.message = message
+            return None
+        old = self._rows.get(activity)
+        if old is None:
+            old = ActivityRow(activity)
+        row = ActivityRow(  # positional: several times cheaper than replace()
+            old.name,
+            state or old.state,
+            attempt or old.attempt,
+            agent or old.agent,
+            message,
+            time_unix_ms or old.time_unix_ms,
+            dict(detail) if detail else old.detail,
+            result or old.result,
+        )
+        self._rows[activity] = row
+        return row if row.final and not old.final else None
 
     def snapshot(self) -> CampaignSnapshot:
         """An immutable copy of the current state."""
