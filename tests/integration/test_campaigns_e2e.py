@@ -396,3 +396,27 @@ def test_split_keeps_order_and_a_size_bound() -> None:
         for_bids=True,
     )
     assert bid_view.function_bytes == 1000 and not bid_view.spec.python.function
+
+
+async def test_a_big_campaign_is_offered_in_chunks(tmp_path: Path) -> None:
+    """600 shipped functions: calls for proposals leave OFFER_CHUNK tenders at a time
+    (the first activities run while the monitor prepares the rest); all succeed."""
+    import cloudpickle
+
+    from zambeze_mesh.agent.placement import OFFER_CHUNK
+
+    n = 600
+    async with mesh(tmp_path, 2) as agents:
+        async with grpc.aio.insecure_channel(f"unix:{agents[0].home.socket}") as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            blob = cloudpickle.dumps((abs, (-1,), {}))
+            acts = [
+                S.ActivitySpec(name=f"f{i}", python=S.PythonSpec(function=blob)) for i in range(n)
+            ]
+            status, _ = await submit_and_watch(stub, acts)
+        placement = agents[0].monitor.placement if agents[0].monitor else None
+        assert placement is not None
+        cfps = placement.cn.stats["cfp_messages"]
+    assert {a.state for a in status.activities} == {S.ACTIVITY_STATE_SUCCEEDED}
+    chunks = -(-n // OFFER_CHUNK)
+    assert cfps >= chunks * 2, f"{cfps} calls for proposals for {chunks} chunks to 2 agents"

@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("zambeze_mesh.placement")
 
 RPC_TIMEOUT_S = 10.0
+#: Activities put out to tender per turn of the event loop (see Placement.offer).
+OFFER_CHUNK = 256
 #: Calls for proposals and awards above this many bytes are split into several RPCs.
 CHUNK_BYTES = 1 << 20
 
@@ -86,7 +88,25 @@ class Placement:
 
     # ------------------------------------------------------------ inputs
     def offer(self, live: Live, names: list[str]) -> None:
-        """Put these activities (in state BIDDING) out to tender."""
+        """Put these activities (in state BIDDING) out to tender.
+
+        A big offer goes out :data:`OFFER_CHUNK` activities at a time, one chunk per
+        turn of the event loop: the first calls for proposals leave (and the first
+        activities run) while the monitor prepares the rest.
+        """
+        if live.state != "RUNNING":
+            return
+        if len(names) > OFFER_CHUNK:
+            rest = names[OFFER_CHUNK:]
+            names = names[:OFFER_CHUNK]
+            self._loop.call_soon(self._offer_rest, live, rest)
+        self._announce(live, names)
+
+    def _offer_rest(self, live: Live, names: list[str]) -> None:
+        # Skip what changed meanwhile (cancelled, or the campaign ended).
+        self.offer(live, [n for n in names if live.acts[n].state == st.BIDDING])
+
+    def _announce(self, live: Live, names: list[str]) -> None:
         gossip = self.agent.gossip
         members = gossip.members() if gossip is not None else []
         agents = [agent_from_record(m.record, m.status) for m in members if m.record is not None]
