@@ -7,6 +7,7 @@ from output references (``@output:<name>``, see :mod:`.model`).
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping, Sequence
 
 import networkx as nx
@@ -27,6 +28,26 @@ CAMPAIGN_CANCELLED = "CANCELLED"
 def _short(names: Sequence[str], limit: int = 10) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _topological_order(g: nx.DiGraph, index: Mapping[str, int]) -> list[str]:
+    """Topological order, ties broken by submission order (``index``; the monitor first).
+
+    Kahn's algorithm with a heap, on the graph's adjacency: the same order as
+    ``nx.lexicographical_topological_sort(g, key=...)``, several times faster.
+    """
+    indegree = {n: len(g.pred[n]) for n in g}
+    heap = [(index.get(n, -1), n) for n, d in indegree.items() if d == 0]
+    heapq.heapify(heap)
+    order = []
+    while heap:
+        _, n = heapq.heappop(heap)
+        order.append(n)
+        for succ in g.succ[n]:
+            indegree[succ] -= 1
+            if indegree[succ] == 0:
+                heapq.heappush(heap, (index.get(succ, -1), succ))
+    return order
 
 
 class CampaignDag:
@@ -70,10 +91,9 @@ class CampaignDag:
                     )
                 if not g.has_edge(ref, act.name):
                     g.add_edge(ref, act.name, via="output")
-        try:
+        cycle = None
+        if not nx.is_directed_acyclic_graph(g):  # cheap; find_cycle only to name it
             cycle = nx.find_cycle(g)
-        except nx.NetworkXNoCycle:
-            cycle = None
         if cycle:
             names = [edge[0] for edge in cycle]
             raise InvalidInput(f"dependency cycle: {' -> '.join([*names, names[0]])}")
@@ -81,13 +101,8 @@ class CampaignDag:
             if g.in_degree(name) == 0:
                 g.add_edge(MONITOR, name, via="monitor")
         self._g = g
-        self._order: list[str] = [
-            n for n in nx.lexicographical_topological_sort(g, key=self._sort_key) if n != MONITOR
-        ]
+        self._order: list[str] = [n for n in _topological_order(g, self._index) if n != MONITOR]
         self._pos = {name: i for i, name in enumerate(self._order)}
-
-    def _sort_key(self, name: str) -> int:
-        return self._index.get(name, -1)
 
     # -- introspection ---------------------------------------------------
 

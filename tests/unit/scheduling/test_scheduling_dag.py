@@ -138,3 +138,26 @@ def test_unknown_name_lookups() -> None:
     with pytest.raises(NotFound):
         dag.activity("zz")
     assert dag.activity("a").name == "a"
+
+
+def test_topological_order_matches_networkx_lexicographic_order() -> None:
+    import random
+
+    import networkx as nx
+
+    from zambeze_mesh.scheduling.dag import _topological_order
+
+    rng = random.Random(7)
+    for _ in range(30):
+        n = rng.randint(1, 40)
+        g: nx.DiGraph = nx.DiGraph()
+        names = [f"a{i}" for i in range(n)]
+        rng.shuffle(names)
+        g.add_nodes_from(names)
+        for i in range(n):
+            for j in range(i + 1, n):
+                if rng.random() < 0.1:
+                    g.add_edge(names[i], names[j])
+        index = {name: rng.randint(0, 5) * 100 + k for k, name in enumerate(names)}
+        want = list(nx.lexicographical_topological_sort(g, key=index.__getitem__))
+        assert _topological_order(g, index) == want
