@@ -18,6 +18,7 @@ import grpc
 from zambeze_mesh.agent.campaign_wire import bid_from_pb, key_of, tender_to_pb
 from zambeze_mesh.agent.logs import log_event
 from zambeze_mesh.scheduling import (
+    ActivityDef,
     AgentDown,
     Announce,
     AwardDecisions,
@@ -154,9 +155,9 @@ class Placement:
                 keys = tuple(t.key for t in msg.tenders)
                 if keys not in views:
                     views[keys] = [tender_to_pb(t, for_bids=True) for t in msg.tenders]
-                self._spawn(self._cfp(msg, views[keys]))
+                self._cfp(msg, views[keys])
             elif isinstance(msg, SendAward):
-                self._spawn(self._award(msg))
+                self._award(msg)
         placed = [(ev.key, ev.agent) for ev in fx.events if isinstance(ev, Placed)]
         if placed:
             self.monitor.placed(placed)
@@ -194,29 +195,28 @@ class Placement:
         """Largest call (bytes) before it is split: a quarter of the message limit."""
         return max(1024, min(CHUNK_BYTES, self.agent.config.max_message_bytes // 4))
 
-    async def _cfp(self, msg: SendCFP, tenders: list[scheduling_pb2.Tender]) -> None:
+    # RPCs are started right here, synchronously: a call created now is on the wire
+    # before whatever else this turn of the event loop does (answering Submit, starting
+    # a Watch...); only waiting for the answer happens in a task.
+    def _cfp(self, msg: SendCFP, tenders: list[scheduling_pb2.Tender]) -> None:
         local = self.agent.contractor
         if msg.to == self.agent.name and local is not None:
             req = scheduling_pb2.CallForProposalsRequest(monitor=self.agent.name, tenders=tenders)
-            self._step(BidsReceived(msg.to, local.bids(req)))  # no RPC to ourselves
+            # next turn: no re-entrant step while this step's effects are applied
+            self._loop.call_soon(lambda: self._step(BidsReceived(msg.to, local.bids(req))))
             return
         stub = self._stub(msg.to)
         # Big calls go out in several RPCs (each under the message limit), at once.
-        await asyncio.gather(
-            *(self._cfp_rpc(stub, msg.to, part) for part in _split(tenders, self._chunk_bytes()))
-        )
+        for part in _split(tenders, self._chunk_bytes()):
+            req = scheduling_pb2.CallForProposalsRequest(monitor=self.agent.name, tenders=part)
+            call = stub.CallForProposals(req, timeout=RPC_TIMEOUT_S) if stub else None
+            self._spawn(self._bids(msg.to, part, call))
 
-    async def _cfp_rpc(
-        self,
-        stub: scheduling_pb2_grpc.SchedulingStub | None,
-        to: str,
-        tenders: list[scheduling_pb2.Tender],
-    ) -> None:
-        req = scheduling_pb2.CallForProposalsRequest(monitor=self.agent.name, tenders=tenders)
+    async def _bids(self, to: str, tenders: list[scheduling_pb2.Tender], call: Any) -> None:
         try:
-            if stub is None:
+            if call is None:
                 raise ConnectionError("unknown member")
-            resp = await stub.CallForProposals(req, timeout=RPC_TIMEOUT_S)
+            resp = await call
             bids = [bid_from_pb(b) for b in resp.bids]
         except (grpc.RpcError, ConnectionError) as exc:
             # Unreachable now (gossip decides whether it is gone): ask again later.
@@ -224,7 +224,7 @@ class Placement:
             bids = [Bid.busy_refusal(key_of(t), reason) for t in tenders]
         self._step(BidsReceived(to, bids))
 
-    async def _award(self, msg: SendAward) -> None:
+    def _award(self, msg: SendAward) -> None:
         items = []
         for t in msg.tenders:
             item = scheduling_pb2.AwardItem(tender=tender_to_pb(t), monitor=self.agent.name)
@@ -233,28 +233,31 @@ class Placement:
         local = self.agent.contractor
         if msg.to == self.agent.name and local is not None:
             req = scheduling_pb2.AwardRequest(monitor=self.agent.name, items=items)
-            decisions = [
-                Decision(TenderKey(d.campaign_id, d.activity, d.attempt), d.accepted, d.reason)
-                for d in local.award(req, {t.key: t.activity for t in msg.tenders})
-            ]
-            self._step(AwardDecisions(msg.to, decisions))
+            known = {t.key: t.activity for t in msg.tenders}
+            self._loop.call_soon(self._local_award, msg.to, req, known)
             return
         stub = self._stub(msg.to)
-        await asyncio.gather(
-            *(self._award_rpc(stub, msg.to, part) for part in _split(items, self._chunk_bytes()))
-        )
+        for part in _split(items, self._chunk_bytes()):
+            req = scheduling_pb2.AwardRequest(monitor=self.agent.name, items=part)
+            call = stub.Award(req, timeout=RPC_TIMEOUT_S) if stub else None
+            self._spawn(self._decisions(msg.to, part, call))
 
-    async def _award_rpc(
-        self,
-        stub: scheduling_pb2_grpc.SchedulingStub | None,
-        to: str,
-        items: list[scheduling_pb2.AwardItem],
+    def _local_award(
+        self, to: str, req: scheduling_pb2.AwardRequest, known: dict[TenderKey, ActivityDef]
     ) -> None:
-        req = scheduling_pb2.AwardRequest(monitor=self.agent.name, items=items)
+        local = self.agent.contractor
+        assert local is not None
+        decisions = [
+            Decision(TenderKey(d.campaign_id, d.activity, d.attempt), d.accepted, d.reason)
+            for d in local.award(req, known)
+        ]
+        self._step(AwardDecisions(to, decisions))
+
+    async def _decisions(self, to: str, items: list[scheduling_pb2.AwardItem], call: Any) -> None:
         try:
-            if stub is None:
+            if call is None:
                 raise ConnectionError("unknown member")
-            resp = await stub.Award(req, timeout=RPC_TIMEOUT_S)
+            resp = await call
             decisions = [
                 Decision(TenderKey(d.campaign_id, d.activity, d.attempt), d.accepted, d.reason)
                 for d in resp.decisions
