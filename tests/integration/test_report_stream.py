@@ -246,3 +246,29 @@ async def test_restart_sends_what_the_previous_run_left(tmp_path: Path) -> None:
         assert len(in_order(mon.seen)) == 8
     finally:
         await stop(server, agent, rep2)
+
+
+async def test_events_wait_in_memory_while_both_reports_are_unacknowledged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With MAX_OUTSTANDING reports in flight, new events are not written one commit
+    at a time: they wait in memory and go out (and into the outbox) together."""
+    monkeypatch.setattr(reporter_mod, "ACK_TIMEOUT_S", 1.5)
+    mon = Monitor()
+    mon.never_ack = True
+    server, _, _, agent, rep = await started(tmp_path, mon)
+    try:
+        for i in range(reporter_mod.MAX_OUTSTANDING):
+            emit_run(rep, 1, start=i)
+            want = 2 * (i + 1)
+            await wait_until(lambda: len(mon.seen) >= want, 10, f"report {want // 2}")  # noqa: B023
+        in_outbox = outbox_rows(agent)
+        emit_run(rep, 5, start=10)
+        await asyncio.sleep(0.3)
+        assert outbox_rows(agent) == in_outbox  # waiting in memory, not yet written
+        assert rep.unacknowledged() == in_outbox + 10
+        mon.never_ack = False  # the overdue stream is replaced and everything resent
+        await wait_until(lambda: all_acked(agent, rep), 20, "everything delivered")
+        assert len(in_order(mon.seen)) == in_outbox + 10
+    finally:
+        await stop(server, agent, rep)

@@ -151,7 +151,8 @@ class Reporter:
             await asyncio.sleep(0)  # let events emitted in the same tick join this batch
             self._wake.clear()
             try:
-                self.persist()
+                if self._worth_persisting():
+                    self.persist()
                 await self._deliver_all()
             except asyncio.CancelledError:
                 raise
@@ -159,6 +160,26 @@ class Reporter:
                 log.exception("report delivery failed")
                 await asyncio.sleep(BACKOFF_MIN_S)
                 self._wake.set()
+
+    def _worth_persisting(self) -> bool:
+        """Write the outbox now only if something can be sent now (or to clean up).
+
+        While every link has MAX_OUTSTANDING reports unacknowledged, new events wait in
+        memory and join the next write; a write per event would cost one SQLite commit
+        each under load. (A crash meanwhile loses only events no monitor saw: their
+        contract is still open and is reported as a lost attempt on restart.)
+        """
+        if not self._emitted:
+            return bool(self._acked)
+        for monitor in {m for m, _, _ in self._emitted}:
+            route = self._routes[monitor]
+            link = route.link
+            # Only a live stream waiting for an acknowledgement lets events wait in
+            # memory; an unreachable monitor gets them written at once (they may wait
+            # long, and must survive a restart of this agent).
+            if route.unary or link is None or link.dead or len(link.sent_at) < MAX_OUTSTANDING:
+                return True
+        return len(self._emitted) >= REPORT_BATCH
 
     def _next_timeout(self) -> float | None:
         now = time.monotonic()
