@@ -41,6 +41,9 @@ log = logging.getLogger("zambeze_mesh.contractor")
 
 QUEUE_PER_SLOT = 512
 LOAD_GOSSIP_INTERVAL_S = 1.0
+#: A service interval (see Contractor._completed) older than this is not used: the
+#: load it measured is gone.
+SERVICE_MEMORY_S = 30.0
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Job:
     running: bool = False
     plugin_name: str = ""
     started: float = field(default_factory=time.monotonic)
+    elapsed: float = 0.0  # the plugin's run time, once it ran
 
 
 class Contractor:
@@ -73,6 +77,11 @@ class Contractor:
         # Learned run time per plugin (EWMA). Unknown = 0: a contractor without history
         # bids low, gets work and learns (exploration), instead of being starved.
         self._runtime: dict[str, float] = {}
+        # Measured time between completions while saturated (EWMA per plugin): the
+        # real cost of one more queued activity here, this process's other work
+        # included (see scheduling.bidding.estimate_bid).
+        self._service: dict[str, tuple[float, float]] = {}  # plugin -> (EWMA, when)
+        self._last_done: float | None = None
         self._closing = False
 
     @property
@@ -153,6 +162,7 @@ class Contractor:
                     free_slots=free,
                     slots=self.slots,
                     avg_runtime_s=self._runtime.get(act.plugin, 0.0),
+                    service_interval_s=self._service_interval(act.plugin),
                 )
             out.append(dataclasses.replace(answer, key=key))
         return out
@@ -236,6 +246,31 @@ class Contractor:
             if job.cancelled:
                 outcome = Outcome("CANCELLED", message="cancelled")
             self._finish(job, outcome)
+            self._completed(job)
+
+    def _completed(self, job: Job) -> None:
+        """Learn the service interval from completions that follow each other while
+        work was waiting (an idle gap says nothing about this agent's capacity).
+
+        A job far slower than this plugin's usual run time (a worker being started,
+        a one-off) is not a sample, so one outlier cannot price the agent out."""
+        now = time.monotonic()
+        plugin = job.act.plugin
+        saturated = self._queue.qsize() > 0 or self._running >= self.slots
+        usual = self._runtime.get(plugin, 0.0)
+        if self._last_done is not None and job.elapsed <= 10 * max(usual, 0.001):
+            gap = now - self._last_done
+            old = self._service.get(plugin)
+            value = gap if old is None else 0.8 * old[0] + 0.2 * gap
+            self._service[plugin] = (value, now)
+        self._last_done = now if saturated else None
+
+    def _service_interval(self, plugin: str) -> float:
+        """The learned service interval, if learned in the last SERVICE_MEMORY_S."""
+        learned = self._service.get(plugin)
+        if learned is None or time.monotonic() - learned[1] > SERVICE_MEMORY_S:
+            return 0.0
+        return learned[0]
 
     async def _run(self, job: Job) -> Outcome:
         spec = job.item.tender.spec
@@ -259,6 +294,7 @@ class Contractor:
         started = time.monotonic()
         outcome = await plugin.run(req, RunContext(emit=self._emitter(job)))
         elapsed = time.monotonic() - started
+        job.elapsed = elapsed
         old = self._runtime.get(job.act.plugin)
         self._runtime[job.act.plugin] = elapsed if old is None else 0.8 * old + 0.2 * elapsed
         outcome.detail.setdefault("output_dir", str(prepared.output_dir))

@@ -77,6 +77,7 @@ def estimate_bid(
     avg_runtime_s: float = 0.0,
     missing_inputs_bytes: int = 0,
     bandwidth_bps: float = DEFAULT_BANDWIDTH_BPS,
+    service_interval_s: float = 0.0,
 ) -> Bid:
     """Bid on ``activity``: estimated completion = queue wait + run time + input pull.
 
@@ -86,10 +87,13 @@ def estimate_bid(
     * input pull: ``missing_inputs_bytes / bandwidth_bps`` (bytes per second;
       a non-positive bandwidth means "unknown" and uses ``DEFAULT_BANDWIDTH_BPS``).
 
-    ``marginal_s`` is what each further activity queued here would add (run time
-    per slot, at least :data:`MIN_MARGINAL_RUNTIME_S` per slot): a contractor bids
-    on every tender of a call as if it were the only one, and the monitor adds
-    ``marginal_s`` for each award it makes to this contractor after the bid.
+    ``marginal_s`` is what each further activity queued here would add: run time per
+    slot (at least :data:`MIN_MARGINAL_RUNTIME_S` per slot), or the measured
+    ``service_interval_s`` (time between completions while the contractor was
+    saturated: it includes everything else its process does) if larger. Queue wait
+    is ``ahead * marginal_s``. A contractor bids on every tender of a call as if it
+    were the only one, and the monitor adds ``marginal_s`` for each award it makes to
+    this contractor after the bid.
 
     Refuses (``Bid.refused``) when ``agent`` is given and the activity does not fit
     it (:func:`~.matching.fits`), or when the contractor has no slots at all.
@@ -105,15 +109,18 @@ def estimate_bid(
     if queue_len < 0 or free_slots < 0 or missing_inputs_bytes < 0:
         raise InvalidInput("queue_len, free_slots and missing_inputs_bytes must be >= 0")
     _non_negative("avg_runtime_s", avg_runtime_s)
+    _non_negative("service_interval_s", service_interval_s)
     if not math.isfinite(bandwidth_bps) or bandwidth_bps <= 0:
         bandwidth_bps = DEFAULT_BANDWIDTH_BPS
+    marginal = max(avg_runtime_s, MIN_MARGINAL_RUNTIME_S) / slots
+    marginal = max(marginal, service_interval_s)
     ahead = max(0, queue_len - free_slots + 1)
-    queue_wait = ahead * avg_runtime_s / slots
+    queue_wait = ahead * max(avg_runtime_s / slots, service_interval_s)
     transfer = missing_inputs_bytes / bandwidth_bps if missing_inputs_bytes else 0.0
     return Bid(
         key=key,
         estimate_s=queue_wait + avg_runtime_s + transfer,
         queue_wait_s=queue_wait,
         transfer_s=transfer,
-        marginal_s=max(avg_runtime_s, MIN_MARGINAL_RUNTIME_S) / slots,
+        marginal_s=marginal,
     )

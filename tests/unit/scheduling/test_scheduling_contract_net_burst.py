@@ -80,3 +80,19 @@ def test_estimate_bid_marginal_cost_is_run_time_per_slot_with_a_floor() -> None:
     act = ActivityDef(name="x", kind="shell")
     assert estimate_bid(act, slots=4, avg_runtime_s=2.0).marginal_s == 0.5
     assert estimate_bid(act, slots=2, avg_runtime_s=0.0).marginal_s == MIN_MARGINAL_RUNTIME_S / 2
+
+
+def test_a_measured_service_interval_raises_the_marginal_cost_and_queue_wait() -> None:
+    act = ActivityDef(name="x", kind="shell")
+    quiet = estimate_bid(act, slots=2, avg_runtime_s=0.002, queue_len=4, free_slots=0)
+    busy = estimate_bid(
+        act, slots=2, avg_runtime_s=0.002, queue_len=4, free_slots=0, service_interval_s=0.01
+    )
+    assert quiet.marginal_s == 0.001 and busy.marginal_s == 0.01
+    assert quiet.queue_wait_s == 5 * 0.001 and busy.queue_wait_s == 5 * 0.01
+    # A service interval below run time per slot changes nothing.
+    low = estimate_bid(act, slots=2, avg_runtime_s=0.002, service_interval_s=0.0001)
+    assert low.marginal_s == 0.001
+    # ...and the monitor then gives a loaded agent a smaller share of a burst.
+    won = burst({"loaded": (0.0, busy.marginal_s), "idle": (0.0, quiet.marginal_s)}, 220)
+    assert won["idle"] >= 190
