@@ -21,7 +21,12 @@ from zambeze_mesh.campaign.client import Client, default_client, is_final_wire
 from zambeze_mesh.campaign.futures import ActivityFuture
 from zambeze_mesh.campaign.loop import bridge
 from zambeze_mesh.campaign.tracker import ActivityRow, CampaignSnapshot, Tracker
-from zambeze_mesh.campaign.wire import FINAL_ACTIVITY_STATES, CampaignStatus, Event
+from zambeze_mesh.campaign.wire import (
+    FINAL_ACTIVITY_STATES,
+    ActivityStatus,
+    CampaignStatus,
+    Event,
+)
 from zambeze_mesh.errors import FailedPrecondition, InvalidInput, Unavailable, ZmeshError
 
 if TYPE_CHECKING:
@@ -178,7 +183,7 @@ class Campaign:
         if row is not None:
             self._finish_row(row)
 
-    def _finish_row(self, row: ActivityRow) -> None:
+    def _finish_row(self, row: ActivityRow | ActivityStatus) -> None:
         fut = self._future_for(row.name)
         fut._finish(
             row.state,
@@ -319,15 +324,8 @@ class Campaign:
         camp.id, camp.monitor = status.campaign_id or campaign_id, status.monitor
         camp._tracker.load(status)
         for a in status.activities:
-            fut = camp._future_for(a.name)
+            camp._future_for(a.name)
             if a.state in FINAL_ACTIVITY_STATES:
-                fut._finish(
-                    a.state,
-                    agent=a.agent,
-                    attempt=a.attempt,
-                    message=a.message,
-                    detail=a.detail,
-                    result=a.result,
-                )
+                camp._finish_row(a)
         camp._start_watch()
         return camp
