@@ -272,3 +272,33 @@ async def test_events_wait_in_memory_while_both_reports_are_unacknowledged(
         assert len(in_order(mon.seen)) == in_outbox + 10
     finally:
         await stop(server, agent, rep)
+
+
+async def test_a_failed_outbox_write_loses_nothing(tmp_path: Path) -> None:
+    """The outbox write fails once (e.g. disk full): the events stay in memory, the
+    reporter tries again and everything is delivered once the write succeeds."""
+    import contextlib
+    import sqlite3
+
+    mon = Monitor()
+    server, _, _, agent, rep = await started(tmp_path, mon)
+    real_tx = agent.store.tx
+    failures = [1]
+
+    @contextlib.contextmanager
+    def flaky_tx():  # type: ignore[no-untyped-def]
+        if failures:
+            failures.pop()
+            raise sqlite3.OperationalError("database or disk is full")
+        with real_tx() as db:
+            yield db
+
+    agent.store.tx = flaky_tx  # type: ignore[method-assign]
+    try:
+        emit_run(rep, 10)
+        await wait_until(lambda: all_acked(agent, rep), 10, "delivery after the failed write")
+        assert not failures
+        assert len(in_order(mon.seen)) == 20
+    finally:
+        agent.store.tx = real_tx  # type: ignore[method-assign]
+        await stop(server, agent, rep)

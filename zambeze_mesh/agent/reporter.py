@@ -115,21 +115,29 @@ class Reporter:
             return
         batch, self._emitted = self._emitted, []
         acked, self._acked = self._acked, []
-        with self.agent.require_store().tx() as db:
-            cstore.outbox_delete(db, acked)
-            for monitor, ev, final in batch:
-                seq = cstore.outbox_add(db, monitor, ev)
-                self._routes[monitor].queue.append((seq, ev))
-                if final:
-                    cstore.contract_put(
-                        db,
-                        ev.campaign_id,
-                        ev.activity,
-                        ev.attempt,
-                        monitor,
-                        b"",
-                        from_proto(ev.state),
-                    )
+        added: list[tuple[str, int, common_pb2.Event]] = []
+        try:
+            with self.agent.require_store().tx() as db:
+                cstore.outbox_delete(db, acked)
+                for monitor, ev, final in batch:
+                    added.append((monitor, cstore.outbox_add(db, monitor, ev), ev))
+                    if final:
+                        cstore.contract_put(
+                            db,
+                            ev.campaign_id,
+                            ev.activity,
+                            ev.attempt,
+                            monitor,
+                            b"",
+                            from_proto(ev.state),
+                        )
+        except BaseException:
+            # Rolled back: keep everything for the next attempt.
+            self._emitted = batch + self._emitted
+            self._acked = acked + self._acked
+            raise
+        for monitor, seq, ev in added:
+            self._routes[monitor].queue.append((seq, ev))
 
     def unacknowledged(self) -> int:
         """Events emitted or in the outbox that no monitor has acknowledged yet."""
