@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
-import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from zambeze_mesh.agent.campaign_wire import event, from_proto, now_ms
+from zambeze_mesh.agent.campaign_wire import from_proto, now_ms
+from zambeze_mesh.agent.journal import CAMPAIGN_STATES, Journal, Live
 from zambeze_mesh.agent.logs import log_event
 from zambeze_mesh.errors import FailedPrecondition, InvalidInput, NotFound, ResourceExhausted
 from zambeze_mesh.scheduling import (
+    MAX_ACTIVITIES,
     ActivityDef,
     CampaignDag,
     TenderKey,
@@ -37,173 +37,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zambeze_mesh.monitor")
 
-MAX_ACTIVITIES = 10_000
 MAX_INFRA_RETRIES = 3
 #: Backoff of activities no agent has room for: first wait, and the longest.
 DEFER_MIN_S = 0.1
 DEFER_MAX_S = 5.0
 #: Most waiting activities offered again at once.
 REOFFER_BATCH = 2000
-MAX_RECENT_EVENTS = 200_000
 #: Most events in one WatchBatches message, and roughly its most bytes.
 WATCH_BATCH = 1000
 WATCH_BATCH_BYTES = 1 << 20
-CAMPAIGN_STATES = {
-    "RUNNING": common_pb2.CAMPAIGN_STATE_RUNNING,
-    "SUCCEEDED": common_pb2.CAMPAIGN_STATE_SUCCEEDED,
-    "FAILED": common_pb2.CAMPAIGN_STATE_FAILED,
-    "CANCELLED": common_pb2.CAMPAIGN_STATE_CANCELLED,
-}
-#: Activity kinds this agent version can execute.
-EXECUTABLE_KINDS = {"shell", "python", "workflow", "transfer"}
-
-
-@dataclass
-class Live:
-    """A campaign being driven by this monitor."""
-
-    id: str
-    name: str
-    dag: CampaignDag
-    acts: dict[str, cstore.ActivityRow]
-    seq: int
-    state: str = "RUNNING"
-    message: str = ""
-    created_ms: int = 0
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    open: int = -1  # activities not yet in a terminal state
-    # Events journaled by this process, for Watch without a database read: recent[i]
-    # has seq first_seq + i.
-    recent: list[common_pb2.Event] = field(default_factory=list)
-    first_seq: int = 0
-    # Activities waiting for room (READY): name -> when to offer them again, and how
-    # many times in a row they were deferred (for the backoff).
-    waiting: dict[str, float] = field(default_factory=dict)
-    deferrals: dict[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.open < 0:
-            self.open = sum(1 for a in self.acts.values() if a.state not in st.TERMINAL)
-        self.first_seq = self.seq + 1
-
-    def remember(self, ev: common_pb2.Event) -> None:
-        """Keep a journaled event in memory (bounded: old ones are read from the store)."""
-        self.recent.append(ev)
-        if len(self.recent) > MAX_RECENT_EVENTS:
-            drop = len(self.recent) // 2
-            del self.recent[:drop]
-            self.first_seq += drop
-
-    def states(self) -> Mapping[str, str]:
-        """Activity name -> state, as a live O(1) view (no copy)."""
-        return _StateView(self.acts)
-
-    def notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
-
-
-class _StateView(Mapping[str, str]):
-    """A read-only mapping name -> state over the activity rows."""
-
-    __slots__ = ("_rows",)
-
-    def __init__(self, rows: dict[str, cstore.ActivityRow]) -> None:
-        self._rows = rows
-
-    def __getitem__(self, key: str) -> str:
-        return self._rows[key].state
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._rows)
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-
-class Journal:
-    """Collects transitions and writes them in one transaction before anything acts."""
-
-    def __init__(self, monitor: Monitor) -> None:
-        self.m = monitor
-        self.events: list[tuple[Live, common_pb2.Event]] = []
-        self.rows: dict[tuple[str, str], tuple[Live, cstore.ActivityRow]] = {}
-        self.finished: list[Live] = []
-        self.before: Callable[[sqlite3.Connection], None] | None = None
-
-    def activity(
-        self,
-        live: Live,
-        name: str,
-        state: str,
-        *,
-        message: str = "",
-        detail: dict[str, str] | None = None,
-        result: bytes = b"",
-        agent: str | None = None,
-        attempt: int | None = None,
-    ) -> None:
-        row = live.acts[name]
-        if state in st.TERMINAL and row.state not in st.TERMINAL:
-            live.open -= 1
-        row.state = state
-        if agent is not None:
-            row.agent = agent
-        if attempt is not None:
-            row.attempt = attempt
-        row.message = message
-        if detail:
-            row.detail.update(detail)
-        if result:
-            row.result = result
-        live.seq += 1
-        ev = event(
-            live.id,
-            name,
-            state,
-            attempt=row.attempt,
-            agent=row.agent,
-            message=message,
-            detail=detail,
-            result=result,
-        )
-        ev.seq = live.seq
-        self.events.append((live, ev))
-        self.rows[(live.id, name)] = (live, row)
-
-    def campaign(self, live: Live, state: str, message: str = "") -> None:
-        live.state = state
-        live.message = message
-        live.seq += 1
-        ev = event(live.id, campaign_state=CAMPAIGN_STATES[state], message=message)
-        ev.seq = live.seq
-        self.events.append((live, ev))
-        if state != "RUNNING":
-            self.finished.append(live)
-
-    def commit(self) -> None:
-        if not self.events:
-            return
-        store = self.m.agent.require_store()
-        with store.tx() as db:
-            if self.before is not None:
-                self.before(db)
-                self.before = None
-            cstore.append_events(db, [ev for _, ev in self.events])
-            cstore.save_activities(db, [(live.id, row) for live, row in self.rows.values()])
-            for live in self.finished:
-                cstore.finish_campaign(db, live.id, live.state, live.message, now_ms())
-        for live, ev in self.events:
-            live.remember(ev)
-        touched = {id(live): live for live, _ in self.events}
-        for live in touched.values():
-            live.notify()
-        for live in self.finished:
-            self.m.live.pop(live.id, None)
-            log_event(log, "campaign.finished", campaign=live.id, state=live.state)
-        self.events.clear()
-        self.rows.clear()
-        self.finished.clear()
 
 
 class Monitor:
@@ -218,6 +60,9 @@ class Monitor:
             tuple[str, builtins.list[common_pb2.Event], asyncio.Future[None]]
         ] = []
         self._reoffer_at = 0.0
+
+    def _journal(self) -> Journal:
+        return Journal(self.agent.require_store(), self.live)
 
     # ------------------------------------------------------------ life cycle
     async def start(self, placement: Placement) -> None:
@@ -239,7 +84,7 @@ class Monitor:
 
     def _resume(self, live: Live) -> None:
         """After a restart: re-offer what was being negotiated, keep what was placed."""
-        j = Journal(self)
+        j = self._journal()
         stale = []
         for name, row in live.acts.items():
             if row.state in (st.READY, st.BIDDING, st.RETRYING):
@@ -288,7 +133,7 @@ class Monitor:
             0,
             created_ms=created,
         )
-        j = Journal(self)
+        j = self._journal()
         # The campaign row, its first event and the first offers: one transaction.
         j.before = lambda db: cstore.insert_campaign(db, cid, req, created, [a.name for a in acts])
         j.campaign(live, "RUNNING", f"submitted with {len(acts)} activities")
@@ -327,7 +172,7 @@ class Monitor:
         With ``succeeded``/``retrying`` only the successors of those activities are
         examined (incremental: O(degree) per finished activity, not O(campaign)).
         """
-        j = Journal(self)
+        j = self._journal()
         offer = self._advance_into(j, live, succeeded, retrying)
         j.commit()
         self._offer(live, offer)
@@ -382,7 +227,7 @@ class Monitor:
 
     def placed(self, placements: list[tuple[TenderKey, str]]) -> None:
         """Contract net: agents accepted these awards (journaled in one transaction)."""
-        j = Journal(self)
+        j = self._journal()
         for key, agent in placements:
             live = self._current(key)
             # (a report from the contractor may already have moved it past AWARDED)
@@ -398,7 +243,7 @@ class Monitor:
         happens inside READY (no event per retry), with a backoff per activity.
         """
         now = asyncio.get_running_loop().time()
-        j = Journal(self)
+        j = self._journal()
         for key, reason in items:
             live = self._current(key)
             if live is None or live.state != "RUNNING":
@@ -463,7 +308,7 @@ class Monitor:
         return live
 
     def _fail(self, live: Live, name: str, message: str, detail: dict[str, str]) -> None:
-        j = Journal(self)
+        j = self._journal()
         self._fail_into(j, live, name, message, detail)
         j.commit()
         self.advance(live, [], [])
@@ -494,7 +339,7 @@ class Monitor:
 
     def _flush_reports(self) -> None:
         batch, self._reports = self._reports, []
-        j = Journal(self)
+        j = self._journal()
         progress: dict[str, tuple[Live, builtins.list[str], builtins.list[str]]] = {}
         try:
             for contractor, events, _ in batch:
@@ -610,7 +455,7 @@ class Monitor:
     def member_down(self, name: str) -> None:
         """Gossip says ``name`` is dead or left: re-offer what it was running."""
         for live in list(self.live.values()):
-            j = Journal(self)
+            j = self._journal()
             lost = []
             for act, row in live.acts.items():
                 if row.agent == name and row.state in st.PLACED:
@@ -732,7 +577,7 @@ class Monitor:
         live = self.live.get(cid)
         if live is None:
             return self.status(cid)
-        j = Journal(self)
+        j = self._journal()
         running = []
         for name, row in live.acts.items():
             if row.state in st.TERMINAL:

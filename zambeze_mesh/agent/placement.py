@@ -49,7 +49,8 @@ from zambeze_mesh.v1 import scheduling_pb2, scheduling_pb2_grpc
 
 if TYPE_CHECKING:
     from zambeze_mesh.agent.agent import Agent
-    from zambeze_mesh.agent.monitor import Live, Monitor
+    from zambeze_mesh.agent.journal import Live
+    from zambeze_mesh.agent.monitor import Monitor
 
 log = logging.getLogger("zambeze_mesh.placement")
 
