@@ -24,16 +24,9 @@ from tests.system.faults import (
     token,
     views,
 )
-from tests.system.netns import faketime_lib, skew_env, unavailable
+from tests.system.netns import faketime_lib, skew_env
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _needs_netns() -> None:
-    why = unavailable()
-    if why:
-        pytest.skip(why)
 
 
 def _integrity(home: Path) -> str:

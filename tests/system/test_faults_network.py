@@ -25,19 +25,11 @@ from tests.system.faults import (
     submit,
     wait_views,
 )
-from tests.system.netns import unavailable
 from tests.system.test_faults_processes import outbox_len
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 PARTITION_S = 10.0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _needs_netns() -> None:
-    why = unavailable()
-    if why:
-        pytest.skip(why)
 
 
 def test_partitioned_contractor_is_reawarded_and_its_late_result_ignored(tmp_path: Path) -> None:

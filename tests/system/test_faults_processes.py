@@ -29,16 +29,8 @@ from tests.system.faults import (
     status,
     submit,
 )
-from tests.system.netns import unavailable
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _needs_netns() -> None:
-    why = unavailable()
-    if why:
-        pytest.skip(why)
 
 
 def outbox_len(home: Path) -> int:

@@ -16,17 +16,12 @@ from pathlib import Path
 import pytest
 
 from tests.system.faults import token, wait_views
-from tests.system.netns import Lab, Netns, unavailable
+from tests.system.netns import Lab, Netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 PORT = 7400
 N = 3
-
-
-@pytest.fixture(scope="module")
-def why_not() -> str | None:
-    return unavailable()
 
 
 class NsAgent:
@@ -48,9 +43,7 @@ class NsAgent:
 
 
 @pytest.fixture
-def lab(why_not: str | None, tmp_path: Path) -> Iterator[tuple[Lab, list[NsAgent]]]:
-    if why_not:
-        pytest.skip(why_not)
+def lab(tmp_path: Path) -> Iterator[tuple[Lab, list[NsAgent]]]:
     lab = Lab(f"zm{os.getpid() % 100000}", N)
     agents = [NsAgent(lab.hosts[i], f"n{i}", tmp_path / f"n{i}", lab.address(i)) for i in range(N)]
     try:
