@@ -17,11 +17,11 @@ import asyncio
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
@@ -69,10 +69,21 @@ def lab_mesh(
                 env=dict(plan.env or {}),
             )
         )
-    try:
-        lab.create()
+    with lab_up(lab, agents):
         _form(agents, plans)
         yield lab, agents
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+@contextmanager
+def lab_up(lab: Lab, agents: Sequence[Stoppable]) -> Iterator[Lab]:
+    """Create the lab's namespaces; on exit stop every agent, then delete them."""
+    try:
+        lab.create()
+        yield lab
     finally:
         for a in agents:
             try:

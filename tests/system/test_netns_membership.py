@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.faults import token, wait_views
+from tests.system.faults import lab_up, token, wait_views
 from tests.system.netns import Lab, Netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -46,16 +46,8 @@ class NsAgent:
 def lab(tmp_path: Path) -> Iterator[tuple[Lab, list[NsAgent]]]:
     lab = Lab(f"zm{os.getpid() % 100000}", N)
     agents = [NsAgent(lab.hosts[i], f"n{i}", tmp_path / f"n{i}", lab.address(i)) for i in range(N)]
-    try:
-        lab.create()
+    with lab_up(lab, agents):
         yield lab, agents
-    finally:
-        for a in agents:
-            try:
-                a.stop()
-            except Exception:  # still delete the namespaces
-                pass
-        lab.destroy()
 
 
 def test_partitioned_namespace_is_dead_then_heals(lab: tuple[Lab, list[NsAgent]]) -> None:

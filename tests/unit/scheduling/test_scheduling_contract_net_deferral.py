@@ -58,6 +58,16 @@ def defer_by_silent_award(cn: ContractNet, k: TenderKey) -> None:
     assert cn.is_deferred(k) and not cn.is_active(k)
 
 
+def reannounce_and_award_a_again(cn: ContractNet, k: TenderKey) -> None:
+    """After :func:`defer_by_silent_award`: announce ``k`` again; a outbids b and is
+    awarded while its answer to the first award may still arrive."""
+    defer_by_silent_award(cn, k)
+    cn.step(7.0, Announce([tender(cands=("a", "b"))]))
+    cn.step(7.1, BidsReceived("b", [bid(k, 5.0)]))
+    fx = cn.step(7.1, BidsReceived("a", [bid(k, 1.0)]))
+    assert [m.to for m in fx.awards] == ["a"]
+
+
 # --------------------------------------------------------------------------- bids
 
 
@@ -277,11 +287,7 @@ def test_set_aside_agent_alone_defers_again() -> None:
 def test_late_acceptance_from_agent_awarded_in_new_negotiation_places_it() -> None:
     cn = net()
     k = key()
-    defer_by_silent_award(cn, k)
-    cn.step(7.0, Announce([tender(cands=("a", "b"))]))
-    cn.step(7.1, BidsReceived("b", [bid(k, 5.0)]))
-    fx = cn.step(7.1, BidsReceived("a", [bid(k, 1.0)]))
-    assert [m.to for m in fx.awards] == ["a"]
+    reannounce_and_award_a_again(cn, k)
     # whichever award it answers, a holds the attempt: placed
     fx = cn.step(7.2, AwardDecisions("a", [Decision(k, True)]))
     assert fx.events == [Placed(k, "a", 1.0)]
@@ -292,11 +298,7 @@ def test_late_acceptance_from_agent_awarded_in_new_negotiation_places_it() -> No
 def test_late_rejection_of_earlier_award_is_not_taken_for_the_new_one() -> None:
     cn = net()
     k = key()
-    defer_by_silent_award(cn, k)
-    cn.step(7.0, Announce([tender(cands=("a", "b"))]))
-    cn.step(7.1, BidsReceived("b", [bid(k, 5.0)]))
-    fx = cn.step(7.1, BidsReceived("a", [bid(k, 1.0)]))
-    assert [m.to for m in fx.awards] == ["a"]
+    reannounce_and_award_a_again(cn, k)
     # a's rejection of the old award arrives first: still waiting for the new answer
     fx = cn.step(7.2, AwardDecisions("a", [Decision(k, False, "slots gone")]))
     assert fx == Effects() and cn.awarded_to(k) == "a"
@@ -308,10 +310,7 @@ def test_late_rejection_of_earlier_award_is_not_taken_for_the_new_one() -> None:
 def test_second_rejection_from_awarded_agent_is_taken() -> None:
     cn = net()
     k = key()
-    defer_by_silent_award(cn, k)
-    cn.step(7.0, Announce([tender(cands=("a", "b"))]))
-    cn.step(7.1, BidsReceived("b", [bid(k, 5.0)]))
-    cn.step(7.1, BidsReceived("a", [bid(k, 1.0)]))
+    reannounce_and_award_a_again(cn, k)
     cn.step(7.2, AwardDecisions("a", [Decision(k, False, "slots gone")]))  # old award
     fx = cn.step(7.3, AwardDecisions("a", [Decision(k, False, "slots gone")]))  # new one
     assert [m.to for m in fx.awards] == ["b"]
