@@ -420,3 +420,26 @@ async def test_a_big_campaign_is_offered_in_chunks(tmp_path: Path) -> None:
     assert {a.state for a in status.activities} == {S.ACTIVITY_STATE_SUCCEEDED}
     chunks = -(-n // OFFER_CHUNK)
     assert cfps >= chunks * 2, f"{cfps} calls for proposals for {chunks} chunks to 2 agents"
+
+
+async def test_more_waiting_activities_than_one_offer_chunk_all_run(tmp_path: Path) -> None:
+    """Two agents accept 300 activities each; a campaign of 1,500 functions leaves
+    hundreds waiting READY, more than one offer chunk: every one of them is offered
+    again and the campaign completes."""
+    import cloudpickle
+
+    from zambeze_mesh.agent.placement import OFFER_CHUNK
+
+    n = 1500
+    cfg = {"slots": 2, "max_queued": 300}
+    async with mesh(tmp_path, 2, configure=lambda i: cfg) as agents:
+        async with grpc.aio.insecure_channel(f"unix:{agents[0].home.socket}") as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            blob = cloudpickle.dumps((abs, (-1,), {}))
+            acts = [
+                S.ActivitySpec(name=f"f{i}", python=S.PythonSpec(function=blob)) for i in range(n)
+            ]
+            status, events = await asyncio.wait_for(submit_and_watch(stub, acts), 120)
+    waited = {e.activity for e in events if e.state == S.ACTIVITY_STATE_READY}
+    assert len(waited) > OFFER_CHUNK, f"only {len(waited)} waited: the test needs more"
+    assert {a.state for a in status.activities} == {S.ACTIVITY_STATE_SUCCEEDED}

@@ -41,8 +41,9 @@ MAX_INFRA_RETRIES = 3
 #: Backoff of activities no agent has room for: first wait, and the longest.
 DEFER_MIN_S = 0.1
 DEFER_MAX_S = 5.0
-#: Most waiting activities offered again at once.
+#: Most waiting activities offered again at once, and how early one may go.
 REOFFER_BATCH = 2000
+REOFFER_SLACK_S = 0.05
 #: Most events in one WatchBatches message, and roughly its most bytes.
 WATCH_BATCH = 1000
 WATCH_BATCH_BYTES = 1 << 20
@@ -281,7 +282,8 @@ class Monitor:
         now = asyncio.get_running_loop().time()
         budget = REOFFER_BATCH
         for live in list(self.live.values()):
-            due = [n for n, t in live.waiting.items() if t <= now][:budget]
+            # (due a moment later counts too: one call for proposals instead of several)
+            due = [n for n, t in live.waiting.items() if t <= now + REOFFER_SLACK_S][:budget]
             for name in due:
                 del live.waiting[name]
             names = [n for n in due if live.acts[n].state == st.READY]

@@ -57,6 +57,9 @@ log = logging.getLogger("zambeze_mesh.placement")
 RPC_TIMEOUT_S = 10.0
 #: Activities put out to tender per turn of the event loop (see Placement.offer).
 OFFER_CHUNK = 256
+#: States of activities that are offered: first offers (BIDDING), and those waiting for
+#: room that are offered again (READY).
+OFFERABLE = frozenset({st.BIDDING, st.READY})
 #: Calls for proposals and awards above this many bytes are split into several RPCs.
 CHUNK_BYTES = 1 << 20
 
@@ -105,8 +108,8 @@ class Placement:
         self._announce(live, names)
 
     def _offer_rest(self, live: Live, names: list[str]) -> None:
-        # Skip what changed meanwhile (cancelled, or the campaign ended).
-        self.offer(live, [n for n in names if live.acts[n].state == st.BIDDING])
+        # Skip what changed meanwhile (placed, cancelled, or the campaign ended).
+        self.offer(live, [n for n in names if live.acts[n].state in OFFERABLE])
 
     def _announce(self, live: Live, names: list[str]) -> None:
         gossip = self.agent.gossip
