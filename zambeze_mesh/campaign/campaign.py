@@ -178,11 +178,6 @@ class Campaign:
         finally:
             self._end(error)
 
-    def _on_event(self, ev: Event) -> None:
-        row = self._tracker.apply(ev)
-        if row is not None:
-            self._finish_row(row)
-
     def _finish_row(self, row: ActivityRow | ActivityStatus) -> None:
         fut = self._future_for(row.name)
         fut._finish(

@@ -110,7 +110,7 @@ class Tracker:
             )  # fmt: skip
 
     def apply_wire(self, events: Iterable[common_pb2.Event]) -> list[ActivityRow]:
-        """Apply wire events in order (one lock, no :class:`Event` objects built);
+        """Apply wire events in order (one lock, no per-event objects built);
         returns the rows they made final."""
         done = []
         with self._lock:

@@ -274,14 +274,6 @@ def outbox_pending(store: Store, limit: int = 2000) -> list[tuple[int, str, comm
     return out
 
 
-def outbox_ack(store: Store, seqs: list[int]) -> None:
-    """Forget acknowledged events."""
-    if not seqs:
-        return
-    with store.tx() as db:
-        outbox_delete(db, seqs)
-
-
 def contract_put(
     db: sqlite3.Connection,
     cid: str,
