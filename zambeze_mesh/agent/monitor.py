@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 from zambeze_mesh.agent.campaign_wire import from_proto, now_ms
 from zambeze_mesh.agent.journal import CAMPAIGN_STATES, Journal, Live
 from zambeze_mesh.agent.logs import log_event
-from zambeze_mesh.errors import FailedPrecondition, InvalidInput, NotFound, ResourceExhausted
+from zambeze_mesh.errors import (
+    FailedPrecondition,
+    InvalidInput,
+    NotFound,
+    ResourceExhausted,
+    ZmeshError,
+)
 from zambeze_mesh.scheduling import (
     MAX_ACTIVITIES,
     ActivityDef,
@@ -489,14 +495,15 @@ class Monitor:
                 self.advance(live)
 
     # ------------------------------------------------------------ client API
-    def status(self, cid: str) -> campaigns_pb2.CampaignStatus:
-        """The current state of a campaign."""
+    def status(self, cid: str, edges: bool = True) -> campaigns_pb2.CampaignStatus:
+        """The current state of a campaign (with each activity's ``depends_on`` if ``edges``)."""
         store = self.agent.require_store()
         row = cstore.load_campaign(store, cid)
         if row is None:
             raise NotFound(f"no campaign {cid!r} on this agent")
         live = self.live.get(cid)
         acts = list(live.acts.values()) if live else cstore.load_activities(store, cid)
+        dag = None if not edges else live.dag if live else self._stored_dag(cid)
         out = campaigns_pb2.CampaignStatus(
             campaign_id=cid,
             name=row.name,
@@ -516,12 +523,24 @@ class Monitor:
                 result=a.result,
             )
             pb.detail.update(a.detail)
+            if dag is not None and a.name in dag:
+                pb.depends_on.extend(dag.predecessors(a.name))
         return out
+
+    def _stored_dag(self, cid: str) -> CampaignDag | None:
+        """The DAG of a campaign this process does not drive, from its stored request."""
+        req = cstore.load_request(self.agent.require_store(), cid)
+        if req is None:
+            return None
+        try:
+            return CampaignDag([activity_from_spec(s) for s in req.activities])
+        except ZmeshError:
+            return None
 
     def list(self, limit: int) -> list[campaigns_pb2.CampaignStatus]:
         """Campaigns this agent monitors, newest first."""
         rows = cstore.list_campaigns(self.agent.require_store(), limit or 100)
-        return [self.status(r.id) for r in rows]
+        return [self.status(r.id, edges=False) for r in rows]
 
     async def watch(
         self, cid: str, after: int, follow: bool = True

@@ -164,6 +164,17 @@ class Client:
         """
         return bridge.iterate(self._watch(campaign_id, after_seq, follow))
 
+    def watch_batches(self, campaign_id: str, after_seq: int = 0) -> AsyncIterator[list[Event]]:
+        """Like :meth:`watch`, a batch of consecutive events at a time (each batch is
+        what the agent had at that moment): cheaper when following big campaigns."""
+        return bridge.iterate(self._watch_batches(campaign_id, after_seq))
+
+    async def _watch_batches(
+        self, campaign_id: str, after_seq: int
+    ) -> AsyncGenerator[list[Event], None]:
+        async for batch in self._watch_wire(campaign_id, after_seq, True):
+            yield [Event.from_proto(pb) for pb in batch]
+
     async def _watch(
         self, campaign_id: str, after_seq: int, follow: bool
     ) -> AsyncGenerator[Event, None]:

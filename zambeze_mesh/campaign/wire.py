@@ -111,6 +111,7 @@ class ActivityStatus:
     message: str = ""
     detail: Mapping[str, str] = field(default_factory=dict)
     result: bytes = b""
+    depends_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class CampaignStatus:
                     message=a.message,
                     detail=dict(a.detail),
                     result=a.result,
+                    depends_on=tuple(a.depends_on),
                 )
                 for a in st.activities
             ),

@@ -232,6 +232,12 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return cancel(_home(args), args.campaign)
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from zambeze_mesh.cli.ui import serve_ui
+
+    return serve_ui(_home(args), args.host, args.port, args.open)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``zmesh`` argument parser."""
     home_help = "agent home (default: $ZMESH_HOME or ~/.zmesh)"
@@ -304,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--graph", metavar="FILE", help="also draw the DAG into FILE (.png, .svg)")
     sp = add("cancel", cmd_cancel, help="cancel a campaign")
     sp.add_argument("campaign")
+
+    sp = add("ui", cmd_ui, help="serve the live web view of the mesh and its campaigns")
+    sp.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=0, help="port (default: any free port)")
+    sp.add_argument("--open", action="store_true", help="open the page in a browser")
 
     cert = sub.add_parser("cert", help="certificates").add_subparsers(dest="sub", required=True)
     sp = add("issue-client", cmd_cert_issue_client, cert, help="credentials for a client")

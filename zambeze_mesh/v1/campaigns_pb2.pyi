@@ -184,6 +184,7 @@ class ActivityStatus(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """the activity name from the ActivitySpec"""
     state: _common_pb2.ActivityState.ValueType
@@ -199,6 +200,10 @@ class ActivityStatus(_message.Message):
     def detail(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """detail of the latest event (see Event.detail)"""
 
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """activities this one waits for: its explicit depends_on"""
+
     def __init__(
         self,
         *,
@@ -209,10 +214,11 @@ class ActivityStatus(_message.Message):
         message: _builtins.str = ...,
         detail: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         result: _builtins.bytes = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "detail", b"detail", "message", b"message", "name", b"name", "result", b"result", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "depends_on", b"depends_on", "detail", b"detail", "message", b"message", "name", b"name", "result", b"result", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
