@@ -28,11 +28,16 @@ function h(tag, attrs, ...kids) {
     else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const kid of kids.flat()) {
+  for (const kid of kids.flat(Infinity)) {
     if (kid === null || kid === undefined) continue;
     el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
   }
   return el;
+}
+
+// Replace el's children; nested arrays flattened, null/undefined skipped.
+function fill(el, ...kids) {
+  el.replaceChildren(...kids.flat(Infinity).filter((k) => k !== null && k !== undefined));
 }
 
 function s(tag, attrs) {
@@ -96,7 +101,7 @@ function meshPage(main) {
   let last = null;
   function render() {
     if (!last) return;
-    tbody.replaceChildren(...last.members.map((m) => h("tr", {
+    fill(tbody, last.members.map((m) => h("tr", {
       "data-member": m.name, "data-status": m.status,
     },
       h("td", {}, h("b", {}, m.name), m.self ? h("span", { class: "muted" }, " (this agent)") : null),
@@ -140,7 +145,7 @@ function campaignsPage(main) {
     if (!last) return;
     const want = filter.value;
     const rows = last.campaigns.filter((c) => want === "all" || c.state === want);
-    tbody.replaceChildren(...rows.map((c) => h("tr", { "data-campaign": c.id, "data-state": c.state },
+    fill(tbody, rows.map((c) => h("tr", { "data-campaign": c.id, "data-state": c.state },
       h("td", {}, h("a", { href: `#/campaign/${encodeURIComponent(c.id)}` }, c.name),
         h("div", { class: "muted" }, c.id)),
       h("td", {}, h("span", { class: "badge " + c.state }, c.state)),
@@ -186,6 +191,8 @@ function campaignPage(main, cid) {
       h("thead", {}, h("tr", {}, ["Seq", "Time", "Activity", "State", "Attempt", "Agent", "Message"]
         .map((t) => h("th", {}, t)))), events)));
 
+  const cancel = h("button", { class: "danger", id: "cancel", onclick: doCancel }, "Cancel campaign");
+
   function renderHead() {
     const c = st.campaign;
     const acts = [...st.acts.values()];
@@ -193,8 +200,8 @@ function campaignPage(main, cid) {
     const failed = acts.filter((a) => a.state === "FAILED").length;
     const final = FINAL_CAMPAIGN.has(c.state);
     const end = final ? st.endMs : Date.now();
-    const cancel = h("button", { class: "danger", id: "cancel", disabled: final, onclick: doCancel }, "Cancel campaign");
-    head.replaceChildren(
+    cancel.disabled = final;  // one button for the page's lifetime
+    fill(head,
       h("div", { class: "toolbar" },
         h("h2", { style: "margin:0" }, c.name),
         h("span", { class: "badge " + c.state, id: "campaign-state", "data-state": c.state }, c.state),
@@ -290,7 +297,7 @@ function campaignPage(main, cid) {
     if (a.staging) rows.push(["Staged", `${a.staging.bytes} bytes` + (a.staging.rate ? ` at ${a.staging.rate} MiB/s` : "")]);
     if (d.depends) rows.push(["Depends on", d.depends]);
     if (a.depends_on && a.depends_on.length) rows.push(["Depends on", a.depends_on.join(", ")]);
-    detail.replaceChildren(
+    fill(detail,
       h("h3", { style: "margin-top:0" }, a.name),
       h("dl", {}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
       d.stdout_tail ? [h("h3", {}, "stdout (tail)"), h("pre", { id: "stdout-tail" }, d.stdout_tail)] : null,
@@ -383,7 +390,7 @@ function campaignPage(main, cid) {
     st.lastSeq = Math.max(0, c.last_seq - 200);
     follow(st.lastSeq);
   }).catch((e) => {
-    head.replaceChildren(h("p", { class: "error" }, `Campaign ${cid}: ${e.message}`));
+    fill(head, h("p", { class: "error" }, `Campaign ${cid}: ${e.message}`));
   });
   const timer = setInterval(() => { if (st.campaign) renderHead(); }, 1000);
   return () => { st.closed = true; if (st.src) st.src.close(); clearInterval(timer); };
