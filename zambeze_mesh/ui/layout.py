@@ -2,9 +2,10 @@
 
 Activities are placed left to right by topological generation (networkx) and
 spread vertically inside their generation. Big campaigns are cut into pages of at
-most ``page_size`` activities (whole generations where they fit, a long generation
-split into slices), so the page draws a readable SVG at any size; edges are kept
-only between activities on the same page.
+most ``page_size`` activities (whole generations where they fit; a generation longer
+than a page fills the room left on the current page, then the next pages), so the
+page draws a readable SVG at any size; edges are kept only between activities on
+the same page.
 """
 
 from __future__ import annotations
@@ -84,17 +85,19 @@ def layout_dag(
         page, col = [], 0
 
     for gen in generations:
-        if page and len(page) + len(gen) > page_size:
-            close_page()
-        for start in range(0, len(gen), page_size):
-            chunk = gen[start : start + page_size]
-            if start:
+        if page and len(page) + len(gen) > page_size and len(gen) <= page_size:
+            close_page()  # a generation that fits a page is kept whole
+        i = 0
+        while i < len(gen):
+            if len(page) == page_size:
                 close_page()
-            for i, name in enumerate(chunk):
-                out.pos[name] = (col + i // MAX_ROWS, i % MAX_ROWS)
+            chunk = gen[i : i + page_size - len(page)]  # a long one fills the room left
+            for j, name in enumerate(chunk):
+                out.pos[name] = (col + j // MAX_ROWS, j % MAX_ROWS)
                 out.page_of[name] = len(out.pages)
                 page.append(name)
             col += (len(chunk) + MAX_ROWS - 1) // MAX_ROWS
+            i += len(chunk)
     close_page()
     out.edges = [(u, v) for u, v in g.edges if out.page_of[u] == out.page_of[v]]
     return out

@@ -48,3 +48,11 @@ def test_unknown_predecessors_ignored_and_cycles_refused() -> None:
         layout_dag(["x", "y"], {"x": ["y"], "y": ["x"]})
     with pytest.raises(InvalidInput):
         layout_dag(["x"], {}, page_size=0)
+
+
+def test_first_page_is_filled_when_a_generation_is_longer_than_a_page() -> None:
+    fan = [f"t{i}" for i in range(1000)]
+    lay = layout_dag(["start", *fan], {n: ["start"] for n in fan}, page_size=300)
+    assert [len(p) for p in lay.pages] == [300, 300, 300, 101]
+    assert lay.pages[0][0] == "start" and lay.pos["t0"] == (1, 0)
+    assert ("start", "t0") in lay.edges and ("start", "t299") not in lay.edges
