@@ -5,7 +5,8 @@ facility=olcf), ``cluster`` (role=cluster, facility=cades) and ``repository``
 (role=repository) under ``--root`` on free 127.0.0.1 ports, with the ``zmesh``
 CLI (init, token, join, agent start); places each agent's scripts in its data dir;
 runs ``campaign.py`` from the edge agent with the live status; draws the DAG;
-prints where the results are; stops the agents unless ``--keep``.
+prints where the results are; stops the agents unless ``--keep`` (which also starts
+``zmesh ui`` on the edge agent and prints its URL).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -95,10 +97,34 @@ class Demo:
         if not self.quiet:
             print(f"==> {text}", flush=True)
 
+    def start_ui(self, name: str, timeout: float = 30.0) -> str:
+        """Start ``zmesh ui`` for agent ``name`` in the background; its URL (token included)."""
+        home = self.home(name)
+        out = home / "ui.out"
+        cmd = [sys.executable, "-m", "zambeze_mesh.cli.main", "--home", str(home), "ui"]
+        with out.open("w") as log:
+            proc = subprocess.Popen(
+                cmd, env=self.env, stdout=log, stderr=log, start_new_session=True
+            )
+        (home / "ui.pid").write_text(str(proc.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            for line in out.read_text().splitlines():
+                if "?token=" in line:
+                    return line.strip()
+            time.sleep(0.1)
+        raise RuntimeError(f"zmesh ui did not start; see {out}")
+
     def stop_all(self) -> None:
         """Stop every agent that runs in a home under root (leftovers of an earlier run too)."""
         if not self.root.is_dir():
             return
+        for pidfile in sorted(self.root.glob("*/ui.pid")):  # web views of --keep runs
+            try:
+                os.kill(int(pidfile.read_text()), signal.SIGTERM)
+            except (OSError, ValueError):
+                pass
+            pidfile.unlink(missing_ok=True)
         for home in sorted(self.root.iterdir()):
             if (home / "config.toml").exists():
                 cli = [sys.executable, "-m", "zambeze_mesh.cli.main", "--home", str(home)]
@@ -222,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo.create()
         demo.wait_members()
         demo.say(f"mesh of {len(AGENTS)} agents ready in {time.monotonic() - started:.1f} s")
+        if args.keep:
+            demo.say(f"live web view of the mesh and the campaign: {demo.start_ui('edge')}")
         demo.say("running scripts/demo_assets/campaign.py from the edge agent")
         t0 = time.monotonic()
         rc, cid = demo.run_campaign(args.quick, args.timeout)
@@ -258,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if args.keep:
             demo.say(f"agents left running; homes in {demo.root} (`zmesh --home ... agent stop`)")
+            if (demo.home("edge") / "ui.pid").exists():
+                pid = (demo.home("edge") / "ui.pid").read_text()
+                demo.say(f"web view left running (pid {pid}); it stops with the next demo run")
         else:
             demo.stop_all()
     return code

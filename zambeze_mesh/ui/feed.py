@@ -40,18 +40,18 @@ class MemberTracker:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self._seen: dict[str, tuple[str, int]] = {}
-        self._changed: dict[str, float] = {}
+        self._changed: dict[str, float | None] = {}
 
     def rows(self, members: Members) -> dict[str, Any]:
         """The JSON view of ``members``; a member's ``changed`` is when its status or
-        incarnation was last seen to change (first sight counts as a change)."""
+        incarnation was seen to change (Unix seconds; None: not since first seen)."""
         now = self.clock()
         out = []
         for m in sorted(members.members, key=lambda m: m.name):
             key = (m.status, m.incarnation)
             if self._seen.get(m.name) != key:
+                self._changed[m.name] = now if m.name in self._seen else None
                 self._seen[m.name] = key
-                self._changed[m.name] = now
             out.append(
                 {
                     "name": m.name,

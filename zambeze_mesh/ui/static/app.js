@@ -111,7 +111,7 @@ function meshPage(main) {
       h("td", {}, m.plugins.map((p) => h("span", { class: "chip" }, p))),
       h("td", { class: "num" }, `${m.used} / ${m.free}`),
       h("td", { class: "num" }, m.incarnation),
-      h("td", { class: "muted" }, ago(m.changed)))));
+      h("td", { class: "muted" }, m.changed === null ? "not since the view started" : ago(m.changed)))));
   }
   const src = live("/api/stream/members", {
     members: (snap) => {
@@ -211,7 +211,7 @@ function campaignPage(main, cid) {
         failed ? h("span", { class: "error" }, ` · ${failed} failed`) : null,
         h("span", { class: "muted" }, ` · monitor ${c.monitor} · started `
           + `${new Date(c.created_ms).toLocaleString()} · ${duration(end ? end - c.created_ms : null)}`)),
-      c.message ? h("pre", { id: "campaign-message" }, c.message) : null);
+      final && c.message ? h("pre", { id: "campaign-message" }, c.message) : null);
   }
 
   async function doCancel() {
@@ -294,8 +294,11 @@ function campaignPage(main, cid) {
       ["Agent", a.agent || "—"], ["Attempt", a.attempt || "—"], ["Message", a.message || "—"]];
     if (d.exit_code !== undefined) rows.push(["Exit code", h("span", { id: "exit-code" }, d.exit_code)]);
     if (d.output_dir) rows.push(["Output dir", d.output_dir]);
-    if (a.staging) rows.push(["Staged", `${a.staging.bytes} bytes` + (a.staging.rate ? ` at ${a.staging.rate} MiB/s` : "")]);
-    if (d.depends) rows.push(["Depends on", d.depends]);
+    if (a.staged && a.staged.size) {
+      rows.push(["Staged", h("div", { id: "staged" }, [...a.staged].map(([uri, x]) => h("div", {},
+        `${Number(x.bytes).toLocaleString()} bytes` + (x.rate ? ` at ${x.rate} MiB/s` : ""),
+        h("div", { class: "muted" }, uri))))]);
+    }
     if (a.depends_on && a.depends_on.length) rows.push(["Depends on", a.depends_on.join(", ")]);
     fill(detail,
       h("h3", { style: "margin-top:0" }, a.name),
@@ -304,16 +307,33 @@ function campaignPage(main, cid) {
       d.stderr_tail ? [h("h3", {}, "stderr (tail)"), h("pre", { id: "stderr-tail" }, d.stderr_tail)] : null);
   }
 
+  // What an event older than the snapshot still tells: staging figures, the end time.
+  function remember(ev) {
+    const a = ev.activity && st.acts.get(ev.activity);
+    if (a && ev.detail && ev.detail.bytes && ev.attempt === a.attempt) {
+      staged(a, ev.detail);
+      st.dirty.add(a.name);
+    } else if (!ev.activity && FINAL_CAMPAIGN.has(ev.campaign_state)) {
+      st.endMs = ev.time_ms;
+    }
+  }
+
+  // Inputs staged by the current attempt: uri -> {bytes, rate}.
+  function staged(a, d) {
+    if (!a.staged) a.staged = new Map();
+    a.staged.set(d.uri || "input", { bytes: d.bytes, rate: d.rate_mib_s });
+  }
+
   function apply(ev) {
     if (ev.activity) {
       const a = st.acts.get(ev.activity);
       if (!a) return;
-      if (ev.attempt && ev.attempt !== a.attempt) a.detail = {};
+      if (ev.attempt && ev.attempt !== a.attempt) { a.detail = {}; a.staged = null; }
       a.state = ev.state; a.attempt = ev.attempt || a.attempt;
       if (ev.agent) a.agent = ev.agent;
       a.message = ev.message;
       a.detail = Object.assign(a.detail || {}, ev.detail);
-      if (ev.detail && ev.detail.bytes) a.staging = { bytes: ev.detail.bytes, rate: ev.detail.rate_mib_s };
+      if (ev.detail && ev.detail.bytes) staged(a, ev.detail);
       st.dirty.add(a.name);
     } else if (ev.campaign_state) {
       st.campaign.state = ev.campaign_state;
@@ -362,7 +382,7 @@ function campaignPage(main, cid) {
           if (ev.seq <= st.lastSeq) continue;  // already seen
           st.lastSeq = ev.seq;
           if (ev.seq > st.snapshotSeq) apply(ev);
-          else if (!ev.activity && FINAL_CAMPAIGN.has(ev.campaign_state)) st.endMs = ev.time_ms;
+          else remember(ev);
           st.newEvents.push(ev);
         }
         window.zmeshStats.events = st.lastSeq;
