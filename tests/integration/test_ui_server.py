@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.inproc import mesh
+from tests.helpers.procs import zmesh
 from zambeze_mesh.agent.agent import Agent
 from zambeze_mesh.campaign.activities import ShellActivity
 from zambeze_mesh.campaign.client import Client
@@ -126,3 +127,11 @@ async def test_campaign_edges_events_resume_and_cancel(ui: tuple[Agent, Http]) -
     )
     assert [e["seq"] for _, k, b in resumed if k == "events" for e in b] == seqs[3:]
     assert (await http.call("GET", "/api/campaigns/nope"))[0] == 404
+
+
+def test_zmesh_ui_without_a_running_agent_says_so(tmp_path: Path) -> None:
+    proc = zmesh("ui", home=tmp_path / "nowhere", check=False, timeout=30)
+    assert proc.returncode != 0
+    assert "start the agent first" in proc.stderr
+    bad = zmesh("ui", "--host", "not-an-ip", home=tmp_path, check=False, timeout=30)
+    assert bad.returncode != 0 and "must be an IP address" in bad.stderr

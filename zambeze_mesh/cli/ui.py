@@ -14,11 +14,12 @@ def serve_ui(home: Home, host: str, port: int, open_browser: bool) -> int:
     """Serve until Ctrl-C, printing the URL (with its access token) once listening."""
     from zambeze_mesh.ui.server import UiServer
 
+    server = UiServer(Client(f"unix:{home.socket}"), host=host, port=port)  # checks host, port
     if not home.socket.exists():
+        server.close()
         raise FailedPrecondition(
             f"no agent socket at {home.socket}: start the agent first (`zmesh agent start`)"
         )
-    server = UiServer(Client(f"unix:{home.socket}"), host=host, port=port)
 
     def ready(url: str) -> None:
         print(f"zmesh ui: serving the mesh of {home.root} at", flush=True)

@@ -57,6 +57,10 @@ class UiServer:
         self._sock = _bind(self.host, self.port)
         self.port = int(self._sock.getsockname()[1])
 
+    def close(self) -> None:
+        """Release the listening socket without serving."""
+        self._sock.close()
+
     @property
     def url(self) -> str:
         """The page's URL, token included."""
