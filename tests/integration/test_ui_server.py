@@ -75,6 +75,9 @@ async def test_token_pages_and_members(ui: tuple[Agent, Http]) -> None:
     assert (await http.call("GET", "/", token=False))[0] == 403
     status, page = await http.call("GET", f"/?token={http.token}", token=False)
     assert status == 200 and b"/static/app.js" in page
+    req = urllib.request.Request(f"{http.base}/", headers={"X-Zmesh-Token": http.token})
+    with await asyncio.to_thread(urllib.request.urlopen, req, timeout=20) as resp:
+        assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
     assert (await http.call("GET", "/static/app.js"))[0] == 200
     members = await http.json("/api/members")
     assert members["self"] == "agent-0"

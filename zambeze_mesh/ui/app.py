@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from importlib import resources
 from typing import Any
 
@@ -35,6 +35,12 @@ MEMBERS_INTERVAL = 0.5
 CAMPAIGNS_INTERVAL = 1.0
 KEEPALIVE = 15.0
 _STATUS = {InvalidInput: 400, NotPermitted: 403, NotFound: 404}
+#: The page loads and connects to this server only (no inline scripts, no other hosts).
+_CSP = {
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 def _error(exc: ZmeshError) -> JSONResponse:
@@ -80,16 +86,18 @@ def status_json(c: CampaignStatus, page_size: int = DEFAULT_PAGE_SIZE) -> dict[s
     }
 
 
-async def _stream(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _stream(source: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
     """Interleave ``source`` with keep-alive comments so dead peers are noticed."""
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=64)
 
     async def pump() -> None:
         try:
-            async for chunk in source:
-                await queue.put(chunk)
+            async with contextlib.aclosing(source):  # a gone page ends the Watch at once
+                async for chunk in source:
+                    await queue.put(chunk)
         finally:
-            await queue.put(None)
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
 
     task = asyncio.create_task(pump())
     try:
@@ -97,6 +105,8 @@ async def _stream(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             try:
                 chunk = await asyncio.wait_for(queue.get(), KEEPALIVE)
             except TimeoutError:
+                if task.done() and queue.empty():
+                    return
                 yield b": keep-alive\n\n"
                 continue
             if chunk is None:
@@ -110,7 +120,7 @@ async def _stream(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             await task
 
 
-def _sse_response(source: AsyncIterator[bytes]) -> StreamingResponse:
+def _sse_response(source: AsyncGenerator[bytes, None]) -> StreamingResponse:
     return StreamingResponse(
         _stream(source),
         media_type="text/event-stream",
@@ -134,7 +144,7 @@ def create_app(client: Client, token: str, *, page_size: int = DEFAULT_PAGE_SIZE
     index_html = (static / "index.html").read_text(encoding="utf-8")
 
     async def index(request: Request) -> Response:
-        return HTMLResponse(index_html, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(index_html, headers={"Cache-Control": "no-store", **_CSP})
 
     async def members(request: Request) -> Response:
         try:
@@ -162,7 +172,7 @@ def create_app(client: Client, token: str, *, page_size: int = DEFAULT_PAGE_SIZE
             return _error(exc)
         return JSONResponse(campaign_summary(status))
 
-    async def stream_feed(feed: PolledFeed, event: str) -> AsyncIterator[bytes]:
+    async def stream_feed(feed: PolledFeed, event: str) -> AsyncGenerator[bytes, None]:
         async for snap in feed.listen():
             yield sse(snap, event)
 
@@ -180,7 +190,7 @@ def create_app(client: Client, token: str, *, page_size: int = DEFAULT_PAGE_SIZE
         except ValueError:
             return JSONResponse({"error": f"bad event id {raw!r}"}, status_code=400)
 
-        async def events() -> AsyncIterator[bytes]:
+        async def events() -> AsyncGenerator[bytes, None]:
             async for batch in client.watch_batches(cid, after):
                 yield sse([event_json(e) for e in batch], "events", id=batch[-1].seq)
             yield sse({"ended": True}, "end")

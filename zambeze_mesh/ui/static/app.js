@@ -14,6 +14,7 @@ const COLORS = {
   FAILED: "#f44336", CANCELLED: "#795548", SKIPPED: "#ff9800", QUEUED: "#9c27b0",
 };
 const MAX_EVENT_ROWS = 300;
+const DENSE_EDGES = 150;  // above this many edges a DAG page draws the selected activity's only
 const SVGNS = "http://www.w3.org/2000/svg";
 // Figures for tests and the benchmark.
 window.zmeshStats = { firstPaint: null, events: 0, lastSeq: 0, finalAt: null, renders: 0 };
@@ -245,11 +246,21 @@ function campaignPage(main, cid) {
     defs.append(marker); svg.append(defs);
     const at = new Map();
     for (const [name, col, row] of p.nodes) at.set(name, [PAD + col * (W + GX), PAD + row * (H + GY)]);
-    for (const [u, v] of p.edges) {
-      const [x1, y1] = at.get(u), [x2, y2] = at.get(v);
-      const sx = x1 + W, sy = y1 + H / 2, ex = x2, ey = y2 + H / 2, mx = (sx + ex) / 2;
-      svg.append(s("path", { class: "edge", d: `M${sx},${sy} C${mx},${sy} ${mx},${ey} ${ex},${ey}` }));
-    }
+    // A dense page draws only the selected activity's edges (else they hide the nodes).
+    const dense = p.edges.length > DENSE_EDGES;
+    const edgeLayer = s("g");
+    svg.append(edgeLayer);
+    st.drawEdges = () => {
+      const sel = st.selected;
+      const shown = dense ? p.edges.filter(([u, v]) => u === sel || v === sel) : p.edges;
+      edgeLayer.replaceChildren(...shown.map(([u, v]) => {
+        const [x1, y1] = at.get(u), [x2, y2] = at.get(v);
+        const sx = x1 + W, sy = y1 + H / 2, ex = x2, ey = y2 + H / 2, mx = (sx + ex) / 2;
+        return s("path", { class: "edge", d: `M${sx},${sy} C${mx},${sy} ${mx},${ey} ${ex},${ey}` });
+      }));
+    };
+    st.drawEdges();
+    if (dense) pager.textContent += ` · ${p.edges.length} edges: click an activity to see its own`;
     st.nodes.clear();
     for (const [name] of p.nodes) {
       const a = st.acts.get(name);
@@ -279,10 +290,14 @@ function campaignPage(main, cid) {
   }
 
   function select(name) {
+    const a = st.acts.get(name);
+    if (!a) return;
+    if (a.page !== undefined && a.page !== st.page) showPage(a.page);
     const old = st.selected;
     st.selected = name;
     if (old && st.acts.has(old)) paintNode(st.acts.get(old));
     paintNode(st.acts.get(name));
+    if (st.drawEdges) st.drawEdges();
     renderDetail();
   }
 
@@ -362,7 +377,7 @@ function campaignPage(main, cid) {
       frag.append(h("tr", { "data-seq": e.seq, "data-activity": e.activity, "data-state": e.state || e.campaign_state },
         h("td", { class: "num" }, e.seq),
         h("td", { class: "num" }, new Date(e.time_ms).toLocaleTimeString()),
-        h("td", {}, e.activity ? h("a", { href: "javascript:void 0", onclick: () => select(e.activity) }, e.activity) : h("i", {}, "campaign")),
+        h("td", {}, e.activity ? h("a", { class: "link", onclick: () => select(e.activity) }, e.activity) : h("i", {}, "campaign")),
         h("td", {}, h("span", { class: "badge " + (e.state || e.campaign_state) }, e.state || e.campaign_state)),
         h("td", { class: "num" }, e.attempt || ""),
         h("td", {}, e.agent),
