@@ -130,6 +130,10 @@ async def test_campaign_edges_events_resume_and_cancel(ui: tuple[Agent, Http]) -
     )
     assert [e["seq"] for _, k, b in resumed if k == "events" for e in b] == seqs[3:]
     assert (await http.call("GET", "/api/campaigns/nope"))[0] == 404
+    # A finished campaign's edges come from its stored request.
+    assert agent.monitor is not None and cid not in agent.monitor.live
+    done = await http.json(f"/api/campaigns/{cid}")
+    assert {a["name"]: a["depends_on"] for a in done["activities"]} == deps
 
 
 def test_zmesh_ui_without_a_running_agent_says_so(tmp_path: Path) -> None:
