@@ -142,3 +142,24 @@ def test_zmesh_ui_without_a_running_agent_says_so(tmp_path: Path) -> None:
     assert "start the agent first" in proc.stderr
     bad = zmesh("ui", "--host", "not-an-ip", home=tmp_path, check=False, timeout=30)
     assert bad.returncode != 0 and "must be an IP address" in bad.stderr
+
+
+async def test_the_agent_serves_the_web_view_with_ui_listen(tmp_path: Path) -> None:
+    async with mesh(tmp_path, 1, configure=lambda i: {"ui_listen": "127.0.0.1:0"}) as agents:
+        url_file = agents[0].home.root / "ui.url"
+        assert url_file.stat().st_mode & 0o077 == 0
+        url = url_file.read_text().strip()
+        base, token = url.split("/?token=")
+
+        def get(path: str, headers: dict[str, str]) -> int:
+            req = urllib.request.Request(base + path, headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=20) as resp:
+                    return int(resp.status)
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert await asyncio.to_thread(get, "/api/members", {}) == 403
+        assert await asyncio.to_thread(get, "/api/members", {"X-Zmesh-Token": token}) == 200
+    with pytest.raises(OSError):  # stopped with the agent
+        await asyncio.to_thread(urllib.request.urlopen, base + "/", timeout=5)

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -46,6 +47,9 @@ from zambeze_mesh.v1 import (
     scheduling_pb2,
     scheduling_pb2_grpc,
 )
+
+if TYPE_CHECKING:
+    from zambeze_mesh.ui.embedded import EmbeddedUi
 
 log = logging.getLogger("zambeze_mesh.agent")
 
@@ -89,6 +93,7 @@ class Agent:
         self.contractor: Contractor | None = None
         self.placement: Placement | None = None
         self.advertiser: Advertiser | None = None
+        self.web_view: EmbeddedUi | None = None  # `ui_listen`
 
     @property
     def name(self) -> str:
@@ -159,6 +164,10 @@ class Agent:
         await self._start_services()
         for service in (*SERVICE_NAMES, ""):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.config.ui_listen:
+            from zambeze_mesh.ui.embedded import start_embedded
+
+            self.web_view = await start_embedded(self.home, self.config.ui_listen)
         tmp = self.home.ports.with_suffix(".tmp")
         tmp.write_text(f"{self.address}\n{self.admission_address}\n")
         tmp.replace(self.home.ports)  # readers never see a half-written file
@@ -263,6 +272,9 @@ class Agent:
         self._stopped.set()
 
     async def _teardown(self, grace: float) -> None:
+        if self.web_view is not None:
+            web_view, self.web_view = self.web_view, None
+            await web_view.close()
         if self.advertiser is not None:
             advertiser, self.advertiser = self.advertiser, None
             try:

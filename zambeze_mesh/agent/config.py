@@ -88,9 +88,13 @@ class AgentConfig:
     queue: str = ""
     account: str = ""
     walltime: str = ""
+    # HOST:PORT where the agent serves the web view itself ("" = not; see `zmesh ui`).
+    ui_listen: str = ""
 
     def __post_init__(self) -> None:
         split_hostport(self.listen)
+        if self.ui_listen:
+            split_hostport(self.ui_listen)
         if not self.advertise:
             self.advertise = self.listen
         if not self.admission_listen:

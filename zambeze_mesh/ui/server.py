@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 from collections.abc import Callable
@@ -51,6 +52,8 @@ class UiServer:
     host: str = "127.0.0.1"
     port: int = 0
     token: str = ""
+    #: Let uvicorn take SIGINT/SIGTERM (a standalone server); off inside the agent.
+    handle_signals: bool = True
 
     def __post_init__(self) -> None:
         self.token = self.token or new_token()
@@ -84,6 +87,8 @@ class UiServer:
             timeout_graceful_shutdown=1,
         )
         server = uvicorn.Server(config)
+        if not self.handle_signals:
+            server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         if on_ready is not None:
             on_ready(self.url)
         try:
