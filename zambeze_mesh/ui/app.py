@@ -173,8 +173,9 @@ def create_app(client: Client, token: str, *, page_size: int = DEFAULT_PAGE_SIZE
         return JSONResponse(campaign_summary(status))
 
     async def stream_feed(feed: PolledFeed, event: str) -> AsyncGenerator[bytes, None]:
-        async for snap in feed.listen():
-            yield sse(snap, event)
+        async with contextlib.aclosing(feed.listen()) as snaps:
+            async for snap in snaps:
+                yield sse(snap, event)
 
     async def stream_members(request: Request) -> Response:
         return _sse_response(stream_feed(members_feed, "members"))
@@ -191,8 +192,12 @@ def create_app(client: Client, token: str, *, page_size: int = DEFAULT_PAGE_SIZE
             return JSONResponse({"error": f"bad event id {raw!r}"}, status_code=400)
 
         async def events() -> AsyncGenerator[bytes, None]:
-            async for batch in client.watch_batches(cid, after):
-                yield sse([event_json(e) for e in batch], "events", id=batch[-1].seq)
+            batches = client.watch_batches(cid, after)
+            try:
+                async for batch in batches:
+                    yield sse([event_json(e) for e in batch], "events", id=batch[-1].seq)
+            finally:
+                await batches.aclose()  # type: ignore[attr-defined]
             yield sse({"ended": True}, "end")
 
         return _sse_response(events())

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from zambeze_mesh.campaign.wire import (
@@ -89,7 +89,7 @@ def campaign_summary(c: CampaignStatus) -> dict[str, Any]:
 
 
 class PolledFeed:
-    """Polls ``fetch`` every ``interval`` seconds while someone listens.
+    """Polls ``fetch`` every ``interval`` seconds (longer if it is slow) while someone listens.
 
     ``listen()`` yields the current snapshot at once, then each changed one.
     Errors of ``fetch`` (agent down) are published as ``{"error": "..."}``.
@@ -119,14 +119,18 @@ class PolledFeed:
                 self._cond.notify_all()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 await self._poll_once()
             except Exception:  # keep polling whatever one poll did
                 log.exception("ui.poll_failed")
-            await asyncio.sleep(self.interval)
+            # A slow answer (many big campaigns) stretches the period: the agent spends
+            # at most about a third of its time answering this feed.
+            await asyncio.sleep(max(self.interval, 2 * (loop.time() - started)))
 
-    async def listen(self) -> AsyncIterator[Any]:
+    async def listen(self) -> AsyncGenerator[Any, None]:
         """Snapshots: the current one, then every change, until the caller stops."""
         self._listeners += 1
         if self._task is None or self._task.done():

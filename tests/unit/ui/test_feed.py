@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from zambeze_mesh.campaign.wire import Member, Members
-from zambeze_mesh.ui.feed import MemberTracker
+from zambeze_mesh.ui.feed import MemberTracker, PolledFeed
 
 
 def members(**status: tuple[str, int]) -> Members:
@@ -35,3 +38,25 @@ def test_last_change_follows_status_and_incarnation() -> None:
     assert changed() == {"a": 107.0, "b": 105.0, "c": None}
     rows = tracker.rows(members(**view))["members"]
     assert [r["status"] for r in rows] == ["alive", "dead", "alive"]
+
+
+async def test_polled_feed_pushes_only_changes_and_stops_without_listeners() -> None:
+    calls = []
+    values = iter([1, 1, 1, 2, 2, 3] + [3] * 1000)
+
+    async def fetch() -> dict[str, int]:
+        calls.append(1)
+        return {"v": next(values)}
+
+    feed = PolledFeed(fetch, interval=0.01)
+    seen = []
+    async with contextlib.aclosing(feed.listen()) as snaps:
+        async for snap in snaps:
+            seen.append(snap["v"])
+            if snap["v"] == 3:
+                break
+    assert seen == [1, 2, 3]
+    await asyncio.sleep(0.05)
+    polled = len(calls)
+    await asyncio.sleep(0.1)
+    assert len(calls) == polled  # nobody listens: no more polling
