@@ -121,6 +121,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
     ):
         opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(
         options=opts, service=webdriver.ChromeService(executable_path=CHROMEDRIVER)
     )
@@ -143,6 +144,15 @@ def wait(driver: Any, cond: Callable[[Any], Any], timeout: float = 30, what: str
     except Exception as exc:
         shot(driver, "timeout-" + (what or "wait").replace(" ", "-"))
         raise AssertionError(f"timed out waiting for {what}") from exc
+
+
+def page_errors(driver: Any) -> list[str]:
+    """Errors the page logged since the last call (script errors, CSP violations...)."""
+    return [
+        e["message"]
+        for e in driver.get_log("browser")
+        if e["level"] == "SEVERE" and "Failed to load resource" not in e["message"]
+    ]
 
 
 def mark(driver: Any) -> None:
@@ -267,6 +277,7 @@ fetch("{cancel}", {{method: "POST", mode: "no-cors", credentials: "include"}})
 
 def test_campaign_page_follows_a_diamond_with_a_failing_branch(ui: Ui, browser: Any) -> None:
     browser.get(ui.page("/campaigns"))
+    page_errors(browser)  # forget the previous test's page
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#campaigns tbody"))
     mark(browser)
     acts = [
@@ -278,6 +289,7 @@ def test_campaign_page_follows_a_diamond_with_a_failing_branch(ui: Ui, browser: 
     cid = submit(ui, "diamond", acts)
     row = f"tr[data-campaign='{cid}']"
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, row), 10, "campaign row")
+    shot(browser, "campaigns")
     browser.find_element(By.CSS_SELECTOR, f"{row} a").click()  # hash route: no reload
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "svg .node"), 10, "dag")
     seen_running = wait(
@@ -322,6 +334,7 @@ def test_campaign_page_follows_a_diamond_with_a_failing_branch(ui: Ui, browser: 
     assert browser.find_element(By.ID, "exit-code").text == "3"
     assert not_reloaded(browser)
     shot(browser, "campaign-failed-detail")
+    assert page_errors(browser) == []
 
 
 def test_cancel_from_the_page_kills_the_remote_process(ui: Ui, browser: Any) -> None:
@@ -352,6 +365,7 @@ def test_cancel_from_the_page_kills_the_remote_process(ui: Ui, browser: Any) -> 
     )
     assert campaign_state(ui, cid) == "CANCELLED"
     assert not_reloaded(browser)
+    assert page_errors(browser) == []
 
 
 def test_mesh_page_shows_a_killed_agent_dead_without_reload(ui: Ui, browser: Any) -> None:
@@ -372,3 +386,4 @@ def test_mesh_page_shows_a_killed_agent_dead_without_reload(ui: Ui, browser: Any
     assert statuses(browser)["a"] == "alive" and statuses(browser)["b"] == "alive"
     assert not_reloaded(browser)
     shot(browser, "mesh-dead")
+    assert page_errors(browser) == []
