@@ -13,6 +13,7 @@ const COLORS = {
   BIDDING: "#9575cd", READY: "#b39ddb", PENDING: "#cfd4da", RETRYING: "#ffb300",
   FAILED: "#f44336", CANCELLED: "#795548", SKIPPED: "#ff9800", QUEUED: "#9c27b0",
 };
+const DARK = new Set(["CANCELLED", "FAILED", "AWARDED", "BIDDING", "QUEUED"]);  // white text
 const MAX_EVENT_ROWS = 300;
 const DENSE_EDGES = 150;  // above this many edges a DAG page draws the selected activity's only
 const SVGNS = "http://www.w3.org/2000/svg";
@@ -286,6 +287,7 @@ function campaignPage(main, cid) {
     n.g.setAttribute("data-state", a.state);
     n.g.classList.toggle("sel", st.selected === a.name);
     n.rect.setAttribute("fill", nodeColor(a));
+    n.g.classList.toggle("dark", DARK.has(a.state));
     n.t2.textContent = `${a.state.toLowerCase()}${a.agent ? " · " + a.agent : ""}${a.attempt > 1 ? " · #" + a.attempt : ""}`;
   }
 
