@@ -75,6 +75,11 @@ class Admission:
             log_event(log, "join.pin", name=req.name)
             return membership_pb2.JoinResponse(ca_cert_der=ca.cert_der, mesh=self.agent.mesh)
         _validate(req)
+        if self.agent.ca_locked:
+            raise Unavailable(
+                "the CA key is locked: the operator must restart this agent with"
+                " --ca-passphrase-file"
+            )
         if req.ca_digest != ca.digest:
             raise Unauthenticated("join request is for another mesh CA")
         forwarded = req.hops > 0
