@@ -224,3 +224,34 @@ def test_key_files_are_private_and_status_names_the_sandbox(tmp_path: Path) -> N
     assert b"PRIVATE KEY" not in (a.home / "zmesh.db").read_bytes()
     out = zmesh("agent", "status", home=a.home, check=False).stdout
     assert "sandbox: bwrap" in out, out
+
+
+def test_encrypted_ca_key_signs_joins_only_when_unlocked(tmp_path: Path) -> None:
+    """`zmesh init --ca-passphrase-file`: the CA key is encrypted at rest. Started
+    without the passphrase the CA holder runs but signs no join (UNAVAILABLE, says
+    why) and warns; a wrong passphrase stops the start; with
+    `agent start --ca-passphrase-file` (or $ZMESH_CA_PASSPHRASE_FILE) joins work."""
+    pp = tmp_path / "passphrase"
+    pp.write_text("correct horse battery staple\n")
+    pm = ProcMesh(tmp_path / "m")
+    try:
+        a = pm.init("a", "--ca-passphrase-file", str(pp))
+        pem = (a.home / "keys" / "ca.key").read_bytes()
+        assert pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        a.start()
+        token = pm.token(a)
+        with pytest.raises(AssertionError, match="CA key is locked"):
+            pm.join("b", a, token=token)
+        assert "CA key is locked" in (a.home / "agent.out").read_text()
+        a.stop()
+        bad = tmp_path / "bad"
+        bad.write_text("wrong\n")
+        res = zmesh("agent", "start", "--ca-passphrase-file", str(bad), home=a.home, check=False)
+        assert res.returncode != 0 and "wrong CA passphrase" in res.stderr, res.stderr
+        res = zmesh("agent", "start", home=a.home, env={"ZMESH_CA_PASSPHRASE_FILE": str(pp)})
+        a.pid = int((a.home / "agent.pid").read_text())
+        b = pm.join("b", a, token=token)
+        b.start()
+        pm.wait_for(lambda: a.statuses().get("b") == "alive", what="b alive")
+    finally:
+        pm.stop_all()
