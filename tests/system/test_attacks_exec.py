@@ -255,3 +255,49 @@ def test_encrypted_ca_key_signs_joins_only_when_unlocked(tmp_path: Path) -> None
         pm.wait_for(lambda: a.statuses().get("b") == "alive", what="b alive")
     finally:
         pm.stop_all()
+
+
+def test_log_swapped_for_a_link_to_a_key_returns_nothing(tmp_path: Path) -> None:
+    """Inject: an activity replaces its stdout.log / stderr.log by symlinks to the
+    agent's CA key and store (paths it cannot open itself, but the agent can), hoping
+    the agent reads them back as the output tails; a second activity in the same
+    working dir finds stdout.log linked to the agent key (the agent would truncate it).
+    Check: no key in the tails, the key files are intact, the agent keeps working."""
+    pm, a, b = _two(tmp_path)
+    try:
+        bundle = _client(a, tmp_path / "client")
+        before = {n: (a.home / "keys" / n).read_bytes() for n in ("ca.key", "agent.key")}
+        home = str(a.home)
+        swap = (
+            "echo hello; rm -f stdout.log stderr.log; "
+            f"ln -s {home}/keys/ca.key stdout.log; ln -s {home}/zmesh.db stderr.log"
+        )
+        plant = f"ln -sf {home}/keys/agent.key stdout.log; mkdir -p $ZMESH_OUTPUT_DIR"
+        acts = [
+            shell("swap", swap, agent="a"),
+            shell("plant", plant, agent="a", working_dir="@agentdir/shared"),
+            shell(
+                "victim",
+                "echo second",
+                agent="a",
+                working_dir="@agentdir/shared",
+                depends_on=["plant"],
+            ),
+        ]
+        with _channel(b, bundle) as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            status = _run(stub, acts)
+            by = {x.name: x for x in status.activities}
+            tails = "".join(
+                x.detail.get("stdout_tail", "") + x.detail.get("stderr_tail", "")
+                for x in status.activities
+            )
+            assert KEY_MARK not in tails and "SQLite" not in tails, tails[:300]
+            for body in _key_bodies([a]):
+                assert body not in tails
+            assert by["swap"].state == S.ACTIVITY_STATE_SUCCEEDED, by["swap"]
+            after = {n: (a.home / "keys" / n).read_bytes() for n in ("ca.key", "agent.key")}
+            assert after == before
+            _still_works(stub)
+    finally:
+        pm.stop_all()

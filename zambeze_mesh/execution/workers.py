@@ -101,7 +101,7 @@ def _salvage(scratch: Path, out: str | None, err: str | None, limit: int) -> tup
     tails = []
     for name, path in zip(SCRATCH_NAMES, (out, err), strict=True):
         try:
-            fd = os.open(scratch / name, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(scratch / name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
             tails.append("")
             continue
