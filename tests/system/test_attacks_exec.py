@@ -301,3 +301,55 @@ def test_log_swapped_for_a_link_to_a_key_returns_nothing(tmp_path: Path) -> None
             _still_works(stub)
     finally:
         pm.stop_all()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="run_as needs an agent running as root")
+async def test_run_as_user_cannot_read_agent_secrets() -> None:
+    """Inject: with `sandbox = "none"` and `run_as = "nobody"`, a shell activity reads
+    the key files and the store and lists the home. Check: it runs as nobody, gets
+    permission denied on each, still writes its output, and the key files are intact."""
+    import pwd
+    import shutil
+    import tempfile
+
+    from tests.helpers.inproc import mesh
+
+    try:
+        nobody = pwd.getpwnam("nobody").pw_uid
+    except KeyError:
+        pytest.skip("no user 'nobody' on this machine")
+    # pytest's tmp dirs are 0700: the run_as user could not reach its working dir.
+    root = Path(tempfile.mkdtemp(prefix="zmesh-runas-", dir="/tmp"))
+    os.chmod(root, 0o711)
+    try:
+        cfg = {"sandbox": "none", "run_as": "nobody"}
+        async with mesh(root, 1, configure=lambda i: cfg) as agents:
+            agent = agents[0]
+            home = agent.home.root
+            cmd = "; ".join(
+                [
+                    "id -u > $ZMESH_OUTPUT_DIR/uid",
+                    f"cat {home}/keys/ca.key {home}/keys/agent.key {home}/zmesh.db",
+                    f"ls {home}",
+                    "echo DONE",
+                ]
+            )
+            async with grpc.aio.insecure_channel(f"unix:{agent.home.socket}") as ch:
+                stub = campaigns_pb2_grpc.CampaignsStub(ch)
+                resp = await stub.Submit(
+                    campaigns_pb2.SubmitRequest(name="r", activities=[shell("steal", cmd)])
+                )
+                async for _ in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id)):
+                    pass
+                status = await stub.Get(
+                    campaigns_pb2.GetCampaignRequest(campaign_id=resp.campaign_id)
+                )
+            act = status.activities[0]
+            out, err = act.detail["stdout_tail"], act.detail.get("stderr_tail", "")
+            assert "DONE" in out and KEY_MARK not in out + err, (out, err)
+            assert err.count("Permission denied") >= 4, err
+            uid = Path(act.detail["output_dir"]) / "uid"
+            assert uid.read_text().strip() == str(nobody)
+            assert (home / "keys" / "ca.key").read_bytes().startswith(b"-----BEGIN PRIVATE KEY")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

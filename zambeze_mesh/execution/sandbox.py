@@ -11,9 +11,11 @@ dirs of other campaigns. Two mechanisms keep those out of reach:
   ``runs/`` tree) and the activity's own dirs (read-write) are bound back. Exported
   data roots stay readable. The agent's own processes are not visible (new pid
   namespace), so ``/proc/<agent>/root`` cannot be used to go around the mounts.
-* **run_as**: activities run as another (unprivileged) user through ``setpriv``;
-  the agent home is mode 0700, so that user sees none of it. The activity's dirs
-  are handed to that user. This needs an agent running as root.
+* **run_as**: activities run as another (unprivileged) user through ``setpriv``.
+  The home is made traversable (0711) but not listable; the key dir (0700), the key
+  files, the store and the socket (0600) stay the agent's alone. The activity's dirs
+  are handed to that user. This needs an agent running as root. Without bubblewrap,
+  campaigns run as that one user can read each other's dirs.
 
 Both may be combined. :class:`Sandbox` is built once per agent from its config
 (``sandbox = "auto" | "bwrap" | "none"``, ``run_as = "user"``) and gives each run
@@ -28,6 +30,7 @@ import logging
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -181,13 +184,21 @@ class Sandbox:
         if setpriv is None:
             raise FailedPrecondition("run_as needs setpriv (util-linux)")
         self.uid, self.gid = pw.pw_uid, pw.pw_gid
+        # The pdeath signal is cleared by the credential change: set it again after.
         self._run_as = (
             setpriv,
             f"--reuid={pw.pw_uid}",
             f"--regid={pw.pw_gid}",
             "--init-groups",
+            "--pdeathsig",
+            "KILL",
             "--",
         )
+        # That user must reach the activity dirs below the home, and nothing else
+        # there: the home becomes traversable but not listable; keys, store and
+        # socket keep their owner-only modes.
+        if stat.S_IMODE(self.home.stat().st_mode) == 0o700:
+            os.chmod(self.home, 0o711)
 
     def _bwrap_args(self) -> tuple[str, ...]:
         exe = shutil.which("bwrap")
