@@ -353,3 +353,33 @@ async def test_run_as_user_cannot_read_agent_secrets() -> None:
             assert (home / "keys" / "ca.key").read_bytes().startswith(b"-----BEGIN PRIVATE KEY")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_local_batch_job_runs_in_the_sandbox(tmp_path: Path) -> None:
+    """Inject: with `scheduler = "local"` (PSI/J jobs on this machine) a shell activity
+    reads the key files and the store. Check: none is visible to the job, which still
+    writes its output."""
+    from tests.helpers.inproc import mesh
+
+    cfg = {"sandbox": "auto", "scheduler": "local"}
+    async with mesh(tmp_path, 1, configure=lambda i: cfg) as agents:
+        agent = agents[0]
+        home = agent.home.root
+        cmd = (
+            f"for f in {home}/keys/ca.key {home}/keys/agent.key {home}/zmesh.db; do "
+            'test -e "$f" && echo "LEAK:$f"; done; echo ok > $ZMESH_OUTPUT_DIR/o.txt; echo DONE'
+        )
+        async with grpc.aio.insecure_channel(f"unix:{agent.home.socket}") as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            resp = await stub.Submit(
+                campaigns_pb2.SubmitRequest(name="b", activities=[shell("steal", cmd)])
+            )
+            async for _ in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id)):
+                pass
+            status = await stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=resp.campaign_id))
+        act = status.activities[0]
+        assert act.state == S.ACTIVITY_STATE_SUCCEEDED, act
+        assert "job_id" in act.detail, act.detail  # it really went through the batch plugin
+        out = act.detail.get("stdout_tail", "")
+        assert "DONE" in out and "LEAK" not in out, out
+        assert (Path(act.detail["output_dir"]) / "o.txt").read_text().strip() == "ok"
