@@ -313,7 +313,9 @@ class Contractor:
         spec = job.item.tender.spec
         rw = [prepared.working_dir, prepared.output_dir]
         if spec.WhichOneof("body") == "python" and spec.python.function:
-            rw.append(self.agent.data_dir / "runs" / job.key.campaign_id)
+            campaign_dir = self.agent.data_dir / "runs" / job.key.campaign_id
+            campaign_dir.mkdir(parents=True, exist_ok=True)  # a custom working dir elsewhere
+            rw.append(campaign_dir)
         ro = list(prepared.inputs)
         script = prepared.env.get("ZMESH_SCRIPT")
         if script:
