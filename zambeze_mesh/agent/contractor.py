@@ -305,21 +305,24 @@ class Contractor:
 
     def _jail(self, job: Job, prepared: Prepared) -> Jail | None:
         """The sandbox of a run: its own dirs writable (for shipped functions, which
-        share warm workers per campaign, the campaign's whole runs dir), its inputs
-        and script readable."""
+        share warm workers per campaign, the campaign's whole runs dir; with
+        ``sandbox_functions = "shared"`` every campaign's), its inputs and script
+        readable."""
         sandbox = self.agent.sandbox
         if sandbox is None:
             return None
         spec = job.item.tender.spec
         rw = [prepared.working_dir, prepared.output_dir]
-        if spec.WhichOneof("body") == "python" and spec.python.function:
-            campaign_dir = self.agent.data_dir / "runs" / job.key.campaign_id
-            campaign_dir.mkdir(parents=True, exist_ok=True)  # a custom working dir elsewhere
-            rw.append(campaign_dir)
         ro = list(prepared.inputs)
         script = prepared.env.get("ZMESH_SCRIPT")
         if script:
             ro.append(Path(script))
+        if spec.WhichOneof("body") == "python" and spec.python.function:
+            if self.agent.config.sandbox_functions == "shared":
+                return sandbox.for_run("", [self.agent.data_dir / "runs", *rw], ro)
+            campaign_dir = self.agent.data_dir / "runs" / job.key.campaign_id
+            campaign_dir.mkdir(parents=True, exist_ok=True)  # a custom working dir elsewhere
+            rw.append(campaign_dir)
         return sandbox.for_run(job.key.campaign_id, rw, ro)
 
     def _emitter(self, job: Job):  # type: ignore[no-untyped-def]

@@ -242,14 +242,15 @@ class Sandbox:
         """The jail of a run of ``campaign`` (None when activities are not confined).
 
         ``rw`` are the directories it writes; ``ro`` the inputs and script it reads.
-        The campaign's own runs dir is readable (outputs of its other activities).
+        The campaign's own runs dir is readable (outputs of its other activities);
+        ``campaign=""`` makes every campaign's runs dir readable.
         A read-only path inside the agent home but outside its data dir, or inside
         another campaign's runs dir, is not bound (it stays invisible).
         """
         if not self.uses_bwrap and not self._run_as:
             return None
         runs = self.data_dir / "runs"
-        mine = runs / campaign
+        mine = runs / campaign if campaign else runs
         readable: set[str] = {str(mine)}
         for p in ro:
             real = Path(os.path.realpath(p))

@@ -72,7 +72,8 @@ def test_inside_the_jail_secrets_and_other_campaigns_are_gone(tmp_path: Path) ->
     assert jail is not None
     script = (
         f"cat {home}/keys/ca.key {home}/zmesh.db {data}/runs/c2/b/theirs.txt 2>/dev/null;"
-        f"cat {data}/shared.txt {outside}; echo; echo written > out.txt; ls /proc | grep -c '^[0-9]'"
+        f"cat {data}/shared.txt {outside}; echo; echo written > out.txt;"
+        "ls /proc | grep -c '^[0-9]'"
     )
     res = subprocess.run(
         [*jail.prefix(cwd=work), "/bin/sh", "-c", script], capture_output=True, text=True
@@ -83,3 +84,26 @@ def test_inside_the_jail_secrets_and_other_campaigns_are_gone(tmp_path: Path) ->
     assert (work / "out.txt").read_text() == "written\n"
     # Only the sandbox's own processes are visible (no /proc/<agent>/root way around).
     assert int(res.stdout.split()[-1]) < 10
+
+
+@needs_bwrap
+def test_shared_function_jail_is_the_same_for_every_campaign(tmp_path: Path) -> None:
+    """campaign="" (sandbox_functions = "shared"): every campaign's runs dir, one key."""
+    home, data = _home(tmp_path)
+    sb = Sandbox("auto", home=home, data_dir=data)
+    runs = data / "runs"
+    one = sb.for_run("", [runs, runs / "c1" / "a"])
+    two = sb.for_run("", [runs, runs / "c2" / "b"])
+    assert one is not None and two is not None
+    assert one.key == two.key and one.rw == (str(runs),) and one.ro == (str(runs),)
+
+
+def test_sandbox_settings_are_validated() -> None:
+    from zambeze_mesh.agent.config import AgentConfig
+
+    base = {"name": "a", "mesh": "m", "listen": "127.0.0.1:1"}
+    with pytest.raises(InvalidInput, match="sandbox must be"):
+        AgentConfig(**base, sandbox="chroot")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="sandbox_functions"):
+        AgentConfig(**base, sandbox_functions="per-call")  # type: ignore[arg-type]
+    assert AgentConfig(**base).sandbox == "auto"  # type: ignore[arg-type]
