@@ -35,9 +35,16 @@ def zmesh(home: Path, *args: str) -> str:
 
 @contextmanager
 def process_mesh(
-    n: int, *, slots: int = 2, labels: list[str] | None = None
+    n: int,
+    *,
+    slots: int = 2,
+    labels: list[str] | None = None,
+    config: dict[str, str] | None = None,
 ) -> Iterator[list[Path]]:
-    """n agents as real processes; yields their homes (agent 0 created the mesh)."""
+    """n agents as real processes; yields their homes (agent 0 created the mesh).
+
+    ``config``: string settings written to every agent's config.toml before it starts.
+    """
     with tempfile.TemporaryDirectory(prefix="zmesh-bench-") as tmp:
         root = Path(tmp)
         homes = []
@@ -73,6 +80,13 @@ def process_mesh(
                         f"127.0.0.1:{port}",
                         *extra,
                     )
+                if config:
+                    from zambeze_mesh.agent.config import AgentConfig
+
+                    cfg = AgentConfig.load(home / "config.toml")
+                    for key, value in config.items():
+                        setattr(cfg, key, value)
+                    cfg.save(home / "config.toml")
                 zmesh(home, "agent", "start")
                 homes.append(home)
             deadline = time.monotonic() + 30

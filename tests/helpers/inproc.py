@@ -52,13 +52,18 @@ async def mesh(
     labels: list[dict[str, str]] | None = None,
     configure: Callable[[int], dict[str, Any]] | None = None,
 ) -> AsyncIterator[list[Agent]]:
-    """Start ``n`` agents (agent-0 creates the mesh, the others join through it)."""
+    """Start ``n`` agents (agent-0 creates the mesh, the others join through it).
+
+    Activities run unconfined (``sandbox = "none"``) unless ``configure`` says
+    otherwise: many tests let activities write marker files anywhere under their
+    tmp_path, which the default sandbox hides.
+    """
     agents: list[Agent] = []
     try:
         for i in range(n):
             home = Home(root / f"agent-{i}")
             port = free_port_pair()
-            extra = configure(i) if configure else {}
+            extra = {"sandbox": "none", **(configure(i) if configure else {})}
             lab = labels[i] if labels else {}
             if i == 0:
                 init_mesh(

@@ -81,16 +81,33 @@ class ProcAgent:
 
 
 class ProcMesh:
-    """A mesh of real agent processes on 127.0.0.1, created with init + token + join."""
+    """A mesh of real agent processes on 127.0.0.1, created with init + token + join.
 
-    def __init__(self, root: Path) -> None:
+    ``sandbox`` is written to every agent's config (default ``"none"``: many tests
+    let activities write marker files anywhere, which the default sandbox hides;
+    ``""`` keeps the default of ``zmesh init``/``join``).
+    """
+
+    def __init__(self, root: Path, sandbox: str = "none") -> None:
         self.root = root
+        self.sandbox = sandbox
         self.agents: dict[str, ProcAgent] = {}
+
+    def _configure(self, a: ProcAgent) -> None:
+        if not self.sandbox:
+            return
+        from zambeze_mesh.agent.config import AgentConfig
+
+        path = a.home / "config.toml"
+        cfg = AgentConfig.load(path)
+        cfg.sandbox = self.sandbox
+        cfg.save(path)
 
     def init(self, name: str, *extra: str) -> ProcAgent:
         port = free_port_pair()
         a = ProcAgent(name, self.root / name, port)
         zmesh("init", "--name", name, "--listen", a.address, "--mesh", "test", *extra, home=a.home)
+        self._configure(a)
         self.agents[name] = a
         return a
 
@@ -113,6 +130,7 @@ class ProcMesh:
             *extra,
             home=a.home,
         )
+        self._configure(a)
         self.agents[name] = a
         return a
 

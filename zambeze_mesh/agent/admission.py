@@ -20,6 +20,7 @@ from zambeze_mesh.agent.config import split_hostport
 from zambeze_mesh.agent.logs import log_event
 from zambeze_mesh.errors import (
     AlreadyExists,
+    FailedPrecondition,
     InvalidInput,
     NotPermitted,
     Unauthenticated,
@@ -75,6 +76,11 @@ class Admission:
             log_event(log, "join.pin", name=req.name)
             return membership_pb2.JoinResponse(ca_cert_der=ca.cert_der, mesh=self.agent.mesh)
         _validate(req)
+        if self.agent.ca_locked:
+            raise FailedPrecondition(
+                "the CA key is locked: the operator must restart this agent with"
+                " --ca-passphrase-file"
+            )
         if req.ca_digest != ca.digest:
             raise Unauthenticated("join request is for another mesh CA")
         forwarded = req.hops > 0

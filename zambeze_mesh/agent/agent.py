@@ -28,11 +28,13 @@ from zambeze_mesh.agent.placement import Placement
 from zambeze_mesh.errors import AlreadyExists, Unavailable
 from zambeze_mesh.execution import PluginRegistry
 from zambeze_mesh.execution.loading import load_registry, scheduler_facts
+from zambeze_mesh.execution.sandbox import Sandbox
 from zambeze_mesh.membership.discovery import Advertisement, Advertiser, interface_for
 from zambeze_mesh.membership.events import MemberEvent
+from zambeze_mesh.security import keyfiles
 from zambeze_mesh.security.authz import AuthorizationInterceptor
 from zambeze_mesh.security.ca import MeshCA
-from zambeze_mesh.security.keys import der_to_pem, key_from_pem
+from zambeze_mesh.security.keys import cert_from_pem, der_to_pem, key_from_pem
 from zambeze_mesh.security.tls import channel_credentials, server_credentials
 from zambeze_mesh.store import Store
 from zambeze_mesh.store import identity as idstore
@@ -69,7 +71,9 @@ class Agent:
     lets running ones finish within a grace period, then releases everything.
     """
 
-    def __init__(self, home: Home, *, log_to_file: bool = True) -> None:
+    def __init__(
+        self, home: Home, *, log_to_file: bool = True, ca_passphrase: bytes | None = None
+    ) -> None:
         self.home = home
         home.require()
         self.config = AgentConfig.load(home.config)
@@ -86,6 +90,10 @@ class Agent:
         self._started = False
         self.channels: ChannelPool | None = None
         self.ca: MeshCA | None = None
+        self._ca_passphrase = ca_passphrase
+        #: True on a CA holder whose encrypted CA key was not unlocked: it signs nothing.
+        self.ca_locked = False
+        self.sandbox: Sandbox | None = None
         self.identity: idstore.StoredIdentity | None = None
         self.gossip: Gossip | None = None
         self.registry: PluginRegistry | None = None
@@ -121,7 +129,7 @@ class Agent:
         self.store = Store(self.home.db)
         self.identity = idstore.load_identity(self.store)
         ident = self.identity
-        self.ca = MeshCA.from_pem(der_to_pem(ident.ca_cert_der), ident.ca_key_pem)
+        self.ca = self._load_ca(ident)
         key_pem = ident.key_pem
         cert_pem = der_to_pem(ident.cert_der)
         key_from_pem(key_pem)  # fail early on a damaged key
@@ -179,6 +187,41 @@ class Agent:
             pid=os.getpid(),
         )
 
+    def _make_sandbox(self) -> Sandbox:
+        """The activities' sandbox from the config; a loud warning when there is none."""
+        cfg = self.config
+        roots = [self.home.root / r for r in cfg.exported_roots]
+        sandbox = Sandbox(
+            cfg.sandbox,
+            home=self.home.root,
+            data_dir=self._data_dir,
+            exported_roots=roots,
+            run_as=cfg.run_as,
+        )
+        if sandbox.warning:
+            log_event(log, "sandbox.none", level=logging.WARNING, why=sandbox.warning)
+        else:
+            log_event(log, "sandbox.on", kind=sandbox.kind)
+        return sandbox
+
+    def _load_ca(self, ident: idstore.StoredIdentity) -> MeshCA:
+        """The mesh CA, with its key when this agent holds it (unlocked if encrypted)."""
+        cert_pem = der_to_pem(ident.ca_cert_der)
+        if ident.ca_key_pem is None:
+            return MeshCA.from_pem(cert_pem)
+        passphrase = self._ca_passphrase or keyfiles.passphrase_from(None)
+        if ident.ca_key_encrypted and passphrase is None:
+            self.ca_locked = True
+            log_event(
+                log,
+                "ca.locked",
+                level=logging.WARNING,
+                why="the CA key is encrypted and no passphrase was given: this agent signs"
+                " no joins until restarted with --ca-passphrase-file",
+            )
+            return MeshCA.from_pem(cert_pem)
+        return MeshCA(cert_from_pem(cert_pem), keyfiles.unlock_ca_key(ident.ca_key_pem, passphrase))
+
     def _bind(self, add: object, listen: str, advertise: str) -> str:
         """Bind ``listen``; return the advertised address with the real port filled in."""
         try:
@@ -210,6 +253,7 @@ class Agent:
         """Start membership and the services above it (in dependency order)."""
         assert self.store is not None and self.identity is not None and self.ca is not None
         cfg = self.config
+        self.sandbox = self._make_sandbox()
         # Plugins and their options from the config (execution/loading.py); with a
         # `scheduler`, shell/python activities go to the batch plugin.
         self.registry = load_registry(cfg, self.data_dir)

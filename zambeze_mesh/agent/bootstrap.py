@@ -16,7 +16,8 @@ from zambeze_mesh.errors import AlreadyExists, InvalidInput
 from zambeze_mesh.security import tokens as tokmod
 from zambeze_mesh.security.ca import MeshCA
 from zambeze_mesh.security.identity import Identity, validate_name
-from zambeze_mesh.security.keys import der_to_pem, key_to_pem, write_private_file
+from zambeze_mesh.security.keyfiles import encrypt_key_pem, unlock_ca_key
+from zambeze_mesh.security.keys import cert_from_der, der_to_pem, key_to_pem, write_private_file
 from zambeze_mesh.store import Store
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.store import tokens as tokstore
@@ -50,9 +51,13 @@ def init_mesh(
     advertise: str = "",
     mesh: str = "default",
     labels: dict[str, str] | None = None,
+    ca_passphrase: bytes | None = None,
     **config: object,
 ) -> AgentConfig:
-    """Create a new mesh: its CA, and this agent's key and certificate, in ``home``."""
+    """Create a new mesh: its CA, and this agent's key and certificate, in ``home``.
+
+    With ``ca_passphrase`` the CA key is stored encrypted with it.
+    """
     validate_name(name, "agent name")
     validate_name(mesh, "mesh name")
     cfg = AgentConfig(
@@ -66,7 +71,8 @@ def init_mesh(
     prepare_home(home)
     ca = MeshCA.create(mesh)
     key, cert_der = ca.issue(Identity.agent(mesh, name), hosts_for(cfg.advertise, cfg.listen))
-    write_identity(home, cfg, key_to_pem(key), cert_der, ca, keep_ca_key=True)
+    ca_key = ca.key_pem if ca_passphrase is None else encrypt_key_pem(ca.key_pem, ca_passphrase)
+    write_identity(home, cfg, key_to_pem(key), cert_der, ca, keep_ca_key=True, ca_key_pem=ca_key)
     return cfg
 
 
@@ -78,8 +84,12 @@ def write_identity(
     ca: MeshCA,
     *,
     keep_ca_key: bool,
+    ca_key_pem: bytes | None = None,
 ) -> Store:
-    """Write config and database of a new home in one go (the config last, as the marker)."""
+    """Write key files, database and config of a new home (the config last, as the marker).
+
+    ``ca_key_pem`` is the CA key as stored (default: ``ca``'s key, unencrypted).
+    """
     store = Store(home.db)
     idstore.save_identity(
         store,
@@ -89,7 +99,7 @@ def write_identity(
             key_pem=key_pem,
             cert_der=cert_der,
             ca_cert_der=ca.cert_der,
-            ca_key_pem=ca.key_pem if keep_ca_key else None,
+            ca_key_pem=(ca_key_pem or ca.key_pem) if keep_ca_key else None,
             incarnation=0,
         ),
     )
@@ -150,10 +160,18 @@ class ClientBundle:
     identity: str
 
 
-def issue_client(store: Store, name: str, out: Path, *, ttl_days: int = 365) -> ClientBundle:
+def issue_client(
+    store: Store,
+    name: str,
+    out: Path,
+    *,
+    ttl_days: int = 365,
+    ca_passphrase: bytes | None = None,
+) -> ClientBundle:
     """Issue a client certificate (``spiffe://<mesh>/client/<name>``) into ``out``.
 
-    Needs the CA key, so it runs on a CA-holding agent's home.
+    Needs the CA key, so it runs on a CA-holding agent's home (``ca_passphrase``
+    when that key is encrypted).
     """
     ident = idstore.load_identity(store)
     if ident.ca_key_pem is None:
@@ -161,7 +179,7 @@ def issue_client(store: Store, name: str, out: Path, *, ttl_days: int = 365) -> 
             "this agent does not hold the mesh CA key: run `zmesh cert issue-client` on the"
             " agent that created the mesh"
         )
-    ca = MeshCA.from_pem(der_to_pem(ident.ca_cert_der), ident.ca_key_pem)
+    ca = MeshCA(cert_from_der(ident.ca_cert_der), unlock_ca_key(ident.ca_key_pem, ca_passphrase))
     client = Identity.client(ident.mesh, name)
     key, cert_der = ca.issue(client, [], validity_days=ttl_days)
     out.mkdir(parents=True, exist_ok=True)

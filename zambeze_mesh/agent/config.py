@@ -72,6 +72,16 @@ class AgentConfig:
     rsync_port: int = 0
     rsync_user: str = ""
     accept_functions: bool = True
+    # Where activities run (execution/sandbox.py): "auto" uses bubblewrap when it
+    # works here, "bwrap" requires it, "none" turns confinement off. run_as: an
+    # unprivileged user activities run as (needs an agent running as root).
+    sandbox: str = "auto"
+    run_as: str = ""
+    # Warm function workers in the sandbox: "campaign" (each campaign's own workers,
+    # which see only its runs dir; a campaign's first function waits for a worker
+    # to start) or "shared" (workers reused across campaigns: they see every
+    # campaign's runs dir, still not the keys, store or socket).
+    sandbox_functions: str = "campaign"
     plugins: list[str] = field(default_factory=list)
     disabled_plugins: list[str] = field(default_factory=list)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE
@@ -120,6 +130,14 @@ class AgentConfig:
         ):
             raise InvalidInput("stream_idle_timeout_s must be between 0.1 and 86400 seconds")
         self._check_rsync()
+        if self.sandbox not in ("auto", "bwrap", "none"):
+            raise InvalidInput(f"sandbox must be auto, bwrap or none, got {self.sandbox!r}")
+        if self.sandbox_functions not in ("campaign", "shared"):
+            raise InvalidInput(
+                f"sandbox_functions must be campaign or shared, got {self.sandbox_functions!r}"
+            )
+        if not isinstance(self.run_as, str) or (self.run_as and not self.run_as.isprintable()):
+            raise InvalidInput("run_as must be a user name")
         from zambeze_mesh.execution.batch_spec import check_scheduler, parse_walltime
 
         check_scheduler(self.scheduler)

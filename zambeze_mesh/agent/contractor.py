@@ -13,11 +13,12 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zambeze_mesh.agent.campaign_wire import event, key_of
 from zambeze_mesh.agent.reporter import Reporter
-from zambeze_mesh.agent.staging import Stager
+from zambeze_mesh.agent.staging import Prepared, Stager
 from zambeze_mesh.errors import InvalidInput, ZmeshError
 from zambeze_mesh.execution import Outcome, PluginRegistry, RunContext, RunRequest
 from zambeze_mesh.scheduling import (
@@ -36,6 +37,7 @@ from zambeze_mesh.v1 import scheduling_pb2
 
 if TYPE_CHECKING:
     from zambeze_mesh.agent.agent import Agent
+    from zambeze_mesh.execution.sandbox import Jail
 
 log = logging.getLogger("zambeze_mesh.contractor")
 
@@ -290,6 +292,7 @@ class Contractor:
             agent_dir=self.agent.data_dir,
             env=prepared.env,
             timeout_s=job.act.timeout_s or None,
+            sandbox=self._jail(job, prepared),
         )
         started = time.monotonic()
         outcome = await plugin.run(req, RunContext(emit=self._emitter(job)))
@@ -299,6 +302,28 @@ class Contractor:
         self._runtime[job.act.plugin] = elapsed if old is None else 0.8 * old + 0.2 * elapsed
         outcome.detail.setdefault("output_dir", str(prepared.output_dir))
         return outcome
+
+    def _jail(self, job: Job, prepared: Prepared) -> Jail | None:
+        """The sandbox of a run: its own dirs writable (for shipped functions, which
+        share warm workers per campaign, the campaign's whole runs dir; with
+        ``sandbox_functions = "shared"`` every campaign's), its inputs and script
+        readable."""
+        sandbox = self.agent.sandbox
+        if sandbox is None:
+            return None
+        spec = job.item.tender.spec
+        rw = [prepared.working_dir, prepared.output_dir]
+        ro = list(prepared.inputs)
+        script = prepared.env.get("ZMESH_SCRIPT")
+        if script:
+            ro.append(Path(script))
+        if spec.WhichOneof("body") == "python" and spec.python.function:
+            if self.agent.config.sandbox_functions == "shared":
+                return sandbox.for_run("", [self.agent.data_dir / "runs", *rw], ro)
+            campaign_dir = self.agent.data_dir / "runs" / job.key.campaign_id
+            campaign_dir.mkdir(parents=True, exist_ok=True)  # a custom working dir elsewhere
+            rw.append(campaign_dir)
+        return sandbox.for_run(job.key.campaign_id, rw, ro)
 
     def _emitter(self, job: Job):  # type: ignore[no-untyped-def]
         async def emit(state: str, message: str = "", detail: dict[str, str] | None = None) -> None:

@@ -18,12 +18,20 @@ LEAVE_SIGNAL = signal.SIGUSR1
 STOP_TIMEOUT_S = 20.0
 
 
-async def run_foreground(home: Home) -> None:
+async def run_foreground(home: Home, ca_passphrase: bytes | None = None) -> None:
     """Start the agent and serve until SIGTERM/SIGINT, then leave nothing behind."""
     from zambeze_mesh.agent.agent import Agent
 
-    agent = Agent(home)
+    agent = Agent(home, ca_passphrase=ca_passphrase)
     await agent.start()
+    if agent.sandbox is not None and agent.sandbox.warning:
+        print(f"WARNING: {agent.sandbox.warning}", file=sys.stderr, flush=True)
+    if agent.ca_locked:
+        print(
+            "WARNING: the CA key is locked (encrypted, no passphrase given): joins are not signed",
+            file=sys.stderr,
+            flush=True,
+        )
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     leaving = False
@@ -43,8 +51,11 @@ async def run_foreground(home: Home) -> None:
     await agent.shutdown()
 
 
-def start_background(home: Home) -> int:
-    """Start ``zmesh agent start --foreground`` detached; return once it serves."""
+def start_background(home: Home, ca_passphrase_file: str = "") -> int:
+    """Start ``zmesh agent start --foreground`` detached; return once it serves.
+
+    ``ca_passphrase_file`` is passed on (its path, never the passphrase).
+    """
     home.require()
     pid = home.running_pid()
     if pid is not None:
@@ -63,6 +74,7 @@ def start_background(home: Home) -> int:
                 "agent",
                 "start",
                 "--foreground",
+                *(["--ca-passphrase-file", ca_passphrase_file] if ca_passphrase_file else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=fh,

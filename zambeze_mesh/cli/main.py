@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,6 +43,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {}
     if args.slots:
         extra["slots"] = args.slots
+    if args.ca_passphrase_file:
+        from zambeze_mesh.security.keyfiles import read_passphrase
+
+        extra["ca_passphrase"] = read_passphrase(args.ca_passphrase_file)
     cfg = init_mesh(
         home,
         name=args.name,
@@ -52,6 +57,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         **extra,
     )
     print(f"created mesh {cfg.mesh!r} with agent {cfg.name!r} in {home.root}")
+    if args.ca_passphrase_file:
+        print("the CA key is encrypted: start the agent with --ca-passphrase-file to sign joins")
     print("next: `zmesh agent start`, then `zmesh token create` for each joining agent")
     return 0
 
@@ -121,12 +128,17 @@ def cmd_join(args: argparse.Namespace) -> int:
 
 def cmd_agent_start(args: argparse.Namespace) -> int:
     from zambeze_mesh.cli import daemon
+    from zambeze_mesh.security.keyfiles import passphrase_from
 
     home = _home(args)
     if args.foreground:
-        asyncio.run(daemon.run_foreground(home))
+        asyncio.run(daemon.run_foreground(home, passphrase_from(args.ca_passphrase_file)))
         return 0
-    pid = daemon.start_background(home)
+    if args.ca_passphrase_file:
+        passphrase_from(args.ca_passphrase_file)  # a bad file fails here, not in the daemon
+    pid = daemon.start_background(
+        home, os.path.abspath(args.ca_passphrase_file) if args.ca_passphrase_file else ""
+    )
     address = home.ports.read_text().split()[0]
     print(f"agent started (pid {pid}) on {address}")
     return 0
@@ -154,13 +166,32 @@ def cmd_agent_status(args: argparse.Namespace) -> int:
         "running": pid is not None,
         "pid": pid,
         "address": home.ports.read_text().split()[0] if pid and home.ports.exists() else None,
+        "sandbox": _sandbox_line(home, cfg),
     }
     if args.json:
         print(json.dumps(doc))
     else:
         state = f"running (pid {pid}) on {doc['address']}" if pid else "stopped"
         print(f"agent {cfg.name} of mesh {cfg.mesh}: {state}")
+        print(f"sandbox: {doc['sandbox']}")
     return 0 if pid else 1
+
+
+def _sandbox_line(home: Home, cfg: Any) -> str:
+    """How this agent's activities are confined (the same decision the agent makes)."""
+    from zambeze_mesh.execution.sandbox import Sandbox
+
+    try:
+        sandbox = Sandbox(
+            cfg.sandbox,
+            home=home.root,
+            data_dir=home.root / cfg.data_dir,
+            exported_roots=[home.root / r for r in cfg.exported_roots],
+            run_as=cfg.run_as,
+        )
+    except ZmeshError as exc:
+        return f"misconfigured: {exc}"
+    return sandbox.describe()
 
 
 def cmd_members(args: argparse.Namespace) -> int:
@@ -180,7 +211,11 @@ def cmd_cert_issue_client(args: argparse.Namespace) -> int:
 
     store = open_store(_home(args))
     try:
-        bundle = issue_client(store, args.name, Path(args.out))
+        from zambeze_mesh.security.keyfiles import passphrase_from
+
+        bundle = issue_client(
+            store, args.name, Path(args.out), ca_passphrase=passphrase_from(args.ca_passphrase_file)
+        )
     finally:
         store.close()
     print(f"issued {bundle.identity}")
@@ -267,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("init", cmd_init, help="create a new mesh with this agent as its first member")
     agent_opts(sp)
     sp.add_argument("--mesh", default="default", help="mesh name (default: default)")
+    passphrase_help = "file whose first line is the CA key's passphrase"
+    sp.add_argument(
+        "--ca-passphrase-file", help=passphrase_help + " (the CA key is stored encrypted)"
+    )
 
     tok = sub.add_parser("token", help="join tokens").add_subparsers(dest="sub", required=True)
     sp = add("create", cmd_token_create, tok, help="print a new join token")
@@ -286,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     ag = sub.add_parser("agent", help="run the agent").add_subparsers(dest="sub", required=True)
     sp = add("start", cmd_agent_start, ag, help="start the agent (returns once serving)")
     sp.add_argument("--foreground", action="store_true", help="run in this process")
+    sp.add_argument(
+        "--ca-passphrase-file",
+        help=passphrase_help + " (default $ZMESH_CA_PASSPHRASE_FILE): unlocks joins",
+    )
     sp = add("stop", cmd_agent_stop, ag, help="stop the agent gracefully")
     sp.add_argument("--leave", action="store_true", help="announce leaving the mesh first")
     sp = add("status", cmd_agent_status, ag, help="is the agent running?")
@@ -320,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("issue-client", cmd_cert_issue_client, cert, help="credentials for a client")
     sp.add_argument("name")
     sp.add_argument("--out", required=True, help="directory for client.key/.crt and ca.crt")
+    sp.add_argument("--ca-passphrase-file", help=passphrase_help)
 
     dat = sub.add_parser("data", help="data held by agents (NAME://path)")
     dsub = dat.add_subparsers(dest="sub", required=True)

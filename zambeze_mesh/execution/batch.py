@@ -148,6 +148,11 @@ class BatchPlugin(BasePlugin):
                 files.fn_out.unlink(missing_ok=True)
                 files.fn_in.write_bytes(req.spec.python.function)
             argv = activity_argv(req, script, self.python)
+            if req.sandbox is not None and self.scheduler == "local":
+                # Only a local job surely runs on this machine, where the sandbox
+                # exists; a cluster job runs on a node the agent does not control.
+                req.sandbox.hand_over(req.working_dir, req.output_dir)
+                argv = [*req.sandbox.prefix(cwd=req.working_dir), *argv]
             env = with_venv_path(dict(body_env), self.python)
             env.update(self.zmesh_env(req))
             if script is not None:

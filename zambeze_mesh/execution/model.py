@@ -13,10 +13,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from zambeze_mesh.errors import Unimplemented
 from zambeze_mesh.v1 import common_pb2
+
+if TYPE_CHECKING:
+    from zambeze_mesh.execution.sandbox import Jail
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ class RunRequest:
     the plugin's environment; the agent puts ``ZMESH_WORKING_DIR``,
     ``ZMESH_OUTPUT_DIR``, ``ZMESH_AGENT_DIR``, ``ZMESH_CAMPAIGN``,
     ``ZMESH_ACTIVITY`` and, when it staged a script, ``ZMESH_SCRIPT`` there.
+    ``sandbox`` is the jail its processes run in (None: not confined).
     """
 
     campaign_id: str
@@ -53,6 +57,7 @@ class RunRequest:
     agent_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     timeout_s: float | None = None
+    sandbox: Jail | None = None
 
     @property
     def key(self) -> RunKey:

@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 from zambeze_mesh.errors import InvalidInput
 from zambeze_mesh.execution.model import Outcome, RunContext, RunKey, RunRequest
 from zambeze_mesh.execution.process import ProcessRun
+from zambeze_mesh.execution.sandbox import scrub_env
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class BasePlugin:
     @classmethod
     def build_env(cls, req: RunRequest, spec_env: Mapping[str, str]) -> dict[str, str]:
         """``os.environ`` + the activity's env + the request's env, later wins."""
-        env = dict(os.environ)
+        env = scrub_env(dict(os.environ))
         env.update(spec_env)
         env.update(cls.zmesh_env(req))
         return env
@@ -177,7 +178,13 @@ class BasePlugin:
         argv: list[str],
         env: Mapping[str, str],
     ) -> Outcome:
-        """Run ``argv`` in the working dir under ``job``, emitting RUNNING with the pid."""
+        """Run ``argv`` in the working dir under ``job``, emitting RUNNING with the pid.
+
+        With a sandbox (``req.sandbox``) the process starts inside it.
+        """
+        if req.sandbox is not None:
+            req.sandbox.hand_over(req.working_dir, req.output_dir)
+            argv = [*req.sandbox.prefix(cwd=req.working_dir), *argv]
         prun = ProcessRun(
             argv, cwd=req.working_dir, env=env, timeout_s=req.timeout_s, grace_s=self.grace_s
         )

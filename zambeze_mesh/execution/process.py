@@ -35,9 +35,14 @@ STDERR_NAME = "stderr.log"
 
 
 def read_tail(path: Path, limit: int = TAIL_BYTES) -> str:
-    """The last ``limit`` bytes of a file as text ("" when it does not exist)."""
+    """The last ``limit`` bytes of a file as text ("" when it does not exist).
+
+    A symlink is not followed: an activity that swapped its log for a link to one
+    of the agent's files gets nothing back.
+    """
     try:
-        with open(path, "rb") as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             f.seek(max(0, size - limit))
@@ -48,7 +53,9 @@ def read_tail(path: Path, limit: int = TAIL_BYTES) -> str:
 
 
 def _open_logs(out: Path, err: Path) -> tuple[int, int]:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    # O_NOFOLLOW: a link an earlier activity left in a shared working dir must not
+    # make the agent truncate a file of its own.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
     fd_out = os.open(out, flags, 0o644)
     try:
         return fd_out, os.open(err, flags, 0o644)

@@ -93,6 +93,8 @@ class PythonPlugin(BasePlugin):
 
         # No await between here and pool.run registering the task: no lost cancel.
         job.canceller = cancel
+        if req.sandbox is not None:
+            req.sandbox.hand_over(req.working_dir, req.output_dir)
         res = await pool.run(
             req.spec.python.function,
             task_id=req.key,
@@ -101,6 +103,7 @@ class PythonPlugin(BasePlugin):
             stderr_path=err,
             env=env,
             timeout_s=req.timeout_s,
+            sandbox=req.sandbox,
         )
         return self._outcome(res, req)
 

@@ -57,8 +57,10 @@ def _flush() -> None:
 
 
 def copy_fd(src: int, size: int, path: str) -> None:
-    """Write the first ``size`` bytes of ``src`` to ``path`` (created or truncated)."""
-    dst = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    """Write the first ``size`` bytes of ``src`` to ``path`` (created or truncated;
+    a symlink there is not followed)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+    dst = os.open(path, flags, 0o644)
     try:
         offset = 0
         try:

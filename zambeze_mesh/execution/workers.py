@@ -9,6 +9,11 @@ writable again) and replies are read by an ``add_reader`` callback that resolves
 the waiting task's future, so a round trip costs two pipe writes, two reads and
 one event-loop wake-up.
 
+With a sandbox (:class:`~zambeze_mesh.execution.sandbox.Jail`) a worker starts
+inside it once and then serves every task with the same jail key (for the agent:
+the shipped functions of one campaign); a task with another key gets another
+worker, an idle worker of another key being stopped first when the pool is full.
+
 Workers start lazily, one per concurrent task up to ``size`` (a semaphore: a
 worker never runs more than one task and no task is sent ahead to a busy
 worker), and are kept. Each worker captures its tasks' stdout/stderr in two
@@ -44,6 +49,7 @@ from typing import Any, Literal
 from zambeze_mesh.errors import FailedPrecondition, Unavailable
 from zambeze_mesh.execution.frames import READ_CHUNK, FrameBuffer, encode
 from zambeze_mesh.execution.process import death_guard
+from zambeze_mesh.execution.sandbox import Jail, scrub_env
 from zambeze_mesh.execution.worker import DEFAULT_TAIL, SCRATCH_NAMES, keep_output
 
 log = logging.getLogger(__name__)
@@ -82,7 +88,7 @@ class _WorkerGone(Exception):
 
 
 def _worker_env(extra: Mapping[str, str] | None) -> dict[str, str]:
-    env = dict(os.environ)
+    env = scrub_env(dict(os.environ))
     root = str(Path(__file__).resolve().parents[2])
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = root + (os.pathsep + path if path else "")
@@ -95,7 +101,7 @@ def _salvage(scratch: Path, out: str | None, err: str | None, limit: int) -> tup
     tails = []
     for name, path in zip(SCRATCH_NAMES, (out, err), strict=True):
         try:
-            fd = os.open(scratch / name, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(scratch / name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
             tails.append("")
             continue
@@ -112,8 +118,17 @@ def _salvage(scratch: Path, out: str | None, err: str | None, limit: int) -> tup
 class _Worker:
     """One worker process, our ends of its pipes and its scratch dir."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, rfd: int, wfd: int, scratch: Path) -> None:
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        rfd: int,
+        wfd: int,
+        scratch: Path,
+        jail: Jail | None = None,
+    ) -> None:
         self.proc = proc
+        self.jail = jail
+        self.jail_key: Hashable = jail.key if jail is not None else None
         self.pid = proc.pid
         self.scratch = scratch
         self._loop = asyncio.get_running_loop()
@@ -317,8 +332,12 @@ class WorkerPool:
         """Pids of the live workers."""
         return [w.pid for w in (*self._idle, *self._busy) if w.alive]
 
-    async def _spawn(self) -> _Worker:
+    async def _spawn(self, jail: Jail | None = None) -> _Worker:
         scratch = Path(tempfile.mkdtemp(prefix="zmesh-worker-", dir=self.scratch_root))
+        prefix: list[str] = []
+        if jail is not None:
+            jail.hand_over(scratch)
+            prefix = jail.prefix(extra_rw=[scratch])
         child_in, to_worker = os.pipe()
         from_worker, child_out = os.pipe()
         try:
@@ -326,6 +345,7 @@ class WorkerPool:
             # function would otherwise outlive it until it returns).
             proc = await asyncio.create_subprocess_exec(
                 *death_guard(),
+                *prefix,
                 self.python,
                 "-m",
                 "zambeze_mesh.execution.worker",
@@ -346,7 +366,7 @@ class WorkerPool:
             os.close(child_out)
         os.set_blocking(to_worker, False)
         os.set_blocking(from_worker, False)
-        worker = _Worker(proc, from_worker, to_worker, scratch)
+        worker = _Worker(proc, from_worker, to_worker, scratch, jail)
         try:
             hello = await asyncio.wait_for(worker.next_frame(), self.start_timeout_s)
         except (TimeoutError, _WorkerGone) as exc:
@@ -400,9 +420,12 @@ class WorkerPool:
         stderr_path: Path | None = None,
         env: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
+        sandbox: Jail | None = None,
     ) -> TaskResult:
         """Call the cloudpickled ``(func, args, kwargs)`` in a worker.
 
+        With ``sandbox`` the call runs in a worker started inside that jail (one
+        already warm for the same jail key when there is one).
         The tails of the call's output are in the result. ``stdout_path`` /
         ``stderr_path`` receive the call's whole output when it wrote some (a
         silent stream creates no file and leaves an existing one alone). ``timeout_s``
@@ -426,16 +449,20 @@ class WorkerPool:
                 "err": str(stderr_path) if stderr_path else None,
                 "env": dict(env) if env else {},
             }
-            return await self._run_in_slot(pending, task, timeout_s)
+            return await self._run_in_slot(pending, task, timeout_s, sandbox)
         finally:
             pending.done.set()
             del self._pending[key]
 
     async def _run_in_slot(
-        self, pending: _Pending, task: dict[str, Any], timeout_s: float | None
+        self,
+        pending: _Pending,
+        task: dict[str, Any],
+        timeout_s: float | None,
+        jail: Jail | None = None,
     ) -> TaskResult:
         try:
-            worker = await self._take_worker()
+            worker = await self._take_worker(jail)
         except BaseException:
             self._release_slot()
             raise
@@ -457,15 +484,21 @@ class WorkerPool:
             else:
                 self._replace(worker)
 
-    async def _take_worker(self) -> _Worker:
-        """An idle live worker, or a new one."""
-        while self._idle:
-            candidate = self._idle.pop()
-            if candidate.alive:
+    async def _take_worker(self, jail: Jail | None = None) -> _Worker:
+        """An idle live worker of the same jail, or a new one (an idle worker of
+        another jail is stopped when the pool already has ``size`` workers)."""
+        key = jail.key if jail is not None else None
+        for candidate in reversed(self._idle):
+            if candidate.jail_key == key and candidate.alive:
+                self._idle.remove(candidate)
                 return candidate
-            await candidate.kill()
-            candidate.remove_scratch()
-        return await self._spawn()
+        for dead in [w for w in self._idle if not w.alive]:
+            self._idle.remove(dead)
+            await dead.kill()
+            dead.remove_scratch()
+        if self._idle and len(self._idle) + len(self._busy) >= self.size:
+            await self._idle.pop(0).stop()
+        return await self._spawn(jail)
 
     async def _call(
         self, worker: _Worker, pending: _Pending, task: dict[str, Any], timeout_s: float | None
@@ -537,7 +570,7 @@ class WorkerPool:
                 await worker.kill()
                 worker.remove_scratch()
                 if not self._closed:
-                    self._idle.append(await self._spawn())
+                    self._idle.append(await self._spawn(worker.jail))
             except Exception:
                 log.exception("could not respawn a function worker")
             finally:

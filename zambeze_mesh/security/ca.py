@@ -151,10 +151,15 @@ class MeshCA:
         return cls(cert, key)
 
     @classmethod
-    def from_pem(cls, cert_pem: bytes, key_pem: bytes | None = None) -> MeshCA:
-        """Load a CA from PEM; without ``key_pem`` it can verify but not sign."""
+    def from_pem(
+        cls, cert_pem: bytes, key_pem: bytes | None = None, password: bytes | None = None
+    ) -> MeshCA:
+        """Load a CA from PEM; without ``key_pem`` it can verify but not sign.
+
+        An encrypted ``key_pem`` needs its ``password``.
+        """
         cert = cert_from_pem(cert_pem)
-        key = key_from_pem(key_pem) if key_pem is not None else None
+        key = key_from_pem(key_pem, password) if key_pem is not None else None
         return cls(cert, key)
 
     @property

@@ -47,10 +47,10 @@ def _check_ec(key: object) -> PrivateKey:
     return key
 
 
-def key_from_pem(data: bytes) -> PrivateKey:
-    """Load an unencrypted EC P-256 private key from PEM."""
+def key_from_pem(data: bytes, password: bytes | None = None) -> PrivateKey:
+    """Load an EC P-256 private key from PEM (encrypted ones need ``password``)."""
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = serialization.load_pem_private_key(data, password=password)
     except (ValueError, TypeError) as exc:
         raise InvalidInput(f"private key does not parse: {exc}") from None
     return _check_ec(key)

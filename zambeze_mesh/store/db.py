@@ -80,8 +80,19 @@ def _m3_campaign_requests(db: sqlite3.Connection) -> None:
     m3_campaign_requests(db)
 
 
+def _m4_keys_to_files(db: sqlite3.Connection) -> None:
+    from zambeze_mesh.store.identity import m4_keys_to_files
+
+    m4_keys_to_files(db)
+
+
 #: Forward-only migrations; index i upgrades schema version i to i+1.
-MIGRATIONS: list[Migration] = [_m1_foundation, _m2_campaigns, _m3_campaign_requests]
+MIGRATIONS: list[Migration] = [
+    _m1_foundation,
+    _m2_campaigns,
+    _m3_campaign_requests,
+    _m4_keys_to_files,
+]
 
 
 class Store:
@@ -101,7 +112,11 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=30000")
+        before = self.schema_version
         self.migrate(migrations if migrations is not None else MIGRATIONS)
+        if self.schema_version != before:
+            # Old pages (a key moved out of the store, say) must not linger in the WAL.
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @property
     def schema_version(self) -> int:

@@ -1,0 +1,109 @@
+"""The sandbox policy: what a run's jail binds, and that bwrap really hides the rest."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from zambeze_mesh.errors import InvalidInput
+from zambeze_mesh.execution.sandbox import Sandbox, bwrap_problem, scrub_env
+
+needs_bwrap = pytest.mark.skipif(bool(bwrap_problem()), reason=bwrap_problem() or "ok")
+
+
+def _home(tmp_path: Path) -> tuple[Path, Path]:
+    home = tmp_path / "home"
+    data = home / "data"
+    (home / "keys").mkdir(parents=True)
+    (home / "keys" / "ca.key").write_text("SECRET")
+    (home / "zmesh.db").write_text("STORE")
+    (data / "runs" / "c1" / "a").mkdir(parents=True)
+    (data / "runs" / "c2" / "b").mkdir(parents=True)
+    (data / "runs" / "c2" / "b" / "theirs.txt").write_text("THEIRS")
+    (data / "shared.txt").write_text("SHARED")
+    return home, data
+
+
+def test_none_mode_confines_nothing_and_says_so(tmp_path: Path) -> None:
+    home, data = _home(tmp_path)
+    sb = Sandbox("none", home=home, data_dir=data)
+    assert sb.for_run("c1", [data / "runs" / "c1" / "a"]) is None
+    assert sb.kind == "none" and "NOT sandboxed" in sb.warning
+    assert sb.describe().startswith("none:")
+    with pytest.raises(InvalidInput, match="sandbox must be"):
+        Sandbox("maybe", home=home, data_dir=data)
+
+
+def test_secret_env_is_scrubbed() -> None:
+    env = scrub_env({"ZMESH_TOKEN": "t", "ZMESH_CA_PASSPHRASE_FILE": "/p", "PATH": "/bin"})
+    assert env == {"PATH": "/bin"}
+
+
+@needs_bwrap
+def test_jail_binds_only_what_the_run_may_see(tmp_path: Path) -> None:
+    """Read-only inputs inside the home (keys, store) or inside another campaign's
+    runs dir are dropped; nested read-write dirs collapse to the outermost."""
+    home, data = _home(tmp_path)
+    outside = tmp_path / "input.txt"
+    outside.write_text("INPUT")
+    sb = Sandbox("auto", home=home, data_dir=data)
+    work = data / "runs" / "c1" / "a"
+    jail = sb.for_run(
+        "c1",
+        [work, work / "output"],
+        [home / "keys" / "ca.key", home / "zmesh.db", data / "runs" / "c2" / "b", outside],
+    )
+    assert jail is not None
+    assert jail.rw == (str(work),)
+    assert set(jail.ro) == {str(data / "runs" / "c1"), str(outside)}
+    assert jail.key == sb.for_run("c1", [work], [outside]).key  # type: ignore[union-attr]
+
+
+@needs_bwrap
+def test_inside_the_jail_secrets_and_other_campaigns_are_gone(tmp_path: Path) -> None:
+    home, data = _home(tmp_path)
+    outside = tmp_path / "input.txt"
+    outside.write_text("INPUT")
+    sb = Sandbox("bwrap", home=home, data_dir=data)
+    work = data / "runs" / "c1" / "a"
+    jail = sb.for_run("c1", [work], [outside])
+    assert jail is not None
+    script = (
+        f"cat {home}/keys/ca.key {home}/zmesh.db {data}/runs/c2/b/theirs.txt 2>/dev/null;"
+        f"cat {data}/shared.txt {outside}; echo; echo written > out.txt;"
+        "ls /proc | grep -c '^[0-9]'"
+    )
+    res = subprocess.run(
+        [*jail.prefix(cwd=work), "/bin/sh", "-c", script], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
+    assert "SECRET" not in res.stdout and "STORE" not in res.stdout and "THEIRS" not in res.stdout
+    assert "SHARED" in res.stdout and "INPUT" in res.stdout
+    assert (work / "out.txt").read_text() == "written\n"
+    # Only the sandbox's own processes are visible (no /proc/<agent>/root way around).
+    assert int(res.stdout.split()[-1]) < 10
+
+
+@needs_bwrap
+def test_shared_function_jail_is_the_same_for_every_campaign(tmp_path: Path) -> None:
+    """campaign="" (sandbox_functions = "shared"): every campaign's runs dir, one key."""
+    home, data = _home(tmp_path)
+    sb = Sandbox("auto", home=home, data_dir=data)
+    runs = data / "runs"
+    one = sb.for_run("", [runs, runs / "c1" / "a"])
+    two = sb.for_run("", [runs, runs / "c2" / "b"])
+    assert one is not None and two is not None
+    assert one.key == two.key and one.rw == (str(runs),) and one.ro == (str(runs),)
+
+
+def test_sandbox_settings_are_validated() -> None:
+    from zambeze_mesh.agent.config import AgentConfig
+
+    base = {"name": "a", "mesh": "m", "listen": "127.0.0.1:1"}
+    with pytest.raises(InvalidInput, match="sandbox must be"):
+        AgentConfig(**base, sandbox="chroot")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="sandbox_functions"):
+        AgentConfig(**base, sandbox_functions="per-call")  # type: ignore[arg-type]
+    assert AgentConfig(**base).sandbox == "auto"  # type: ignore[arg-type]
