@@ -4,6 +4,12 @@ Events go through the :class:`~.reporter.Reporter`: written to the contractor's 
 outbox (SQLite) before they are sent and deleted only when the monitor acknowledges
 them, so neither side's restart loses one. At most ``slots`` activities run at once;
 accepted work beyond that waits in a queue.
+
+Work is scoped to its monitor: a job is keyed by (monitor, campaign, activity,
+attempt), and only that monitor may cancel it. Two monitors naming the same
+(campaign, activity, attempt) get two separate jobs (in separate default working
+dirs); they never run at the same time here, so a plugin's own (campaign, activity,
+attempt) key always names exactly one run.
 """
 
 from __future__ import annotations
@@ -46,6 +52,10 @@ LOAD_GOSSIP_INTERVAL_S = 1.0
 SERVICE_MEMORY_S = 30.0
 
 
+JobKey = tuple[str, TenderKey]
+"""A contractor job's key: ``(monitor, (campaign, activity, attempt))``."""
+
+
 @dataclass
 class Job:
     """One accepted attempt."""
@@ -60,6 +70,11 @@ class Job:
     started: float = field(default_factory=time.monotonic)
     elapsed: float = 0.0  # the plugin's run time, once it ran
 
+    @property
+    def job_key(self) -> JobKey:
+        """``(monitor, key)``: jobs of different monitors never share a key."""
+        return (self.monitor, self.key)
+
 
 class Contractor:
     """Executes awarded activities on this agent."""
@@ -68,7 +83,9 @@ class Contractor:
         self.agent = agent
         self.registry = registry
         self.stager = Stager(agent)
-        self.jobs: dict[TenderKey, Job] = {}
+        self.jobs: dict[JobKey, Job] = {}
+        # Jobs waiting for another monitor's job with the same TenderKey to end.
+        self._held: dict[TenderKey, list[Job]] = {}
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._running = 0
         self._workers: list[asyncio.Task[None]] = []
@@ -184,16 +201,20 @@ class Contractor:
         """
         decisions = []
         accepted: list[Job] = []
+        monitor = req.monitor
         for item in req.items:
             key = key_of(item.tender)
+            jkey = (monitor, key)
             d = scheduling_pb2.AwardDecision(
                 campaign_id=key.campaign_id, activity=key.activity, attempt=key.attempt
             )
-            if key in self.jobs:
-                if self.jobs[key].cancelled:
+            if jkey in self.jobs:
+                if self.jobs[jkey].cancelled:
                     d.reason = "this attempt is being cancelled here"
                 else:
                     d.accepted = True
+            elif item.monitor and item.monitor != monitor:
+                d.reason = f"award item names monitor {item.monitor!r}, the award {monitor!r}"
             elif self._full() or self._closing:
                 d.reason = "slots gone: queue is full"
             else:
@@ -202,8 +223,8 @@ class Contractor:
                 except InvalidInput as exc:
                     d.reason = str(exc)
                 else:
-                    job = Job(key, req.monitor, act, item)
-                    self.jobs[key] = job
+                    job = Job(key, monitor, act, item)
+                    self.jobs[jkey] = job
                     accepted.append(job)
                     d.accepted = True
             decisions.append(d)
@@ -212,10 +233,10 @@ class Contractor:
                 for job in accepted:
                     cstore.contract_put(
                         db,
+                        job.monitor,
                         job.key.campaign_id,
                         job.key.activity,
                         job.key.attempt,
-                        job.monitor,
                         job.item.SerializeToString(),
                         st.AWARDED,
                     )
@@ -228,6 +249,9 @@ class Contractor:
         while True:
             job = await self._queue.get()
             if job.cancelled:
+                continue
+            if self._other_running(job):
+                self._held.setdefault(job.key, []).append(job)
                 continue
             self._running += 1
             job.running = True
@@ -247,6 +271,19 @@ class Contractor:
                 outcome = Outcome("CANCELLED", message="cancelled")
             self._finish(job, outcome)
             self._completed(job)
+
+    def _other_running(self, job: Job) -> bool:
+        """Whether another monitor's job with the same TenderKey is running here."""
+        return any(
+            other.running and other.key == job.key and other is not job
+            for (mon, _), other in self.jobs.items()
+            if mon != job.monitor
+        )
+
+    def _release_held(self, key: TenderKey) -> None:
+        """Queue again the jobs that waited for ``key``'s running job to end."""
+        for job in self._held.pop(key, []):
+            self._queue.put_nowait(job)
 
     def _completed(self, job: Job) -> None:
         """Learn the service interval from completions that follow each other while
@@ -317,7 +354,17 @@ class Contractor:
         if outcome.stdout_tail:
             detail["stdout_tail"] = outcome.stdout_tail
         self._emit(job, outcome.state, outcome.message, detail, outcome.result, final=True)
-        self.jobs.pop(job.key, None)
+        if self.jobs.get(job.job_key) is job:
+            del self.jobs[job.job_key]
+        self._drop_held(job)
+        self._release_held(job.key)
+
+    def _drop_held(self, job: Job) -> None:
+        held = self._held.get(job.key)
+        if held and job in held:
+            held.remove(job)
+            if not held:
+                del self._held[job.key]
 
     def _emit(
         self,
@@ -342,11 +389,15 @@ class Contractor:
         self.reporter.emit(job.monitor, ev, final=final)
 
     # ------------------------------------------------------------ cancel
-    async def cancel(self, refs: list[scheduling_pb2.ActivityRef]) -> int:
-        """Stop matching attempts (attempt 0 = any attempt)."""
+    async def cancel(self, refs: list[scheduling_pb2.ActivityRef], monitor: str) -> int:
+        """Stop matching attempts of ``monitor``'s jobs (attempt 0 = any attempt).
+
+        Jobs of other monitors are never touched, whatever the refs name."""
         count = 0
         for ref in refs:
-            for key, job in list(self.jobs.items()):
+            for (mon, key), job in list(self.jobs.items()):
+                if mon != monitor:
+                    continue
                 if key.campaign_id != ref.campaign_id or key.activity != ref.activity:
                     continue
                 if ref.attempt and key.attempt != ref.attempt:

@@ -315,7 +315,7 @@ class Placement:
         )
         local = self.agent.contractor
         if agent == self.agent.name and local is not None:
-            await local.cancel(list(req.activities))
+            await local.cancel(list(req.activities), self.agent.name)
             return
         if stub is None:
             return

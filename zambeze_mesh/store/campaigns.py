@@ -88,6 +88,36 @@ def m3_campaign_requests(db: sqlite3.Connection) -> None:
     )
 
 
+def m4_owners(db: sqlite3.Connection) -> None:
+    """Migration 4: campaigns have an owner; contracts are keyed by their monitor.
+
+    ``owner`` is the identity that submitted the campaign (a SPIFFE ID, or
+    ``local:<uid>`` for the Unix socket); rows from before have ``''`` (only admins
+    see them). A contract's key gains its monitor, so two monitors naming the same
+    (campaign, activity, attempt) never share one.
+    """
+    run_script(
+        db,
+        """
+        ALTER TABLE campaigns ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+        CREATE INDEX campaigns_owner_request ON campaigns(owner, client_request_id);
+        CREATE TABLE contracts_new (
+            monitor TEXT NOT NULL,
+            campaign_id TEXT NOT NULL,
+            activity TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            item BLOB NOT NULL,
+            state TEXT NOT NULL,
+            PRIMARY KEY (monitor, campaign_id, activity, attempt)
+        );
+        INSERT INTO contracts_new (monitor, campaign_id, activity, attempt, item, state)
+            SELECT monitor, campaign_id, activity, attempt, item, state FROM contracts;
+        DROP TABLE contracts;
+        ALTER TABLE contracts_new RENAME TO contracts;
+        """,
+    )
+
+
 @dataclass
 class ActivityRow:
     """The monitor's current view of one activity."""
@@ -276,19 +306,19 @@ def outbox_pending(store: Store, limit: int = 2000) -> list[tuple[int, str, comm
 
 def contract_put(
     db: sqlite3.Connection,
+    monitor: str,
     cid: str,
     activity: str,
     attempt: int,
-    monitor: str,
     item: bytes,
     state: str,
 ) -> None:
-    """Record or update accepted work."""
+    """Record or update ``monitor``'s accepted work."""
     db.execute(
-        "INSERT INTO contracts (campaign_id, activity, attempt, monitor, item, state)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(campaign_id, activity, attempt)"
+        "INSERT INTO contracts (monitor, campaign_id, activity, attempt, item, state)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(monitor, campaign_id, activity, attempt)"
         " DO UPDATE SET state = excluded.state",
-        (cid, activity, attempt, monitor, item, state),
+        (monitor, cid, activity, attempt, item, state),
     )
 
 

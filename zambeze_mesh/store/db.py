@@ -80,8 +80,19 @@ def _m3_campaign_requests(db: sqlite3.Connection) -> None:
     m3_campaign_requests(db)
 
 
+def _m4_owners(db: sqlite3.Connection) -> None:
+    from zambeze_mesh.store.campaigns import m4_owners
+
+    m4_owners(db)
+
+
 #: Forward-only migrations; index i upgrades schema version i to i+1.
-MIGRATIONS: list[Migration] = [_m1_foundation, _m2_campaigns, _m3_campaign_requests]
+MIGRATIONS: list[Migration] = [
+    _m1_foundation,
+    _m2_campaigns,
+    _m3_campaign_requests,
+    _m4_owners,
+]
 
 
 class Store:

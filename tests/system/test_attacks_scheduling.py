@@ -1,0 +1,196 @@
+"""Attacks on scheduling scope, campaign ownership and execution policy.
+
+A member is trusted to run what it is awarded and to report on its own work,
+nothing more: scheduling calls about an activity are honoured only from that
+activity's monitor. A client sees and controls only its own campaigns. Each test
+names what it injects and what it checks, over real gRPC and real mTLS between
+agents in one process (``tests/helpers/inproc.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import grpc
+
+from tests.helpers.inproc import mesh
+from tests.system.test_attacks import as_agent, local, shell, still_serving
+from zambeze_mesh.v1 import (
+    campaigns_pb2,
+    campaigns_pb2_grpc,
+    common_pb2,
+    scheduling_pb2,
+    scheduling_pb2_grpc,
+)
+
+S = common_pb2
+
+
+async def _state_of(
+    stub: campaigns_pb2_grpc.CampaignsStub, cid: str, name: str
+) -> campaigns_pb2.ActivityStatus:
+    status = await stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=cid), timeout=5)
+    return next(a for a in status.activities if a.name == name)
+
+
+async def _wait_state(
+    stub: campaigns_pb2_grpc.CampaignsStub, cid: str, name: str, state: int, timeout: float = 20
+) -> campaigns_pb2.ActivityStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        act = await _state_of(stub, cid, name)
+        if act.state == state:
+            return act
+        assert time.monotonic() < deadline, f"{name} never reached {state}: {act}"
+        await asyncio.sleep(0.05)
+
+
+async def _final(stub: campaigns_pb2_grpc.CampaignsStub, cid: str) -> campaigns_pb2.CampaignStatus:
+    async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=cid), timeout=60):
+        if ev.campaign_state in (
+            S.CAMPAIGN_STATE_SUCCEEDED,
+            S.CAMPAIGN_STATE_FAILED,
+            S.CAMPAIGN_STATE_CANCELLED,
+        ):
+            break
+    return await stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=cid), timeout=5)
+
+
+async def test_foreign_cancel_is_refused(tmp_path: Path) -> None:
+    """Inject: agent-2 calls Scheduling.Cancel{monitor: agent-2} on agent-1 for an
+    activity of agent-0's campaign that agent-1 is running (exact attempt, and
+    attempt 0 = any). Check: nothing is cancelled (``cancelled`` = 0), the activity
+    keeps running and ends SUCCEEDED with its output; the real monitor's own
+    cancel still works on another activity."""
+    async with mesh(tmp_path, 3) as (a0, a1, a2):
+        async with local(a0) as ch0, as_agent(a2, a1) as ch:
+            camp = campaigns_pb2_grpc.CampaignsStub(ch0)
+            resp = await camp.Submit(
+                campaigns_pb2.SubmitRequest(
+                    name="victim",
+                    activities=[shell("slow", "sleep 2; echo done", agent="agent-1")],
+                ),
+                timeout=5,
+            )
+            cid = resp.campaign_id
+            running = await _wait_state(camp, cid, "slow", S.ACTIVITY_STATE_RUNNING)
+            sched = scheduling_pb2_grpc.SchedulingStub(ch)
+            for attempt in (running.attempt, 0):
+                answer = await sched.Cancel(
+                    scheduling_pb2.CancelActivitiesRequest(
+                        monitor=a2.name,
+                        activities=[
+                            scheduling_pb2.ActivityRef(
+                                campaign_id=cid, activity="slow", attempt=attempt
+                            )
+                        ],
+                    ),
+                    timeout=5,
+                )
+                assert answer.cancelled == 0
+            final = await _final(camp, cid)
+            assert final.state == S.CAMPAIGN_STATE_SUCCEEDED, final
+            act = final.activities[0]
+            assert act.agent == "agent-1"
+            assert "done" in act.detail["stdout_tail"]
+
+            # The monitor itself may still cancel its own work there.
+            resp2 = await camp.Submit(
+                campaigns_pb2.SubmitRequest(
+                    name="own", activities=[shell("long", "sleep 30", agent="agent-1")]
+                ),
+                timeout=5,
+            )
+            await _wait_state(camp, resp2.campaign_id, "long", S.ACTIVITY_STATE_RUNNING)
+            await camp.Cancel(
+                campaigns_pb2.CancelCampaignRequest(campaign_id=resp2.campaign_id), timeout=5
+            )
+            final2 = await _final(camp, resp2.campaign_id)
+            assert final2.state == S.CAMPAIGN_STATE_CANCELLED
+        await still_serving(a1)
+
+
+async def test_award_squatting_is_isolated(tmp_path: Path) -> None:
+    """Inject: before agent-0 places activity ``second`` of its campaign (it waits on
+    ``first``), agent-2 sends Scheduling.Award{monitor: agent-2} to agent-1 for the
+    same (campaign, activity, attempt) with its own command, which writes a marker
+    into its working dir. Check: agent-1 takes it as agent-2's own job; the real
+    award is then accepted as a separate job (held until the squatter's run ends)
+    and runs to SUCCEEDED with the real command's output; the attacker's marker is
+    not in the real activity's working dir, and the campaign completes."""
+    async with mesh(tmp_path, 3) as (a0, a1, a2):
+        async with local(a0) as ch0, as_agent(a2, a1) as ch:
+            camp = campaigns_pb2_grpc.CampaignsStub(ch0)
+            resp = await camp.Submit(
+                campaigns_pb2.SubmitRequest(
+                    name="victim",
+                    activities=[
+                        shell("first", "sleep 2", agent="agent-0"),
+                        shell(
+                            "second",
+                            "ls; echo real-output",
+                            agent="agent-1",
+                            depends_on=["first"],
+                        ),
+                    ],
+                ),
+                timeout=5,
+            )
+            cid = resp.campaign_id
+            await _wait_state(camp, cid, "first", S.ACTIVITY_STATE_RUNNING)
+            assert (await _state_of(camp, cid, "second")).state == S.ACTIVITY_STATE_PENDING
+            sched = scheduling_pb2_grpc.SchedulingStub(ch)
+            evil = shell("second", "echo pwned > squat.txt; sleep 4", agent="agent-1")
+            tender = scheduling_pb2.Tender(campaign_id=cid, activity="second", attempt=1, spec=evil)
+            answer = await sched.Award(
+                scheduling_pb2.AwardRequest(
+                    monitor=a2.name,
+                    items=[scheduling_pb2.AwardItem(tender=tender, monitor=a2.name)],
+                ),
+                timeout=5,
+            )
+            assert [d.accepted for d in answer.decisions] == [True]
+            final = await _final(camp, cid)
+            assert final.state == S.CAMPAIGN_STATE_SUCCEEDED, final
+            second = next(a for a in final.activities if a.name == "second")
+            assert second.agent == "agent-1"
+            out = second.detail["stdout_tail"]
+            assert "real-output" in out
+            assert "squat.txt" not in out and "pwned" not in out
+            assert not list(Path(second.detail["output_dir"]).parent.glob("squat.txt"))
+            squatted = list(a1.data_dir.rglob("squat.txt"))
+            assert squatted and all(a2.name in p.parts for p in squatted), squatted
+        await still_serving(a0)
+
+
+async def test_scheduling_calls_name_the_caller(tmp_path: Path) -> None:
+    """Inject: agent-2 sends Award, Cancel, CallForProposals and ReportStatus to
+    agent-1 naming agent-0 as the monitor/contractor. Check: PERMISSION_DENIED each
+    time, and agent-1 holds no job."""
+    async with mesh(tmp_path, 3) as (a0, a1, a2), as_agent(a2, a1) as ch:
+        sched = scheduling_pb2_grpc.SchedulingStub(ch)
+        tender = scheduling_pb2.Tender(campaign_id="c", activity="a", attempt=1, spec=shell("a"))
+        calls = [
+            sched.Award(
+                scheduling_pb2.AwardRequest(
+                    monitor=a0.name, items=[scheduling_pb2.AwardItem(tender=tender)]
+                ),
+                timeout=5,
+            ),
+            sched.Cancel(scheduling_pb2.CancelActivitiesRequest(monitor=a0.name), timeout=5),
+            sched.CallForProposals(
+                scheduling_pb2.CallForProposalsRequest(monitor=a0.name, tenders=[tender]),
+                timeout=5,
+            ),
+            sched.ReportStatus(scheduling_pb2.ReportStatusRequest(contractor=a0.name), timeout=5),
+        ]
+        for call in calls:
+            try:
+                await call
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.PERMISSION_DENIED
+            else:
+                raise AssertionError("a call naming another member succeeded")
+        assert a1.contractor is not None and not a1.contractor.jobs
