@@ -16,7 +16,10 @@ from pathlib import Path
 import grpc
 
 from tests.helpers.inproc import mesh
-from tests.system.test_attacks import as_agent, local, shell, still_serving
+from tests.system.test_attacks import as_agent, code_of, local, shell, still_serving
+from zambeze_mesh.agent.agent import Agent
+from zambeze_mesh.agent.bootstrap import issue_client, open_store
+from zambeze_mesh.security.tls import channel_credentials
 from zambeze_mesh.v1 import (
     campaigns_pb2,
     campaigns_pb2_grpc,
@@ -194,3 +197,97 @@ async def test_scheduling_calls_name_the_caller(tmp_path: Path) -> None:
             else:
                 raise AssertionError("a call naming another member succeeded")
         assert a1.contractor is not None and not a1.contractor.jobs
+
+
+# ------------------------------------------------------------------ campaign ownership
+def _client(agent: Agent, name: str, root: Path) -> grpc.ChannelCredentials:
+    """mTLS credentials of a new client certificate ``name`` issued by ``agent``'s CA."""
+    store = open_store(agent.home)
+    try:
+        bundle = issue_client(store, name, root / name)
+    finally:
+        store.close()
+    return channel_credentials(
+        bundle.key.read_bytes(), bundle.cert.read_bytes(), bundle.ca.read_bytes()
+    )
+
+
+async def test_another_clients_campaign_is_invisible(tmp_path: Path) -> None:
+    """Inject: client bob (his own certificate of the mesh) calls Get, Watch,
+    WatchBatches and Cancel on client alice's running campaign and lists campaigns;
+    then submits with alice's ``client_request_id``. Check: NOT_FOUND every time
+    (the same answer as for an id that does not exist), alice's campaign is absent
+    from bob's list and keeps running to SUCCEEDED; bob's submit creates his own
+    campaign; alice's repeated submit still returns hers; the local socket user
+    and an identity named in ``admins`` see both."""
+    bob_uri = "spiffe://test/client/bob"
+    async with mesh(
+        tmp_path, 2, configure=lambda i: {"admins": ["spiffe://test/client/carol"]}
+    ) as (
+        a0,
+        _a1,
+    ):
+        creds = {n: _client(a0, n, tmp_path) for n in ("alice", "bob", "carol")}
+        async with (
+            grpc.aio.secure_channel(a0.address, creds["alice"]) as cha,
+            grpc.aio.secure_channel(a0.address, creds["bob"]) as chb,
+            grpc.aio.secure_channel(a0.address, creds["carol"]) as chc,
+            local(a0) as chl,
+        ):
+            alice = campaigns_pb2_grpc.CampaignsStub(cha)
+            bob = campaigns_pb2_grpc.CampaignsStub(chb)
+            carol = campaigns_pb2_grpc.CampaignsStub(chc)
+            owner = campaigns_pb2_grpc.CampaignsStub(chl)
+            req = campaigns_pb2.SubmitRequest(
+                name="alice's",
+                activities=[shell("work", "sleep 2; echo alice")],
+                client_request_id="run-1",
+            )
+            cid = (await alice.Submit(req, timeout=5)).campaign_id
+            assert (await alice.Submit(req, timeout=5)).campaign_id == cid
+
+            nf = grpc.StatusCode.NOT_FOUND
+            for target in (cid, "0123456789abcdef"):
+                assert (
+                    await code_of(bob.Get(campaigns_pb2.GetCampaignRequest(campaign_id=target)))
+                    == nf
+                )
+                assert (
+                    await code_of(bob.Watch(campaigns_pb2.WatchRequest(campaign_id=target))) == nf
+                )
+                assert (
+                    await code_of(bob.WatchBatches(campaigns_pb2.WatchRequest(campaign_id=target)))
+                    == nf
+                )
+                assert (
+                    await code_of(
+                        bob.Cancel(campaigns_pb2.CancelCampaignRequest(campaign_id=target))
+                    )
+                    == nf
+                )
+            listed = await bob.ListCampaigns(campaigns_pb2.ListCampaignsRequest(), timeout=5)
+            assert cid not in {c.campaign_id for c in listed.campaigns}
+
+            # The same idempotency key from bob is bob's own campaign.
+            bob_req = campaigns_pb2.SubmitRequest(
+                name="bob's", activities=[shell("mine", "echo bob")], client_request_id="run-1"
+            )
+            bob_cid = (await bob.Submit(bob_req, timeout=5)).campaign_id
+            assert bob_cid != cid
+            assert (await bob.Submit(bob_req, timeout=5)).campaign_id == bob_cid
+            listed = await bob.ListCampaigns(campaigns_pb2.ListCampaignsRequest(), timeout=5)
+            assert {c.campaign_id for c in listed.campaigns} == {bob_cid}
+            mine = await alice.ListCampaigns(campaigns_pb2.ListCampaignsRequest(), timeout=5)
+            assert {c.campaign_id for c in mine.campaigns} == {cid}
+
+            final = await _final(alice, cid)
+            assert final.state == S.CAMPAIGN_STATE_SUCCEEDED, final
+            assert "alice" in final.activities[0].detail["stdout_tail"]
+
+            # Admins: the agent's own Unix user, and identities in ``admins``.
+            for admin in (owner, carol):
+                seen = await admin.ListCampaigns(campaigns_pb2.ListCampaignsRequest(), timeout=5)
+                assert {cid, bob_cid} <= {c.campaign_id for c in seen.campaigns}
+                got = await admin.Get(campaigns_pb2.GetCampaignRequest(campaign_id=cid), timeout=5)
+                assert got.state == S.CAMPAIGN_STATE_SUCCEEDED
+            assert bob_uri not in a0.config.admins

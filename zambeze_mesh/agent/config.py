@@ -88,6 +88,9 @@ class AgentConfig:
     queue: str = ""
     account: str = ""
     walltime: str = ""
+    # Identities (SPIFFE IDs) that see and control every campaign on this agent;
+    # everyone else sees only their own. Unix-socket callers always do.
+    admins: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         split_hostport(self.listen)
@@ -116,6 +119,11 @@ class AgentConfig:
         ):
             raise InvalidInput("stream_idle_timeout_s must be between 0.1 and 86400 seconds")
         self._check_rsync()
+        from zambeze_mesh.security.owners import check_admins
+
+        if not isinstance(self.admins, list):
+            raise InvalidInput("admins must be a list of SPIFFE IDs")
+        self.admins = check_admins(self.admins)
         from zambeze_mesh.execution.batch_spec import check_scheduler, parse_walltime
 
         check_scheduler(self.scheduler)

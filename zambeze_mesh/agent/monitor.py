@@ -103,13 +103,16 @@ class Monitor:
         self.advance(live)
 
     # ------------------------------------------------------------ submit
-    def submit(self, req: campaigns_pb2.SubmitRequest) -> str:
-        """Validate, journal and start a campaign; returns its id."""
+    def submit(self, req: campaigns_pb2.SubmitRequest, owner: str = "") -> str:
+        """Validate, journal and start a campaign of ``owner``; returns its id.
+
+        ``client_request_id`` is scoped to ``owner``: the same key from another
+        owner is another campaign."""
         store = self.agent.require_store()
         if req.client_request_id:
             if len(req.client_request_id) > 128:
                 raise InvalidInput("client_request_id is longer than 128 characters")
-            existing = cstore.find_by_request_id(store, req.client_request_id)
+            existing = cstore.find_by_request_id(store, req.client_request_id, owner)
             if existing:
                 return existing
         if not req.name or len(req.name) > 256:
@@ -136,7 +139,8 @@ class Monitor:
         )
         j = self._journal()
         # The campaign row, its first event and the first offers: one transaction.
-        j.before = lambda db: cstore.insert_campaign(db, cid, req, created, [a.name for a in acts])
+        names = [a.name for a in acts]
+        j.before = lambda db: cstore.insert_campaign(db, cid, req, created, names, owner)
         j.campaign(live, "RUNNING", f"submitted with {len(acts)} activities")
         offer = self._advance_into(j, live)
         j.commit()
@@ -518,10 +522,15 @@ class Monitor:
             pb.detail.update(a.detail)
         return out
 
-    def list(self, limit: int) -> list[campaigns_pb2.CampaignStatus]:
-        """Campaigns this agent monitors, newest first."""
-        rows = cstore.list_campaigns(self.agent.require_store(), limit or 100)
+    def list(self, limit: int, owner: str | None = None) -> list[campaigns_pb2.CampaignStatus]:
+        """Campaigns this agent monitors, newest first (only ``owner``'s when given)."""
+        rows = cstore.list_campaigns(self.agent.require_store(), limit or 100, owner=owner)
         return [self.status(r.id) for r in rows]
+
+    def owner_of(self, cid: str) -> str | None:
+        """The owner of campaign ``cid``, or None if this agent has no such campaign."""
+        row = cstore.load_campaign(self.agent.require_store(), cid)
+        return row.owner if row is not None else None
 
     async def watch(
         self, cid: str, after: int, follow: bool = True

@@ -142,6 +142,7 @@ class CampaignRow:
     created_ms: int
     message: str
     last_seq: int
+    owner: str = ""
 
 
 def insert_campaign(
@@ -150,12 +151,13 @@ def insert_campaign(
     req: campaigns_pb2.SubmitRequest,
     created_ms: int,
     names: list[str],
+    owner: str = "",
 ) -> None:
-    """Create a campaign and its PENDING activities (inside the caller's transaction)."""
+    """Create a campaign of ``owner`` and its PENDING activities (in the caller's transaction)."""
     db.execute(
-        "INSERT INTO campaigns (id, name, state, created_ms, client_request_id, request)"
-        " VALUES (?, ?, 'RUNNING', ?, ?, x'')",
-        (cid, req.name, created_ms, req.client_request_id),
+        "INSERT INTO campaigns (id, name, state, created_ms, client_request_id, request, owner)"
+        " VALUES (?, ?, 'RUNNING', ?, ?, x'', ?)",
+        (cid, req.name, created_ms, req.client_request_id, owner),
     )
     db.execute(
         "INSERT INTO campaign_requests (campaign_id, request) VALUES (?, ?)",
@@ -219,14 +221,18 @@ def load_campaign(store: Store, cid: str) -> CampaignRow | None:
     return _campaign(rows[0]) if rows else None
 
 
-def find_by_request_id(store: Store, request_id: str) -> str | None:
-    """The campaign submitted with this idempotency key, if any."""
-    rows = store.read("SELECT id FROM campaigns WHERE client_request_id = ?", (request_id,))
+def find_by_request_id(store: Store, request_id: str, owner: str = "") -> str | None:
+    """The campaign ``owner`` submitted with this idempotency key, if any."""
+    rows = store.read(
+        "SELECT id FROM campaigns WHERE owner = ? AND client_request_id = ?", (owner, request_id)
+    )
     return str(rows[0]["id"]) if rows else None
 
 
 def _campaign(r: sqlite3.Row) -> CampaignRow:
-    return CampaignRow(r["id"], r["name"], r["state"], r["created_ms"], r["message"], r["last_seq"])
+    return CampaignRow(
+        r["id"], r["name"], r["state"], r["created_ms"], r["message"], r["last_seq"], r["owner"]
+    )
 
 
 def load_request(store: Store, cid: str) -> campaigns_pb2.SubmitRequest | None:
@@ -237,15 +243,21 @@ def load_request(store: Store, cid: str) -> campaigns_pb2.SubmitRequest | None:
     return campaigns_pb2.SubmitRequest.FromString(bytes(rows[0]["request"]))
 
 
-def list_campaigns(store: Store, limit: int, state: str | None = None) -> list[CampaignRow]:
-    """Campaigns, newest first."""
-    if state is None:
-        rows = store.read("SELECT * FROM campaigns ORDER BY created_ms DESC LIMIT ?", (limit,))
-    else:
-        rows = store.read(
-            "SELECT * FROM campaigns WHERE state = ? ORDER BY created_ms DESC LIMIT ?",
-            (state, limit),
-        )
+def list_campaigns(
+    store: Store, limit: int, state: str | None = None, owner: str | None = None
+) -> list[CampaignRow]:
+    """Campaigns, newest first (only ``owner``'s when given)."""
+    where, args = [], []
+    if state is not None:
+        where.append("state = ?")
+        args.append(state)
+    if owner is not None:
+        where.append("owner = ?")
+        args.append(owner)
+    cond = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = store.read(
+        f"SELECT * FROM campaigns{cond} ORDER BY created_ms DESC LIMIT ?", (*args, limit)
+    )
     return [_campaign(r) for r in rows]
 
 
