@@ -291,3 +291,80 @@ async def test_another_clients_campaign_is_invisible(tmp_path: Path) -> None:
                 got = await admin.Get(campaigns_pb2.GetCampaignRequest(campaign_id=cid), timeout=5)
                 assert got.state == S.CAMPAIGN_STATE_SUCCEEDED
             assert bob_uri not in a0.config.admins
+
+
+# ------------------------------------------------------------------ execution policy
+async def _submit_one(
+    stub: campaigns_pb2_grpc.CampaignsStub, act: S.ActivitySpec
+) -> campaigns_pb2.CampaignStatus:
+    resp = await stub.Submit(campaigns_pb2.SubmitRequest(name="p", activities=[act]), timeout=5)
+    return await _final(stub, resp.campaign_id)
+
+
+async def test_policy_allows_only_python_for_a_client(tmp_path: Path) -> None:
+    """Inject: agent-1's ``[policy]`` lets client alice run only ``python`` (no shipped
+    functions); everyone else anything. Alice submits, on agent-1, a shell activity
+    pinned there; then on agent-0 the same (agent-0 cannot tell; agent-1 refuses the
+    tender). Check: PERMISSION_DENIED at Submit on agent-1, naming the policy; via
+    agent-0 the activity fails with the policy's reason; alice's shell pinned to
+    agent-2 and her python script pinned to agent-1 succeed; a shipped function for
+    agent-1 is refused; client bob runs shell on agent-1."""
+    alice_uri = "spiffe://test/client/alice"
+    policy = {alice_uri: ["python"], "*": ["*", "functions"]}
+    async with mesh(tmp_path, 3, configure=lambda i: {"policy": policy} if i == 1 else {}) as (
+        a0,
+        a1,
+        _a2,
+    ):
+        creds = {n: _client(a0, n, tmp_path) for n in ("alice", "bob")}
+        script = a1.data_dir / "hello.py"
+        script.write_text("print('hello from python')\n")
+        async with (
+            grpc.aio.secure_channel(a1.address, creds["alice"]) as ch1,
+            grpc.aio.secure_channel(a0.address, creds["alice"]) as ch0,
+            grpc.aio.secure_channel(a1.address, creds["bob"]) as chb,
+        ):
+            alice1 = campaigns_pb2_grpc.CampaignsStub(ch1)
+            alice0 = campaigns_pb2_grpc.CampaignsStub(ch0)
+            bob1 = campaigns_pb2_grpc.CampaignsStub(chb)
+            pinned = shell("sh", "echo shell-ran", agent="agent-1")
+            try:
+                await alice1.Submit(
+                    campaigns_pb2.SubmitRequest(name="p", activities=[pinned]), timeout=5
+                )
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.PERMISSION_DENIED
+                assert "may not run plugin 'shell'" in (exc.details() or "")
+            else:
+                raise AssertionError("shell pinned to agent-1 was accepted for alice")
+            listed = await alice1.ListCampaigns(campaigns_pb2.ListCampaignsRequest(), timeout=5)
+            assert not listed.campaigns  # nothing was journaled
+
+            via0 = await _submit_one(alice0, pinned)
+            assert via0.state == S.CAMPAIGN_STATE_FAILED, via0
+            assert "execution policy" in via0.activities[0].message, via0
+
+            elsewhere = await _submit_one(alice1, shell("sh", "echo shell-ran", agent="agent-2"))
+            assert elsewhere.state == S.CAMPAIGN_STATE_SUCCEEDED, elsewhere
+            assert "shell-ran" in elsewhere.activities[0].detail["stdout_tail"]
+
+            py = S.ActivitySpec(
+                name="py", python=S.PythonSpec(script_uri=f"file://{script}"), agent="agent-1"
+            )
+            ran = await _submit_one(alice1, py)
+            assert ran.state == S.CAMPAIGN_STATE_SUCCEEDED, ran
+            assert "hello from python" in ran.activities[0].detail["stdout_tail"]
+
+            fn = S.ActivitySpec(
+                name="fn", python=S.PythonSpec(function=b"\x80\x05N."), agent="agent-1"
+            )
+            try:
+                await alice1.Submit(campaigns_pb2.SubmitRequest(name="f", activities=[fn]))
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.PERMISSION_DENIED
+                assert "functions" in (exc.details() or "")
+            else:
+                raise AssertionError("a shipped function was accepted for alice")
+
+            bobs = await _submit_one(bob1, pinned)
+            assert bobs.state == S.CAMPAIGN_STATE_SUCCEEDED, bobs

@@ -91,6 +91,9 @@ class AgentConfig:
     # Identities (SPIFFE IDs) that see and control every campaign on this agent;
     # everyone else sees only their own. Unix-socket callers always do.
     admins: list[str] = field(default_factory=list)
+    # [policy]: identity (SPIFFE ID or "*") -> plugins it may run here, "functions"
+    # to ship functions (security/policy.py). Empty: everyone may run everything.
+    policy: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         split_hostport(self.listen)
@@ -124,6 +127,9 @@ class AgentConfig:
         if not isinstance(self.admins, list):
             raise InvalidInput("admins must be a list of SPIFFE IDs")
         self.admins = check_admins(self.admins)
+        from zambeze_mesh.security.policy import ExecutionPolicy
+
+        ExecutionPolicy.from_config(self.policy)
         from zambeze_mesh.execution.batch_spec import check_scheduler, parse_walltime
 
         check_scheduler(self.scheduler)

@@ -37,6 +37,7 @@ from zambeze_mesh.scheduling import (
 )
 from zambeze_mesh.scheduling import states as st
 from zambeze_mesh.scheduling.model import match_key
+from zambeze_mesh.security.owners import wire_owner
 from zambeze_mesh.store import campaigns as cstore
 from zambeze_mesh.v1 import scheduling_pb2
 
@@ -163,13 +164,16 @@ class Contractor:
                 out.append(Bid.busy_refusal(key, busy))
                 continue
             elided = t.function_bytes > 0
-            profile = match_key(t.spec, function_elided=elided)
+            profile = (t.owner, *match_key(t.spec, function_elided=elided))
             answer = answers.get(profile)
             if answer is None:
                 try:
                     act = activity_from_spec(t.spec, function_elided=elided)
+                    refused = self._policy_refusal(req.monitor, t, act)
                 except InvalidInput as exc:
-                    out.append(Bid.refusal(key, str(exc)))
+                    refused = str(exc)
+                if refused is not None:
+                    out.append(Bid.refusal(key, refused))
                     continue
                 answer = answers[profile] = estimate_bid(
                     act,
@@ -183,6 +187,19 @@ class Contractor:
                 )
             out.append(dataclasses.replace(answer, key=key))
         return out
+
+    def _policy_refusal(
+        self, monitor: str, t: scheduling_pb2.Tender, act: ActivityDef
+    ) -> str | None:
+        """Why this agent's execution policy refuses the tender, or None."""
+        policy = self.agent.execution_policy
+        if not policy.rules:
+            return None
+        if t.owner and not t.owner.startswith("spiffe://"):
+            raise InvalidInput(f"tender owner {t.owner[:80]!r} is not a SPIFFE ID")
+        owner = wire_owner(self.agent.mesh, monitor, t.owner)
+        function = act.is_function or t.function_bytes > 0
+        return policy.refusal(owner, act.plugin, function=function)
 
     def _full(self) -> bool:
         limit = self.agent.config.max_queued or self.slots * QUEUE_PER_SLOT
@@ -220,8 +237,11 @@ class Contractor:
             else:
                 try:
                     act = (known or {}).get(key) or activity_from_spec(item.tender.spec)
+                    refused = self._policy_refusal(monitor, item.tender, act)
                 except InvalidInput as exc:
-                    d.reason = str(exc)
+                    refused = str(exc)
+                if refused is not None:
+                    d.reason = refused
                 else:
                     job = Job(key, monitor, act, item)
                     self.jobs[jkey] = job

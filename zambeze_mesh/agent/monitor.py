@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 from zambeze_mesh.agent.campaign_wire import from_proto, now_ms
 from zambeze_mesh.agent.journal import CAMPAIGN_STATES, Journal, Live
 from zambeze_mesh.agent.logs import log_event
-from zambeze_mesh.errors import FailedPrecondition, InvalidInput, NotFound, ResourceExhausted
+from zambeze_mesh.errors import (
+    FailedPrecondition,
+    InvalidInput,
+    NotFound,
+    NotPermitted,
+    ResourceExhausted,
+)
 from zambeze_mesh.scheduling import (
     MAX_ACTIVITIES,
     ActivityDef,
@@ -28,6 +34,7 @@ from zambeze_mesh.scheduling import (
     activity_from_spec,
 )
 from zambeze_mesh.scheduling import states as st
+from zambeze_mesh.security.owners import wire_owner
 from zambeze_mesh.store import campaigns as cstore
 from zambeze_mesh.v1 import campaigns_pb2, common_pb2
 
@@ -77,7 +84,15 @@ class Monitor:
                 log_event(log, "campaign.unreadable", level=logging.ERROR, campaign=row.id)
                 continue
             dag = CampaignDag([activity_from_spec(s) for s in req.activities])
-            live = Live(row.id, row.name, dag, acts, row.last_seq, created_ms=row.created_ms)
+            live = Live(
+                row.id,
+                row.name,
+                dag,
+                acts,
+                row.last_seq,
+                created_ms=row.created_ms,
+                owner=row.owner,
+            )
             self.live[row.id] = live
             log_event(log, "campaign.resumed", campaign=row.id, seq=row.last_seq)
         for live in list(self.live.values()):
@@ -127,6 +142,7 @@ class Monitor:
         acts = [activity_from_spec(spec) for spec in req.activities]
         dag = CampaignDag(acts)
         self._check_plugins(acts)
+        self._check_policy(acts, owner)
         cid = uuid.uuid4().hex[:16]
         created = now_ms()
         live = Live(
@@ -136,6 +152,7 @@ class Monitor:
             {a.name: cstore.ActivityRow(a.name, st.PENDING) for a in acts},
             0,
             created_ms=created,
+            owner=owner,
         )
         j = self._journal()
         # The campaign row, its first event and the first offers: one transaction.
@@ -148,6 +165,18 @@ class Monitor:
         log_event(log, "campaign.submitted", campaign=cid, name=req.name, activities=len(acts))
         self._offer(live, offer)
         return cid
+
+    def _check_policy(self, acts: list[ActivityDef], owner: str) -> None:
+        """Refuse activities pinned to this agent that its execution policy forbids."""
+        policy = self.agent.execution_policy
+        if not policy.rules:
+            return
+        identity = wire_owner(self.agent.mesh, self.agent.name, owner)
+        for a in acts:
+            if a.agent == self.agent.name:
+                reason = policy.refusal(identity, a.plugin, function=a.is_function)
+                if reason is not None:
+                    raise NotPermitted(f"activity {a.name!r}: {reason}")
 
     def _check_plugins(self, acts: list[ActivityDef]) -> None:
         gossip = self.agent.gossip

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from zambeze_mesh.errors import InvalidInput, Unauthenticated
 from zambeze_mesh.security.authz import Caller
+from zambeze_mesh.security.identity import Identity
 
 #: The owner recorded for campaigns submitted over the agent's Unix socket.
 LOCAL = "local"
@@ -40,6 +41,15 @@ def check_admins(admins: Iterable[object]) -> list[str]:
             raise InvalidInput(f"admins: {a!r} is not a SPIFFE ID (spiffe://<mesh>/<role>/<name>)")
         out.append(a)
     return out
+
+
+def wire_owner(mesh: str, monitor: str, owner: str) -> str:
+    """The identity a campaign's activities run as on contractors: its owner's
+    SPIFFE ID, or the monitor agent's for a campaign submitted on that agent's Unix
+    socket (or stored before campaigns had owners)."""
+    if owner.startswith(_SPIFFE):
+        return owner
+    return Identity.agent(mesh, monitor).uri
 
 
 @dataclass(frozen=True, slots=True)
