@@ -10,7 +10,10 @@ agents in one process (``tests/helpers/inproc.py``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -24,6 +27,8 @@ from zambeze_mesh.v1 import (
     campaigns_pb2,
     campaigns_pb2_grpc,
     common_pb2,
+    data_pb2,
+    data_pb2_grpc,
     scheduling_pb2,
     scheduling_pb2_grpc,
 )
@@ -368,3 +373,77 @@ async def test_policy_allows_only_python_for_a_client(tmp_path: Path) -> None:
 
             bobs = await _submit_one(bob1, pinned)
             assert bobs.state == S.CAMPAIGN_STATE_SUCCEEDED, bobs
+
+
+# ------------------------------------------------------------------ push caps
+async def test_push_stream_cap_idle_timeout_and_quota(tmp_path: Path) -> None:
+    """Inject: agent-1 opens 6 Data.Push streams to agent-0 (max_streams_per_peer = 4,
+    stream_idle_timeout_s = 1.5, max_push_bytes = 3 MiB) that send a header and then
+    nothing; then pushes 2 MiB twice. Check: the streams beyond 4 get
+    RESOURCE_EXHAUSTED at once; the stalled ones are ended by the idle timeout
+    (RESOURCE_EXHAUSTED) and leave no file; the first 2 MiB push is installed, the
+    second is over the quota (RESOURCE_EXHAUSTED) until the first file is removed."""
+    limits = {"max_streams_per_peer": 4, "stream_idle_timeout_s": 1.5, "max_push_bytes": 3 << 20}
+    async with mesh(tmp_path, 2, configure=lambda i: limits if i == 0 else {}) as (a0, a1):
+        async with as_agent(a1, a0) as ch:
+            data = data_pb2_grpc.DataStub(ch)
+            stall = asyncio.Event()
+
+            def header(name: str, payload: bytes) -> data_pb2.PushChunk:
+                return data_pb2.PushChunk(
+                    path=name, size=len(payload), sha256=hashlib.sha256(payload).hexdigest()
+                )
+
+            async def stalled(i: int) -> AsyncIterator[data_pb2.PushChunk]:
+                yield header(f"stall{i}.bin", b"x" * 1024)
+                await stall.wait()
+
+            calls = [data.Push(stalled(i), timeout=30) for i in range(6)]
+            t = time.monotonic()
+            done, pending = await asyncio.wait(
+                [asyncio.ensure_future(c) for c in calls], timeout=1.0
+            )
+            assert len(done) == 2 and len(pending) == 4, (len(done), len(pending))
+            for f in done:
+                exc = f.exception()
+                assert isinstance(exc, grpc.aio.AioRpcError), exc
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "Push streams open" in (exc.details() or "")
+            finished, _ = await asyncio.wait(pending, timeout=10)
+            assert len(finished) == 4
+            assert time.monotonic() - t < 10
+            for f in finished:
+                exc = f.exception()
+                assert isinstance(exc, grpc.aio.AioRpcError), exc
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "sent no data" in (exc.details() or "")
+            assert not list(a0.data_dir.glob("stall*.bin"))
+            stall.set()
+
+            async def push(name: str, payload: bytes) -> data_pb2.PushResponse:
+                async def gen() -> AsyncIterator[data_pb2.PushChunk]:
+                    first = header(name, payload)
+                    for off in range(0, len(payload), 1 << 20):
+                        if off:
+                            yield data_pb2.PushChunk(data=payload[off : off + (1 << 20)])
+                        else:
+                            first.data = payload[: 1 << 20]
+                            yield first
+
+                result: data_pb2.PushResponse = await data.Push(gen(), timeout=30)
+                return result
+
+            blob = os.urandom(2 << 20)
+            got = await push("one.bin", blob)
+            assert got.info.size == len(blob)
+            assert (a0.data_dir / "one.bin").read_bytes() == blob
+            try:
+                await push("two.bin", blob)
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "quota" in (exc.details() or "")
+            else:
+                raise AssertionError("a push over the quota was accepted")
+            assert not (a0.data_dir / "two.bin").exists()
+            (a0.data_dir / "one.bin").unlink()
+            assert (await push("two.bin", blob)).info.size == len(blob)

@@ -79,6 +79,9 @@ class AgentConfig:
     # and how long a stream waits for a reader that does not take the next chunk.
     max_streams_per_peer: int = 16
     stream_idle_timeout_s: float = 60.0
+    # Data.Push: quota of pushed bytes (running pushes plus pushed objects still on
+    # disk); the stream cap and idle timeout above apply to Push streams too.
+    max_push_bytes: int = 1 << 40
     membership: str = "local"
     log_level: str = "info"
     zeroconf: bool = True
@@ -121,6 +124,8 @@ class AgentConfig:
             0.1 <= self.stream_idle_timeout_s <= 86400
         ):
             raise InvalidInput("stream_idle_timeout_s must be between 0.1 and 86400 seconds")
+        if not isinstance(self.max_push_bytes, int) or not 0 <= self.max_push_bytes <= 1 << 50:
+            raise InvalidInput("max_push_bytes must be between 0 and 1 PiB")
         self._check_rsync()
         from zambeze_mesh.security.owners import check_admins
 
