@@ -82,6 +82,10 @@ class AgentConfig:
     # Data.Push: quota of pushed bytes (running pushes plus pushed objects still on
     # disk); the stream cap and idle timeout above apply to Push streams too.
     max_push_bytes: int = 1 << 40
+    # Submit: activities one identity may have waiting for admission (validation,
+    # DAG, journal) at once; more is RESOURCE_EXHAUSTED with a retry hint. A single
+    # campaign is always admitted when its identity has nothing else waiting.
+    max_admitting_activities: int = 20_000
     membership: str = "local"
     log_level: str = "info"
     zeroconf: bool = True
@@ -126,6 +130,10 @@ class AgentConfig:
             raise InvalidInput("stream_idle_timeout_s must be between 0.1 and 86400 seconds")
         if not isinstance(self.max_push_bytes, int) or not 0 <= self.max_push_bytes <= 1 << 50:
             raise InvalidInput("max_push_bytes must be between 0 and 1 PiB")
+        if not isinstance(self.max_admitting_activities, int) or not (
+            1 <= self.max_admitting_activities <= 10_000_000
+        ):
+            raise InvalidInput("max_admitting_activities must be between 1 and 10000000")
         self._check_rsync()
         from zambeze_mesh.security.owners import check_admins
 

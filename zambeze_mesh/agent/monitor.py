@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from zambeze_mesh.agent.campaign_wire import from_proto, now_ms
 from zambeze_mesh.agent.journal import CAMPAIGN_STATES, Journal, Live
 from zambeze_mesh.agent.logs import log_event
+from zambeze_mesh.agent.submit_gate import SubmitGate, settle
 from zambeze_mesh.errors import (
     FailedPrecondition,
     InvalidInput,
@@ -68,6 +69,7 @@ class Monitor:
             tuple[str, builtins.list[common_pb2.Event], asyncio.Future[None]]
         ] = []
         self._reoffer_at = 0.0
+        self.gate = SubmitGate(agent.config.max_admitting_activities)
 
     def _journal(self) -> Journal:
         return Journal(self.agent.require_store(), self.live)
@@ -118,18 +120,63 @@ class Monitor:
         self.advance(live)
 
     # ------------------------------------------------------------ submit
-    def submit(self, req: campaigns_pb2.SubmitRequest, owner: str = "") -> str:
+    async def submit(self, req: campaigns_pb2.SubmitRequest, owner: str = "") -> str:
         """Validate, journal and start a campaign of ``owner``; returns its id.
 
         ``client_request_id`` is scoped to ``owner``: the same key from another
-        owner is another campaign."""
+        owner is another campaign. Validation, the DAG and the journal are prepared
+        in a worker thread, one campaign at a time, admitted by :attr:`gate` (which
+        answers RESOURCE_EXHAUSTED with a retry hint when ``owner`` has too much
+        waiting): the event loop keeps serving meanwhile."""
         store = self.agent.require_store()
-        if req.client_request_id:
-            if len(req.client_request_id) > 128:
-                raise InvalidInput("client_request_id is longer than 128 characters")
-            existing = cstore.find_by_request_id(store, req.client_request_id, owner)
+        rid = req.client_request_id
+        if len(rid) > 128:
+            raise InvalidInput("client_request_id is longer than 128 characters")
+        existing = cstore.find_by_request_id(store, rid, owner) if rid else None
+        if existing:
+            return existing
+        self._check_sizes(req)
+        async with self.gate.admit(owner, len(req.activities)):
+            # An equal request admitted just before this one may have created it.
+            existing = cstore.find_by_request_id(store, rid, owner) if rid else None
             if existing:
                 return existing
+            acts, dag = await asyncio.to_thread(_build, req)
+            self._check_plugins(acts)
+            self._check_policy(acts, owner)
+            cid = uuid.uuid4().hex[:16]
+            live = Live(
+                cid,
+                req.name,
+                dag,
+                {a.name: cstore.ActivityRow(a.name, st.PENDING) for a in acts},
+                0,
+                created_ms=now_ms(),
+                owner=owner,
+            )
+            # The new campaign is nobody else's yet: journal it off the loop.
+            offer = await asyncio.to_thread(self._journal_new, live, req, acts)
+        self.live[cid] = live
+        settle(len(acts))
+        log_event(log, "campaign.submitted", campaign=cid, name=req.name, activities=len(acts))
+        self._offer(live, offer)
+        return cid
+
+    def _journal_new(
+        self, live: Live, req: campaigns_pb2.SubmitRequest, acts: builtins.list[ActivityDef]
+    ) -> builtins.list[str]:
+        """The campaign row, its first event and the first offers: one transaction."""
+        j = self._journal()
+        names = [a.name for a in acts]
+        cid, created, owner = live.id, live.created_ms, live.owner
+        j.before = lambda db: cstore.insert_campaign(db, cid, req, created, names, owner)
+        j.campaign(live, "RUNNING", f"submitted with {len(acts)} activities")
+        offer = self._advance_into(j, live)
+        j.commit()
+        return offer
+
+    @staticmethod
+    def _check_sizes(req: campaigns_pb2.SubmitRequest) -> None:
         if not req.name or len(req.name) > 256:
             raise InvalidInput("a campaign needs a name of 1 to 256 characters")
         if not req.activities:
@@ -139,32 +186,6 @@ class Monitor:
                 f"campaign {req.name!r} has {len(req.activities)} activities;"
                 f" the limit is {MAX_ACTIVITIES}"
             )
-        acts = [activity_from_spec(spec) for spec in req.activities]
-        dag = CampaignDag(acts)
-        self._check_plugins(acts)
-        self._check_policy(acts, owner)
-        cid = uuid.uuid4().hex[:16]
-        created = now_ms()
-        live = Live(
-            cid,
-            req.name,
-            dag,
-            {a.name: cstore.ActivityRow(a.name, st.PENDING) for a in acts},
-            0,
-            created_ms=created,
-            owner=owner,
-        )
-        j = self._journal()
-        # The campaign row, its first event and the first offers: one transaction.
-        names = [a.name for a in acts]
-        j.before = lambda db: cstore.insert_campaign(db, cid, req, created, names, owner)
-        j.campaign(live, "RUNNING", f"submitted with {len(acts)} activities")
-        offer = self._advance_into(j, live)
-        j.commit()
-        self.live[cid] = live
-        log_event(log, "campaign.submitted", campaign=cid, name=req.name, activities=len(acts))
-        self._offer(live, offer)
-        return cid
 
     def _check_policy(self, acts: list[ActivityDef], owner: str) -> None:
         """Refuse activities pinned to this agent that its execution policy forbids."""
@@ -631,6 +652,12 @@ class Monitor:
             self.placement.withdraw(live)
             self.placement.cancel_on(running)
         return self.status(cid)
+
+
+def _build(req: campaigns_pb2.SubmitRequest) -> tuple[list[ActivityDef], CampaignDag]:
+    """Validate a submitted campaign's activities and build its DAG (pure, thread-safe)."""
+    acts = [activity_from_spec(spec) for spec in req.activities]
+    return acts, CampaignDag(acts)
 
 
 def _is_final(ev: common_pb2.Event) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -18,12 +19,25 @@ LEAVE_SIGNAL = signal.SIGUSR1
 STOP_TIMEOUT_S = 20.0
 
 
+def freeze_startup_objects() -> None:
+    """Keep what the agent process loaded at start out of full garbage collections.
+
+    Modules, plugins (dask, parsl...) and the agent's own objects live as long as
+    the process. Left in the oldest generation, every full collection walks them
+    all and stops every thread for a few hundred ms, which happens while big
+    campaigns come in; a peer whose probe is not answered in time then suspects
+    this agent."""
+    gc.collect()
+    gc.freeze()
+
+
 async def run_foreground(home: Home) -> None:
     """Start the agent and serve until SIGTERM/SIGINT, then leave nothing behind."""
     from zambeze_mesh.agent.agent import Agent
 
     agent = Agent(home)
     await agent.start()
+    freeze_startup_objects()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     leaving = False

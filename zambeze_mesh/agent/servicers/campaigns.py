@@ -62,7 +62,7 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
     async def Submit(
         self, request: campaigns_pb2.SubmitRequest, context: grpc.aio.ServicerContext
     ) -> campaigns_pb2.SubmitResponse:
-        cid = self._monitor().submit(request, owner=self._access().owner)
+        cid = await self._monitor().submit(request, owner=self._access().owner)
         return campaigns_pb2.SubmitResponse(campaign_id=cid, monitor=self.agent.name)
 
     @rpc_errors
