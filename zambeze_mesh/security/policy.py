@@ -4,7 +4,9 @@ The ``[policy]`` table of an agent's ``config.toml`` maps an identity (a SPIFFE 
 such as ``spiffe://<mesh>/client/alice``, or ``"*"`` for everyone else) to the
 plugins it may run on this agent. ``"*"`` in a list allows every plugin;
 ``"functions"`` additionally allows shipped Python functions (a pickled callable,
-as opposed to a script). For example::
+as opposed to a script). Plugin names are those an agent advertises (``shell``,
+``python``, ``dask``, ``parsl``...) and ``transfer`` for transfer activities. For
+example::
 
     [policy]
     "spiffe://lab/client/alice" = ["python"]          # scripts only, no functions
