@@ -65,6 +65,21 @@ class ResourceExhausted(ZmeshError):
     exit_code = 7
 
 
+class Overloaded(ResourceExhausted):
+    """Too much is already being admitted for this caller: retry after ``retry_after_s``.
+
+    On the wire: RESOURCE_EXHAUSTED with the trailing metadata
+    ``retry-after-ms`` (:data:`RETRY_AFTER_KEY`)."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+#: Trailing metadata key of a retry hint, in milliseconds.
+RETRY_AFTER_KEY = "retry-after-ms"
+
+
 class Unavailable(ZmeshError):
     """A peer or the local agent cannot be reached."""
 

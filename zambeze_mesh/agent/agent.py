@@ -35,6 +35,7 @@ from zambeze_mesh.security import keyfiles
 from zambeze_mesh.security.authz import AuthorizationInterceptor
 from zambeze_mesh.security.ca import MeshCA
 from zambeze_mesh.security.keys import cert_from_pem, der_to_pem, key_from_pem
+from zambeze_mesh.security.policy import ExecutionPolicy
 from zambeze_mesh.security.tls import channel_credentials, server_credentials
 from zambeze_mesh.store import Store
 from zambeze_mesh.store import identity as idstore
@@ -78,6 +79,8 @@ class Agent:
         home.require()
         self.config = AgentConfig.load(home.config)
         self._data_dir = (home.root / self.config.data_dir).absolute()
+        #: Who may run what here (``[policy]`` in config.toml; see security.policy).
+        self.execution_policy = ExecutionPolicy.from_config(self.config.policy)
         self._log_to_file = log_to_file
         self._log_handler: logging.Handler | None = None
         self._lock = HomeLock(home)

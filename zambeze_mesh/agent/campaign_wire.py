@@ -28,7 +28,10 @@ def tender_to_pb(t: Tender, *, for_bids: bool = False) -> scheduling_pb2.Tender:
     size travels, in ``function_bytes``): only the winner needs it, with the award.
     """
     pb = scheduling_pb2.Tender(
-        campaign_id=t.key.campaign_id, activity=t.key.activity, attempt=t.key.attempt
+        campaign_id=t.key.campaign_id,
+        activity=t.key.activity,
+        attempt=t.key.attempt,
+        owner=t.owner,
     )
     spec = t.activity.spec
     if spec is not None:

@@ -89,6 +89,13 @@ class AgentConfig:
     # and how long a stream waits for a reader that does not take the next chunk.
     max_streams_per_peer: int = 16
     stream_idle_timeout_s: float = 60.0
+    # Data.Push: quota of pushed bytes (running pushes plus pushed objects still on
+    # disk); the stream cap and idle timeout above apply to Push streams too.
+    max_push_bytes: int = 1 << 40
+    # Submit: activities one identity may have waiting for admission (validation,
+    # DAG, journal) at once; more is RESOURCE_EXHAUSTED with a retry hint. A single
+    # campaign is always admitted when its identity has nothing else waiting.
+    max_admitting_activities: int = 20_000
     membership: str = "local"
     log_level: str = "info"
     zeroconf: bool = True
@@ -100,6 +107,12 @@ class AgentConfig:
     walltime: str = ""
     # HOST:PORT where the agent serves the web view itself ("" = not; see `zmesh ui`).
     ui_listen: str = ""
+    # Identities (SPIFFE IDs) that see and control every campaign on this agent;
+    # everyone else sees only their own. Unix-socket callers always do.
+    admins: list[str] = field(default_factory=list)
+    # [policy]: identity (SPIFFE ID or "*") -> plugins it may run here, "functions"
+    # to ship functions (security/policy.py). Empty: everyone may run everything.
+    policy: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         split_hostport(self.listen)
@@ -129,6 +142,12 @@ class AgentConfig:
             0.1 <= self.stream_idle_timeout_s <= 86400
         ):
             raise InvalidInput("stream_idle_timeout_s must be between 0.1 and 86400 seconds")
+        if not isinstance(self.max_push_bytes, int) or not 0 <= self.max_push_bytes <= 1 << 50:
+            raise InvalidInput("max_push_bytes must be between 0 and 1 PiB")
+        if not isinstance(self.max_admitting_activities, int) or not (
+            1 <= self.max_admitting_activities <= 10_000_000
+        ):
+            raise InvalidInput("max_admitting_activities must be between 1 and 10000000")
         self._check_rsync()
         if self.sandbox not in ("auto", "bwrap", "none"):
             raise InvalidInput(f"sandbox must be auto, bwrap or none, got {self.sandbox!r}")
@@ -138,6 +157,14 @@ class AgentConfig:
             )
         if not isinstance(self.run_as, str) or (self.run_as and not self.run_as.isprintable()):
             raise InvalidInput("run_as must be a user name")
+        from zambeze_mesh.security.owners import check_admins
+
+        if not isinstance(self.admins, list):
+            raise InvalidInput("admins must be a list of SPIFFE IDs")
+        self.admins = check_admins(self.admins)
+        from zambeze_mesh.security.policy import ExecutionPolicy
+
+        ExecutionPolicy.from_config(self.policy)
         from zambeze_mesh.execution.batch_spec import check_scheduler, parse_walltime
 
         check_scheduler(self.scheduler)

@@ -4,6 +4,12 @@ Events go through the :class:`~.reporter.Reporter`: written to the contractor's 
 outbox (SQLite) before they are sent and deleted only when the monitor acknowledges
 them, so neither side's restart loses one. At most ``slots`` activities run at once;
 accepted work beyond that waits in a queue.
+
+Work is scoped to its monitor: a job is keyed by (monitor, campaign, activity,
+attempt), and only that monitor may cancel it. Two monitors naming the same
+(campaign, activity, attempt) get two separate jobs (in separate default working
+dirs); they never run at the same time here, so a plugin's own (campaign, activity,
+attempt) key always names exactly one run.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from zambeze_mesh.scheduling import (
 )
 from zambeze_mesh.scheduling import states as st
 from zambeze_mesh.scheduling.model import match_key
+from zambeze_mesh.security.owners import wire_owner
 from zambeze_mesh.store import campaigns as cstore
 from zambeze_mesh.v1 import scheduling_pb2
 
@@ -48,6 +55,10 @@ LOAD_GOSSIP_INTERVAL_S = 1.0
 SERVICE_MEMORY_S = 30.0
 
 
+JobKey = tuple[str, TenderKey]
+"""A contractor job's key: ``(monitor, (campaign, activity, attempt))``."""
+
+
 @dataclass
 class Job:
     """One accepted attempt."""
@@ -62,6 +73,11 @@ class Job:
     started: float = field(default_factory=time.monotonic)
     elapsed: float = 0.0  # the plugin's run time, once it ran
 
+    @property
+    def job_key(self) -> JobKey:
+        """``(monitor, key)``: jobs of different monitors never share a key."""
+        return (self.monitor, self.key)
+
 
 class Contractor:
     """Executes awarded activities on this agent."""
@@ -70,7 +86,9 @@ class Contractor:
         self.agent = agent
         self.registry = registry
         self.stager = Stager(agent)
-        self.jobs: dict[TenderKey, Job] = {}
+        self.jobs: dict[JobKey, Job] = {}
+        # Jobs waiting for another monitor's job with the same TenderKey to end.
+        self._held: dict[TenderKey, list[Job]] = {}
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._running = 0
         self._workers: list[asyncio.Task[None]] = []
@@ -148,13 +166,16 @@ class Contractor:
                 out.append(Bid.busy_refusal(key, busy))
                 continue
             elided = t.function_bytes > 0
-            profile = match_key(t.spec, function_elided=elided)
+            profile = (t.owner, *match_key(t.spec, function_elided=elided))
             answer = answers.get(profile)
             if answer is None:
                 try:
                     act = activity_from_spec(t.spec, function_elided=elided)
+                    refused = self._policy_refusal(req.monitor, t, act)
                 except InvalidInput as exc:
-                    out.append(Bid.refusal(key, str(exc)))
+                    refused = str(exc)
+                if refused is not None:
+                    out.append(Bid.refusal(key, refused))
                     continue
                 answer = answers[profile] = estimate_bid(
                     act,
@@ -168,6 +189,19 @@ class Contractor:
                 )
             out.append(dataclasses.replace(answer, key=key))
         return out
+
+    def _policy_refusal(
+        self, monitor: str, t: scheduling_pb2.Tender, act: ActivityDef
+    ) -> str | None:
+        """Why this agent's execution policy refuses the tender, or None."""
+        policy = self.agent.execution_policy
+        if not policy.rules:
+            return None
+        if t.owner and not t.owner.startswith("spiffe://"):
+            raise InvalidInput(f"tender owner {t.owner[:80]!r} is not a SPIFFE ID")
+        owner = wire_owner(self.agent.mesh, monitor, t.owner)
+        function = act.is_function or t.function_bytes > 0
+        return policy.refusal(owner, act.plugin, function=function)
 
     def _full(self) -> bool:
         limit = self.agent.config.max_queued or self.slots * QUEUE_PER_SLOT
@@ -186,26 +220,33 @@ class Contractor:
         """
         decisions = []
         accepted: list[Job] = []
+        monitor = req.monitor
         for item in req.items:
             key = key_of(item.tender)
+            jkey = (monitor, key)
             d = scheduling_pb2.AwardDecision(
                 campaign_id=key.campaign_id, activity=key.activity, attempt=key.attempt
             )
-            if key in self.jobs:
-                if self.jobs[key].cancelled:
+            if jkey in self.jobs:
+                if self.jobs[jkey].cancelled:
                     d.reason = "this attempt is being cancelled here"
                 else:
                     d.accepted = True
+            elif item.monitor and item.monitor != monitor:
+                d.reason = f"award item names monitor {item.monitor!r}, the award {monitor!r}"
             elif self._full() or self._closing:
                 d.reason = "slots gone: queue is full"
             else:
                 try:
                     act = (known or {}).get(key) or activity_from_spec(item.tender.spec)
+                    refused = self._policy_refusal(monitor, item.tender, act)
                 except InvalidInput as exc:
-                    d.reason = str(exc)
+                    refused = str(exc)
+                if refused is not None:
+                    d.reason = refused
                 else:
-                    job = Job(key, req.monitor, act, item)
-                    self.jobs[key] = job
+                    job = Job(key, monitor, act, item)
+                    self.jobs[jkey] = job
                     accepted.append(job)
                     d.accepted = True
             decisions.append(d)
@@ -214,10 +255,10 @@ class Contractor:
                 for job in accepted:
                     cstore.contract_put(
                         db,
+                        job.monitor,
                         job.key.campaign_id,
                         job.key.activity,
                         job.key.attempt,
-                        job.monitor,
                         job.item.SerializeToString(),
                         st.AWARDED,
                     )
@@ -230,6 +271,9 @@ class Contractor:
         while True:
             job = await self._queue.get()
             if job.cancelled:
+                continue
+            if self._other_running(job):
+                self._held.setdefault(job.key, []).append(job)
                 continue
             self._running += 1
             job.running = True
@@ -249,6 +293,19 @@ class Contractor:
                 outcome = Outcome("CANCELLED", message="cancelled")
             self._finish(job, outcome)
             self._completed(job)
+
+    def _other_running(self, job: Job) -> bool:
+        """Whether another monitor's job with the same TenderKey is running here."""
+        return any(
+            other.running and other.key == job.key and other is not job
+            for (mon, _), other in self.jobs.items()
+            if mon != job.monitor
+        )
+
+    def _release_held(self, key: TenderKey) -> None:
+        """Queue again the jobs that waited for ``key``'s running job to end."""
+        for job in self._held.pop(key, []):
+            self._queue.put_nowait(job)
 
     def _completed(self, job: Job) -> None:
         """Learn the service interval from completions that follow each other while
@@ -342,7 +399,17 @@ class Contractor:
         if outcome.stdout_tail:
             detail["stdout_tail"] = outcome.stdout_tail
         self._emit(job, outcome.state, outcome.message, detail, outcome.result, final=True)
-        self.jobs.pop(job.key, None)
+        if self.jobs.get(job.job_key) is job:
+            del self.jobs[job.job_key]
+        self._drop_held(job)
+        self._release_held(job.key)
+
+    def _drop_held(self, job: Job) -> None:
+        held = self._held.get(job.key)
+        if held and job in held:
+            held.remove(job)
+            if not held:
+                del self._held[job.key]
 
     def _emit(
         self,
@@ -367,11 +434,15 @@ class Contractor:
         self.reporter.emit(job.monitor, ev, final=final)
 
     # ------------------------------------------------------------ cancel
-    async def cancel(self, refs: list[scheduling_pb2.ActivityRef]) -> int:
-        """Stop matching attempts (attempt 0 = any attempt)."""
+    async def cancel(self, refs: list[scheduling_pb2.ActivityRef], monitor: str) -> int:
+        """Stop matching attempts of ``monitor``'s jobs (attempt 0 = any attempt).
+
+        Jobs of other monitors are never touched, whatever the refs name."""
         count = 0
         for ref in refs:
-            for key, job in list(self.jobs.items()):
+            for (mon, key), job in list(self.jobs.items()):
+                if mon != monitor:
+                    continue
                 if key.campaign_id != ref.campaign_id or key.activity != ref.activity:
                     continue
                 if ref.attempt and key.attempt != ref.attempt:

@@ -68,7 +68,7 @@ DEFAULT_GRANT_TTL_S = 600
 DEFAULT_LIST_LIMIT = 1000
 MAX_LIST_LIMIT = 10_000
 DEFAULT_MAX_PUSH = 1 << 40
-"""Largest object a ``Push`` may announce (1 TiB); free disk space is checked too."""
+"""Default quota of pushed bytes (1 TiB); free disk space is checked too."""
 MESSAGE_MARGIN = 64 << 10
 """Room left in a message for everything but a chunk's bytes."""
 GRANT_SECRET_KEY = "data.grant_secret"
@@ -144,7 +144,11 @@ class DataService:
         self.methods = served
         self.grant_ttl_ms = grant_ttl_s * 1000
         self.max_chunk = max(4096, min(MAX_CHUNK, max_message_bytes - MESSAGE_MARGIN))
+        #: Quota of pushed bytes: pushes in flight plus objects installed by Push (since
+        #: this service started) that are still on disk; a push over it is refused.
         self.max_push_bytes = max_push_bytes
+        self._pushing = 0
+        self._pushed: dict[Path, int] = {}
         self.address = address
         self.rsync_endpoint = dict(rsync_endpoint or {})
         self.now_ms = now_ms
@@ -264,6 +268,33 @@ class DataService:
     ) -> ObjectInfo:
         """Write the pushed bytes to a part file, verify size and sha256, rename into place."""
         dest = await asyncio.to_thread(self.push_target, path, size, sha256)
+        held = await asyncio.to_thread(self.pushed_bytes)
+        if held + self._pushing + size > self.max_push_bytes:
+            raise ResourceExhausted(
+                f"push of {size} bytes: the push quota is {self.max_push_bytes} bytes and"
+                f" {held + self._pushing} are held by earlier or running pushes"
+            )
+        self._pushing += size  # reserved in the loop: no other push sees it half-done
+        try:
+            info = await self._receive(dest, path, size, sha256, data)
+        finally:
+            self._pushing -= size
+        self._pushed[dest] = info.size
+        return info
+
+    def pushed_bytes(self) -> int:
+        """Bytes of objects installed by Push that are still on disk (forgets the rest)."""
+        total = 0
+        for dest in list(self._pushed):
+            try:
+                total += os.stat(dest).st_size
+            except OSError:
+                self._pushed.pop(dest, None)
+        return total
+
+    async def _receive(
+        self, dest: Path, path: str, size: int, sha256: str, data: AsyncIterator[bytes]
+    ) -> ObjectInfo:
         receiver = await asyncio.to_thread(FileReceiver, dest, size, sha256.lower())
         try:
             if receiver.offset:
@@ -335,6 +366,7 @@ def for_agent(agent: Agent) -> DataService:
             grant_secret(agent.require_store()),
             methods=cfg.transfer_methods,
             max_message_bytes=cfg.max_message_bytes,
+            max_push_bytes=cfg.max_push_bytes,
             address=agent.address,
             rsync_endpoint=_rsync_endpoint(cfg),
         )

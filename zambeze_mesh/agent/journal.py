@@ -44,6 +44,7 @@ class Live:
     state: str = "RUNNING"
     message: str = ""
     created_ms: int = 0
+    owner: str = ""  # who submitted it (security.owners); "" for campaigns from before
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     open: int = -1  # activities not yet in a terminal state
     # Events journaled by this process, for Watch without a database read: recent[i]

@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING
 from zambeze_mesh.agent.campaign_wire import from_proto, now_ms
 from zambeze_mesh.agent.journal import CAMPAIGN_STATES, Journal, Live
 from zambeze_mesh.agent.logs import log_event
+from zambeze_mesh.agent.submit_gate import SubmitGate, settle
 from zambeze_mesh.errors import (
     FailedPrecondition,
     InvalidInput,
     NotFound,
+    NotPermitted,
     ResourceExhausted,
     ZmeshError,
 )
@@ -34,6 +36,7 @@ from zambeze_mesh.scheduling import (
     activity_from_spec,
 )
 from zambeze_mesh.scheduling import states as st
+from zambeze_mesh.security.owners import wire_owner
 from zambeze_mesh.store import campaigns as cstore
 from zambeze_mesh.v1 import campaigns_pb2, common_pb2
 
@@ -67,6 +70,7 @@ class Monitor:
             tuple[str, builtins.list[common_pb2.Event], asyncio.Future[None]]
         ] = []
         self._reoffer_at = 0.0
+        self.gate = SubmitGate(agent.config.max_admitting_activities)
 
     def _journal(self) -> Journal:
         return Journal(self.agent.require_store(), self.live)
@@ -83,7 +87,15 @@ class Monitor:
                 log_event(log, "campaign.unreadable", level=logging.ERROR, campaign=row.id)
                 continue
             dag = CampaignDag([activity_from_spec(s) for s in req.activities])
-            live = Live(row.id, row.name, dag, acts, row.last_seq, created_ms=row.created_ms)
+            live = Live(
+                row.id,
+                row.name,
+                dag,
+                acts,
+                row.last_seq,
+                created_ms=row.created_ms,
+                owner=row.owner,
+            )
             self.live[row.id] = live
             log_event(log, "campaign.resumed", campaign=row.id, seq=row.last_seq)
         for live in list(self.live.values()):
@@ -109,15 +121,63 @@ class Monitor:
         self.advance(live)
 
     # ------------------------------------------------------------ submit
-    def submit(self, req: campaigns_pb2.SubmitRequest) -> str:
-        """Validate, journal and start a campaign; returns its id."""
+    async def submit(self, req: campaigns_pb2.SubmitRequest, owner: str = "") -> str:
+        """Validate, journal and start a campaign of ``owner``; returns its id.
+
+        ``client_request_id`` is scoped to ``owner``: the same key from another
+        owner is another campaign. Validation, the DAG and the journal are prepared
+        in a worker thread, one campaign at a time, admitted by :attr:`gate` (which
+        answers RESOURCE_EXHAUSTED with a retry hint when ``owner`` has too much
+        waiting): the event loop keeps serving meanwhile."""
         store = self.agent.require_store()
-        if req.client_request_id:
-            if len(req.client_request_id) > 128:
-                raise InvalidInput("client_request_id is longer than 128 characters")
-            existing = cstore.find_by_request_id(store, req.client_request_id)
+        rid = req.client_request_id
+        if len(rid) > 128:
+            raise InvalidInput("client_request_id is longer than 128 characters")
+        existing = cstore.find_by_request_id(store, rid, owner) if rid else None
+        if existing:
+            return existing
+        self._check_sizes(req)
+        async with self.gate.admit(owner, len(req.activities)):
+            # An equal request admitted just before this one may have created it.
+            existing = cstore.find_by_request_id(store, rid, owner) if rid else None
             if existing:
                 return existing
+            acts, dag = await asyncio.to_thread(_build, req)
+            self._check_plugins(acts)
+            self._check_policy(acts, owner)
+            cid = uuid.uuid4().hex[:16]
+            live = Live(
+                cid,
+                req.name,
+                dag,
+                {a.name: cstore.ActivityRow(a.name, st.PENDING) for a in acts},
+                0,
+                created_ms=now_ms(),
+                owner=owner,
+            )
+            # The new campaign is nobody else's yet: journal it off the loop.
+            offer = await asyncio.to_thread(self._journal_new, live, req, acts)
+        self.live[cid] = live
+        settle(len(acts))
+        log_event(log, "campaign.submitted", campaign=cid, name=req.name, activities=len(acts))
+        self._offer(live, offer)
+        return cid
+
+    def _journal_new(
+        self, live: Live, req: campaigns_pb2.SubmitRequest, acts: builtins.list[ActivityDef]
+    ) -> builtins.list[str]:
+        """The campaign row, its first event and the first offers: one transaction."""
+        j = self._journal()
+        names = [a.name for a in acts]
+        cid, created, owner = live.id, live.created_ms, live.owner
+        j.before = lambda db: cstore.insert_campaign(db, cid, req, created, names, owner)
+        j.campaign(live, "RUNNING", f"submitted with {len(acts)} activities")
+        offer = self._advance_into(j, live)
+        j.commit()
+        return offer
+
+    @staticmethod
+    def _check_sizes(req: campaigns_pb2.SubmitRequest) -> None:
         if not req.name or len(req.name) > 256:
             raise InvalidInput("a campaign needs a name of 1 to 256 characters")
         if not req.activities:
@@ -127,29 +187,18 @@ class Monitor:
                 f"campaign {req.name!r} has {len(req.activities)} activities;"
                 f" the limit is {MAX_ACTIVITIES}"
             )
-        acts = [activity_from_spec(spec) for spec in req.activities]
-        dag = CampaignDag(acts)
-        self._check_plugins(acts)
-        cid = uuid.uuid4().hex[:16]
-        created = now_ms()
-        live = Live(
-            cid,
-            req.name,
-            dag,
-            {a.name: cstore.ActivityRow(a.name, st.PENDING) for a in acts},
-            0,
-            created_ms=created,
-        )
-        j = self._journal()
-        # The campaign row, its first event and the first offers: one transaction.
-        j.before = lambda db: cstore.insert_campaign(db, cid, req, created, [a.name for a in acts])
-        j.campaign(live, "RUNNING", f"submitted with {len(acts)} activities")
-        offer = self._advance_into(j, live)
-        j.commit()
-        self.live[cid] = live
-        log_event(log, "campaign.submitted", campaign=cid, name=req.name, activities=len(acts))
-        self._offer(live, offer)
-        return cid
+
+    def _check_policy(self, acts: list[ActivityDef], owner: str) -> None:
+        """Refuse activities pinned to this agent that its execution policy forbids."""
+        policy = self.agent.execution_policy
+        if not policy.rules:
+            return
+        identity = wire_owner(self.agent.mesh, self.agent.name, owner)
+        for a in acts:
+            if a.agent == self.agent.name:
+                reason = policy.refusal(identity, a.plugin, function=a.is_function)
+                if reason is not None:
+                    raise NotPermitted(f"activity {a.name!r}: {reason}")
 
     def _check_plugins(self, acts: list[ActivityDef]) -> None:
         gossip = self.agent.gossip
@@ -537,10 +586,15 @@ class Monitor:
         except ZmeshError:
             return None
 
-    def list(self, limit: int) -> list[campaigns_pb2.CampaignStatus]:
-        """Campaigns this agent monitors, newest first."""
-        rows = cstore.list_campaigns(self.agent.require_store(), limit or 100)
+    def list(self, limit: int, owner: str | None = None) -> list[campaigns_pb2.CampaignStatus]:
+        """Campaigns this agent monitors, newest first (only ``owner``'s when given)."""
+        rows = cstore.list_campaigns(self.agent.require_store(), limit or 100, owner=owner)
         return [self.status(r.id, edges=False) for r in rows]
+
+    def owner_of(self, cid: str) -> str | None:
+        """The owner of campaign ``cid``, or None if this agent has no such campaign."""
+        row = cstore.load_campaign(self.agent.require_store(), cid)
+        return row.owner if row is not None else None
 
     async def watch(
         self, cid: str, after: int, follow: bool = True
@@ -612,6 +666,12 @@ class Monitor:
             self.placement.withdraw(live)
             self.placement.cancel_on(running)
         return self.status(cid)
+
+
+def _build(req: campaigns_pb2.SubmitRequest) -> tuple[list[ActivityDef], CampaignDag]:
+    """Validate a submitted campaign's activities and build its DAG (pure, thread-safe)."""
+    acts = [activity_from_spec(spec) for spec in req.activities]
+    return acts, CampaignDag(acts)
 
 
 def _is_final(ev: common_pb2.Event) -> bool:

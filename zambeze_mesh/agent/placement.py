@@ -45,6 +45,7 @@ from zambeze_mesh.scheduling import (
 )
 from zambeze_mesh.scheduling import states as st
 from zambeze_mesh.scheduling.model import OUTPUT_REF_PREFIX
+from zambeze_mesh.security.owners import wire_owner
 from zambeze_mesh.v1 import scheduling_pb2, scheduling_pb2_grpc
 
 if TYPE_CHECKING:
@@ -116,6 +117,7 @@ class Placement:
         members = gossip.members() if gossip is not None else []
         agents = [agent_from_record(m.record, m.status) for m in members if m.record is not None]
         tenders = []
+        owner = wire_owner(self.agent.mesh, self.agent.name, live.owner)
         for name in names:
             act = live.dag.activity(name)
             fit, excluded = candidates(act, agents)
@@ -128,7 +130,7 @@ class Placement:
                     fit = others
                     excluded = {**excluded, row.agent: "failed the previous attempt"}
             key = TenderKey(live.id, name, row.attempt)
-            tenders.append(Tender(key, act, tuple(a.name for a in fit), excluded))
+            tenders.append(Tender(key, act, tuple(a.name for a in fit), excluded, owner))
         self._step(Announce(tenders))
 
     def member_down(self, name: str) -> None:
@@ -315,7 +317,7 @@ class Placement:
         )
         local = self.agent.contractor
         if agent == self.agent.name and local is not None:
-            await local.cancel(list(req.activities))
+            await local.cancel(list(req.activities), self.agent.name)
             return
         if stub is None:
             return

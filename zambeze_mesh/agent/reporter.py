@@ -124,10 +124,10 @@ class Reporter:
                     if final:
                         cstore.contract_put(
                             db,
+                            monitor,
                             ev.campaign_id,
                             ev.activity,
                             ev.attempt,
-                            monitor,
                             b"",
                             from_proto(ev.state),
                         )

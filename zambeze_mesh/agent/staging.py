@@ -74,11 +74,14 @@ class Stager:
         """Create dirs, stage data_uris and script, substitute output refs in args."""
         agent_dir = self.agent.data_dir
         spec = job.item.tender.spec
+        # Default dirs are per monitor: another member naming this campaign's id
+        # in its own award gets its own dirs, never the real campaign's.
+        runs = f"@agentdir/runs/{_safe(job.monitor)}/{job.key.campaign_id}"
         if spec.WhichOneof("body") == "python" and spec.python.function:
             # Shipped functions share one working dir per campaign (they return values).
-            default_work = f"@agentdir/runs/{job.key.campaign_id}/functions"
+            default_work = f"{runs}/functions"
         else:
-            default_work = f"@agentdir/runs/{job.key.campaign_id}/{_safe(job.key.activity)}"
+            default_work = f"{runs}/{_safe(job.key.activity)}"
         work_text = spec.working_dir or default_work
         out_text = spec.output_dir or "@workingdir/output"
         working, output = self._resolve_dirs(work_text, out_text)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,13 @@ import grpc
 
 from zambeze_mesh.campaign.loop import bridge
 from zambeze_mesh.campaign.wire import CampaignStatus, Event, Members, SubmitResult
-from zambeze_mesh.errors import DataIntegrityError, InvalidInput, Unavailable, from_rpc_error
+from zambeze_mesh.errors import (
+    RETRY_AFTER_KEY,
+    DataIntegrityError,
+    InvalidInput,
+    Unavailable,
+    from_rpc_error,
+)
 from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2
 
 if TYPE_CHECKING:
@@ -31,6 +38,25 @@ if TYPE_CHECKING:
 __all__ = ["Client", "connect", "default_client", "set_default_client"]
 
 _MAX_MESSAGE = 64 * 1024 * 1024
+#: How long ``submit`` keeps retrying while the agent says it is busy admitting
+#: this identity's earlier campaigns (RESOURCE_EXHAUSTED with a retry hint).
+SUBMIT_PATIENCE_S = 300.0
+
+
+def _retry_after_s(exc: grpc.RpcError) -> float | None:
+    """The retry hint of a RESOURCE_EXHAUSTED answer, in seconds (None: no hint)."""
+    code = exc.code() if hasattr(exc, "code") else None
+    if code != grpc.StatusCode.RESOURCE_EXHAUSTED or not hasattr(exc, "trailing_metadata"):
+        return None
+    for key, value in exc.trailing_metadata() or ():
+        if key == RETRY_AFTER_KEY:
+            try:
+                return min(max(int(value), 0), 60_000) / 1000
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
 _FINAL_CAMPAIGN = frozenset(
     {
         common_pb2.CAMPAIGN_STATE_SUCCEEDED,
@@ -108,12 +134,20 @@ class Client:
             return Unavailable(f"cannot reach the agent at {self.target}: {err}")
         return err
 
-    async def _call(self, method: str, request: Any) -> Any:
+    async def _call(self, method: str, request: Any, *, patience_s: float = 0.0) -> Any:
+        """Call ``method``; while the agent answers RESOURCE_EXHAUSTED with a retry
+        hint, wait as told and try again, for up to ``patience_s`` seconds."""
+
         async def go() -> Any:
-            try:
-                return await getattr(self._get_stub(), method)(request)
-            except grpc.RpcError as exc:
-                raise self._error(exc) from None
+            give_up = time.monotonic() + patience_s
+            while True:
+                try:
+                    return await getattr(self._get_stub(), method)(request)
+                except grpc.RpcError as exc:
+                    wait = _retry_after_s(exc)
+                    if wait is None or time.monotonic() + wait > give_up:
+                        raise self._error(exc) from None
+                    await asyncio.sleep(wait)
 
         return await bridge.run_async(go())
 
@@ -129,7 +163,7 @@ class Client:
         req = campaigns_pb2.SubmitRequest(
             name=name, activities=specs, client_request_id=client_request_id
         )
-        resp = await self._call("Submit", req)
+        resp = await self._call("Submit", req, patience_s=SUBMIT_PATIENCE_S)
         return SubmitResult(campaign_id=resp.campaign_id, monitor=resp.monitor)
 
     async def get(self, campaign_id: str) -> CampaignStatus:

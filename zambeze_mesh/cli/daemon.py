@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -16,6 +17,18 @@ START_TIMEOUT_S = 30.0
 #: Sent by ``zmesh agent stop --leave``: gossip a graceful departure, then stop.
 LEAVE_SIGNAL = signal.SIGUSR1
 STOP_TIMEOUT_S = 20.0
+
+
+def freeze_startup_objects() -> None:
+    """Keep what the agent process loaded at start out of full garbage collections.
+
+    Modules, plugins (dask, parsl...) and the agent's own objects live as long as
+    the process. Left in the oldest generation, every full collection walks them
+    all and stops every thread for a few hundred ms, which happens while big
+    campaigns come in; a peer whose probe is not answered in time then suspects
+    this agent."""
+    gc.collect()
+    gc.freeze()
 
 
 async def run_foreground(home: Home, ca_passphrase: bytes | None = None) -> None:
@@ -32,6 +45,7 @@ async def run_foreground(home: Home, ca_passphrase: bytes | None = None) -> None
             file=sys.stderr,
             flush=True,
         )
+    freeze_startup_objects()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     leaving = False

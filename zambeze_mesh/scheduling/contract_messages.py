@@ -64,6 +64,8 @@ class Tender:
     activity: ActivityDef
     candidates: tuple[str, ...]
     excluded: Mapping[str, str] = field(default_factory=dict)
+    #: The identity the activity runs as (its campaign's owner, see security.owners).
+    owner: str = ""
 
 
 @dataclass(frozen=True)

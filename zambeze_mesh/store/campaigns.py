@@ -88,6 +88,36 @@ def m3_campaign_requests(db: sqlite3.Connection) -> None:
     )
 
 
+def m5_owners(db: sqlite3.Connection) -> None:
+    """Migration 4: campaigns have an owner; contracts are keyed by their monitor.
+
+    ``owner`` is the identity that submitted the campaign (a SPIFFE ID, or
+    ``local:<uid>`` for the Unix socket); rows from before have ``''`` (only admins
+    see them). A contract's key gains its monitor, so two monitors naming the same
+    (campaign, activity, attempt) never share one.
+    """
+    run_script(
+        db,
+        """
+        ALTER TABLE campaigns ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+        CREATE INDEX campaigns_owner_request ON campaigns(owner, client_request_id);
+        CREATE TABLE contracts_new (
+            monitor TEXT NOT NULL,
+            campaign_id TEXT NOT NULL,
+            activity TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            item BLOB NOT NULL,
+            state TEXT NOT NULL,
+            PRIMARY KEY (monitor, campaign_id, activity, attempt)
+        );
+        INSERT INTO contracts_new (monitor, campaign_id, activity, attempt, item, state)
+            SELECT monitor, campaign_id, activity, attempt, item, state FROM contracts;
+        DROP TABLE contracts;
+        ALTER TABLE contracts_new RENAME TO contracts;
+        """,
+    )
+
+
 @dataclass
 class ActivityRow:
     """The monitor's current view of one activity."""
@@ -112,6 +142,7 @@ class CampaignRow:
     created_ms: int
     message: str
     last_seq: int
+    owner: str = ""
 
 
 def insert_campaign(
@@ -120,12 +151,13 @@ def insert_campaign(
     req: campaigns_pb2.SubmitRequest,
     created_ms: int,
     names: list[str],
+    owner: str = "",
 ) -> None:
-    """Create a campaign and its PENDING activities (inside the caller's transaction)."""
+    """Create a campaign of ``owner`` and its PENDING activities (in the caller's transaction)."""
     db.execute(
-        "INSERT INTO campaigns (id, name, state, created_ms, client_request_id, request)"
-        " VALUES (?, ?, 'RUNNING', ?, ?, x'')",
-        (cid, req.name, created_ms, req.client_request_id),
+        "INSERT INTO campaigns (id, name, state, created_ms, client_request_id, request, owner)"
+        " VALUES (?, ?, 'RUNNING', ?, ?, x'', ?)",
+        (cid, req.name, created_ms, req.client_request_id, owner),
     )
     db.execute(
         "INSERT INTO campaign_requests (campaign_id, request) VALUES (?, ?)",
@@ -189,14 +221,18 @@ def load_campaign(store: Store, cid: str) -> CampaignRow | None:
     return _campaign(rows[0]) if rows else None
 
 
-def find_by_request_id(store: Store, request_id: str) -> str | None:
-    """The campaign submitted with this idempotency key, if any."""
-    rows = store.read("SELECT id FROM campaigns WHERE client_request_id = ?", (request_id,))
+def find_by_request_id(store: Store, request_id: str, owner: str = "") -> str | None:
+    """The campaign ``owner`` submitted with this idempotency key, if any."""
+    rows = store.read(
+        "SELECT id FROM campaigns WHERE owner = ? AND client_request_id = ?", (owner, request_id)
+    )
     return str(rows[0]["id"]) if rows else None
 
 
 def _campaign(r: sqlite3.Row) -> CampaignRow:
-    return CampaignRow(r["id"], r["name"], r["state"], r["created_ms"], r["message"], r["last_seq"])
+    return CampaignRow(
+        r["id"], r["name"], r["state"], r["created_ms"], r["message"], r["last_seq"], r["owner"]
+    )
 
 
 def load_request(store: Store, cid: str) -> campaigns_pb2.SubmitRequest | None:
@@ -207,15 +243,21 @@ def load_request(store: Store, cid: str) -> campaigns_pb2.SubmitRequest | None:
     return campaigns_pb2.SubmitRequest.FromString(bytes(rows[0]["request"]))
 
 
-def list_campaigns(store: Store, limit: int, state: str | None = None) -> list[CampaignRow]:
-    """Campaigns, newest first."""
-    if state is None:
-        rows = store.read("SELECT * FROM campaigns ORDER BY created_ms DESC LIMIT ?", (limit,))
-    else:
-        rows = store.read(
-            "SELECT * FROM campaigns WHERE state = ? ORDER BY created_ms DESC LIMIT ?",
-            (state, limit),
-        )
+def list_campaigns(
+    store: Store, limit: int, state: str | None = None, owner: str | None = None
+) -> list[CampaignRow]:
+    """Campaigns, newest first (only ``owner``'s when given)."""
+    where, args = [], []
+    if state is not None:
+        where.append("state = ?")
+        args.append(state)
+    if owner is not None:
+        where.append("owner = ?")
+        args.append(owner)
+    cond = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = store.read(
+        f"SELECT * FROM campaigns{cond} ORDER BY created_ms DESC LIMIT ?", (*args, limit)
+    )
     return [_campaign(r) for r in rows]
 
 
@@ -276,19 +318,19 @@ def outbox_pending(store: Store, limit: int = 2000) -> list[tuple[int, str, comm
 
 def contract_put(
     db: sqlite3.Connection,
+    monitor: str,
     cid: str,
     activity: str,
     attempt: int,
-    monitor: str,
     item: bytes,
     state: str,
 ) -> None:
-    """Record or update accepted work."""
+    """Record or update ``monitor``'s accepted work."""
     db.execute(
-        "INSERT INTO contracts (campaign_id, activity, attempt, monitor, item, state)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(campaign_id, activity, attempt)"
+        "INSERT INTO contracts (monitor, campaign_id, activity, attempt, item, state)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(monitor, campaign_id, activity, attempt)"
         " DO UPDATE SET state = excluded.state",
-        (cid, activity, attempt, monitor, item, state),
+        (monitor, cid, activity, attempt, item, state),
     )
 
 

@@ -86,12 +86,19 @@ def _m4_keys_to_files(db: sqlite3.Connection) -> None:
     m4_keys_to_files(db)
 
 
+def _m5_owners(db: sqlite3.Connection) -> None:
+    from zambeze_mesh.store.campaigns import m5_owners
+
+    m5_owners(db)
+
+
 #: Forward-only migrations; index i upgrades schema version i to i+1.
 MIGRATIONS: list[Migration] = [
     _m1_foundation,
     _m2_campaigns,
     _m3_campaign_requests,
     _m4_keys_to_files,
+    _m5_owners,
 ]
 
 

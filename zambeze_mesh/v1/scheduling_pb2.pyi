@@ -34,11 +34,18 @@ class Tender(_message.Message):
     SPEC_FIELD_NUMBER: _builtins.int
     INPUTS_FIELD_NUMBER: _builtins.int
     FUNCTION_BYTES_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.str
     activity: _builtins.str
     attempt: _builtins.int
     function_bytes: _builtins.int
     """calls for proposals only: the shipped function"""
+    owner: _builtins.str
+    """(python.function) was left out of spec to keep
+    the call small; this is its size. It travels
+    with the award.
+    the campaign's owner (SPIFFE ID) as its monitor
+    """
     @_builtins.property
     def spec(self) -> _common_pb2.ActivitySpec: ...
     @_builtins.property
@@ -54,10 +61,11 @@ class Tender(_message.Message):
         spec: _common_pb2.ActivitySpec | None = ...,
         inputs: _abc.Iterable[Global___InputHint] | None = ...,
         function_bytes: _builtins.int = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "attempt", b"attempt", "campaign_id", b"campaign_id", "function_bytes", b"function_bytes", "inputs", b"inputs", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "attempt", b"attempt", "campaign_id", b"campaign_id", "function_bytes", b"function_bytes", "inputs", b"inputs", "owner", b"owner", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

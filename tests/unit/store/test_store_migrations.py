@@ -57,3 +57,38 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     Store(path).close()
     with pytest.raises(ZmeshError, match="upgrade zambeze-mesh"):
         Store(path, migrations=MIGRATIONS[:2])
+
+
+def test_owners_and_monitor_keyed_contracts(tmp_path: Path) -> None:
+    """Migration 4: old campaigns get the empty owner (admins only), open contracts
+    survive with their monitor, and two monitors may hold the same attempt."""
+    path = tmp_path / "agent.db"
+    old = Store(path, migrations=MIGRATIONS[:3])
+    with old.tx() as db:
+        db.execute(
+            "INSERT INTO campaigns (id, name, state, created_ms, client_request_id, request)"
+            " VALUES ('c1', 'old', 'RUNNING', 1, 'rid', x'')"
+        )
+        db.execute(
+            "INSERT INTO contracts (campaign_id, activity, attempt, monitor, item, state)"
+            " VALUES ('c1', 'a', 1, 'm1', x'', 'RUNNING')"
+        )
+    old.close()
+
+    store = Store(path)
+    try:
+        row = cstore.load_campaign(store, "c1")
+        assert row is not None and row.owner == ""
+        assert cstore.find_by_request_id(store, "rid") == "c1"
+        assert cstore.find_by_request_id(store, "rid", "spiffe://m/client/x") is None
+        assert cstore.contracts_open(store) == [("c1", "a", 1, "m1", b"")]
+        with store.tx() as db:
+            cstore.contract_put(db, "m2", "c1", "a", 1, b"x", "AWARDED")
+            cstore.insert_campaign(db, "c2", request(1), 2, ["a0"], "spiffe://m/client/x")
+        assert sorted(c[3] for c in cstore.contracts_open(store)) == ["m1", "m2"]
+        assert [r.id for r in cstore.list_campaigns(store, 10, owner="spiffe://m/client/x")] == [
+            "c2"
+        ]
+        assert {r.id for r in cstore.list_campaigns(store, 10)} == {"c1", "c2"}
+    finally:
+        store.close()

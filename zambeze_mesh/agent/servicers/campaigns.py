@@ -1,4 +1,8 @@
-"""``Campaigns`` service: the client API (thin adapter over :class:`Monitor`)."""
+"""``Campaigns`` service: the client API (thin adapter over :class:`Monitor`).
+
+Campaigns are owned (:mod:`zambeze_mesh.security.owners`): a caller that is not an
+admin gets NOT_FOUND for another identity's campaign, exactly as for one that does
+not exist, and does not see it in ListCampaigns."""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ from typing import TYPE_CHECKING
 import grpc
 
 from zambeze_mesh.agent.servicers.errors import rpc_errors
-from zambeze_mesh.errors import InvalidInput, Unavailable
+from zambeze_mesh.errors import InvalidInput, NotFound, Unavailable
+from zambeze_mesh.security.authz import current_caller
+from zambeze_mesh.security.owners import Access
 from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2
 
 if TYPE_CHECKING:
@@ -41,25 +47,36 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
             raise Unavailable("the agent is still starting")
         return self.agent.monitor
 
+    def _access(self) -> Access:
+        return Access.of(current_caller(), self.agent.config.admins)
+
+    def _owned(self, value: str) -> str:
+        """The campaign id, if the caller may see that campaign (else NOT_FOUND)."""
+        cid = _cid(value)
+        owner = self._monitor().owner_of(cid)
+        if owner is None or not self._access().sees(owner):
+            raise NotFound(f"no campaign {cid!r} on this agent")
+        return cid
+
     @rpc_errors
     async def Submit(
         self, request: campaigns_pb2.SubmitRequest, context: grpc.aio.ServicerContext
     ) -> campaigns_pb2.SubmitResponse:
-        cid = self._monitor().submit(request)
+        cid = await self._monitor().submit(request, owner=self._access().owner)
         return campaigns_pb2.SubmitResponse(campaign_id=cid, monitor=self.agent.name)
 
     @rpc_errors
     async def Get(
         self, request: campaigns_pb2.GetCampaignRequest, context: grpc.aio.ServicerContext
     ) -> campaigns_pb2.CampaignStatus:
-        return self._monitor().status(_cid(request.campaign_id))
+        return self._monitor().status(self._owned(request.campaign_id))
 
     @rpc_errors
     async def Watch(
         self, request: campaigns_pb2.WatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[common_pb2.Event]:
         monitor = self._monitor()
-        async for ev in monitor.watch(_cid(request.campaign_id), request.after_seq):
+        async for ev in monitor.watch(self._owned(request.campaign_id), request.after_seq):
             yield ev
 
     @rpc_errors
@@ -67,21 +84,25 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
         self, request: campaigns_pb2.WatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[campaigns_pb2.EventBatch]:
         monitor = self._monitor()
-        async for batch in monitor.watch_batches(_cid(request.campaign_id), request.after_seq):
+        cid = self._owned(request.campaign_id)
+        async for batch in monitor.watch_batches(cid, request.after_seq):
             yield campaigns_pb2.EventBatch(events=batch)
 
     @rpc_errors
     async def Cancel(
         self, request: campaigns_pb2.CancelCampaignRequest, context: grpc.aio.ServicerContext
     ) -> campaigns_pb2.CampaignStatus:
-        return self._monitor().cancel(_cid(request.campaign_id))
+        return self._monitor().cancel(self._owned(request.campaign_id))
 
     @rpc_errors
     async def ListCampaigns(
         self, request: campaigns_pb2.ListCampaignsRequest, context: grpc.aio.ServicerContext
     ) -> campaigns_pb2.ListCampaignsResponse:
         limit = min(request.limit or 100, 1000)
-        return campaigns_pb2.ListCampaignsResponse(campaigns=self._monitor().list(limit))
+        scope = self._access().scope
+        return campaigns_pb2.ListCampaignsResponse(
+            campaigns=self._monitor().list(limit, owner=scope)
+        )
 
     @rpc_errors
     async def ListMembers(

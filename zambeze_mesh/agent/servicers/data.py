@@ -41,9 +41,10 @@ def _caller_uri() -> str:
 
 
 class StreamLimiter:
-    """Counts the Fetch streams each peer has open; refuses one over the limit."""
+    """Counts the streams (of one RPC) each peer has open; refuses one over the limit."""
 
-    def __init__(self) -> None:
+    def __init__(self, rpc: str = "Fetch") -> None:
+        self.rpc = rpc
         self.open: dict[str, int] = {}
 
     @contextlib.contextmanager
@@ -52,7 +53,7 @@ class StreamLimiter:
         n = self.open.get(peer, 0)
         if n >= limit:
             raise ResourceExhausted(
-                f"{peer} already has {n} Fetch streams open (limit {limit}); "
+                f"{peer} already has {n} {self.rpc} streams open (limit {limit}); "
                 "finish or cancel some first"
             )
         self.open[peer] = n + 1
@@ -72,7 +73,8 @@ class DataServicer(data_pb2_grpc.DataServicer):
     def __init__(self, agent: Agent, fault: DataFault | None = None) -> None:
         self.agent = agent
         self.fault = fault
-        self.streams = StreamLimiter()
+        self.streams = StreamLimiter("Fetch")
+        self.pushes = StreamLimiter("Push")
 
     @property
     def service(self) -> DataService:
@@ -153,16 +155,38 @@ class DataServicer(data_pb2_grpc.DataServicer):
     async def Push(
         self, request_iterator: AsyncIterator[data_pb2.PushChunk], context: grpc.aio.ServicerContext
     ) -> data_pb2.PushResponse:
-        _caller_uri()
+        caller = _caller_uri()
+        cfg = self.agent.config
+        # The same per-peer stream cap and idle timeout as Fetch: a writer that
+        # sends nothing for stream_idle_timeout_s loses the stream.
+        with self.pushes.hold(caller, cfg.max_streams_per_peer):
+            return await self._push(request_iterator, cfg.stream_idle_timeout_s)
+
+    async def _push(
+        self, request_iterator: AsyncIterator[data_pb2.PushChunk], idle_s: float
+    ) -> data_pb2.PushResponse:
         it = request_iterator.__aiter__()
+
+        async def next_message() -> data_pb2.PushChunk:
+            try:
+                return await asyncio.wait_for(it.__anext__(), idle_s)
+            except TimeoutError:
+                raise ResourceExhausted(
+                    f"push: the writer sent no data for {idle_s:g} s; stream closed"
+                ) from None
+
         try:
-            first = await it.__anext__()
+            first = await next_message()
         except StopAsyncIteration:
             raise InvalidInput("push: empty stream") from None
 
         async def pieces() -> AsyncIterator[bytes]:
             yield first.data
-            async for m in it:
+            while True:
+                try:
+                    m = await next_message()
+                except StopAsyncIteration:
+                    return
                 if m.path or m.size or m.sha256:
                     raise InvalidInput("push: path, size and sha256 go in the first message only")
                 yield m.data

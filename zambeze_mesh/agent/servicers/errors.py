@@ -10,7 +10,7 @@ from typing import Any, TypeVar, cast
 
 import grpc
 
-from zambeze_mesh.errors import ZmeshError
+from zambeze_mesh.errors import RETRY_AFTER_KEY, Overloaded, ZmeshError
 
 log = logging.getLogger("zambeze_mesh.rpc")
 
@@ -43,6 +43,9 @@ def rpc_errors(func: F) -> F:
         try:
             return await func(self, request, context)
         except ZmeshError as exc:
+            if isinstance(exc, Overloaded):
+                ms = str(int(exc.retry_after_s * 1000))
+                await context.abort(exc.code, str(exc), ((RETRY_AFTER_KEY, ms),))
             await context.abort(exc.code, str(exc))
         except grpc.aio.AbortError:
             raise

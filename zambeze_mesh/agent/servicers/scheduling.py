@@ -29,7 +29,12 @@ def _caller_name(claimed: str) -> str:
 
 
 class SchedulingServicer(scheduling_pb2_grpc.SchedulingServicer):
-    """Contract-net RPCs between monitors and contractors."""
+    """Contract-net RPCs between monitors and contractors.
+
+    Every call is scoped to the caller: ``monitor``/``contractor`` must name the
+    caller's own certificate, a contractor's jobs are keyed by their monitor, and a
+    monitor takes reports only from the contractor it awarded.
+    """
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
@@ -93,6 +98,8 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServicer):
     async def Cancel(
         self, request: scheduling_pb2.CancelActivitiesRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.CancelActivitiesResponse:
-        _caller_name(request.monitor)
-        n = await self._contractor().cancel(list(request.activities))
+        monitor = _caller_name(request.monitor)
+        if len(request.activities) > MAX_ITEMS:
+            raise InvalidInput(f"too many activities ({len(request.activities)} > {MAX_ITEMS})")
+        n = await self._contractor().cancel(list(request.activities), monitor)
         return scheduling_pb2.CancelActivitiesResponse(cancelled=n)

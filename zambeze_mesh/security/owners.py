@@ -1,0 +1,75 @@
+"""Campaign ownership: who a caller is, as an owner, and what it may see.
+
+A campaign belongs to the identity that submitted it: the SPIFFE ID of a client
+(or agent) certificate, or :data:`LOCAL` for a caller on the agent's Unix socket.
+The socket is mode 0600 in the agent home, so only the agent's own Unix user (or
+root) reaches it; that user can read the agent's store anyway, so local callers
+are admins. Identities listed in the agent config's ``admins`` are admins too.
+Admins see and control every campaign; everyone else only their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from zambeze_mesh.errors import InvalidInput, Unauthenticated
+from zambeze_mesh.security.authz import Caller
+from zambeze_mesh.security.identity import Identity
+
+#: The owner recorded for campaigns submitted over the agent's Unix socket.
+LOCAL = "local"
+
+_SPIFFE = "spiffe://"
+
+
+def owner_of(caller: Caller | None) -> str:
+    """The owner identity of ``caller``: its SPIFFE ID, or :data:`LOCAL`."""
+    if caller is None or caller.kind == "anonymous":
+        raise Unauthenticated("campaigns need an authenticated caller")
+    if caller.kind == "local":
+        return LOCAL
+    assert caller.identity is not None
+    return caller.identity.uri
+
+
+def check_admins(admins: Iterable[object]) -> list[str]:
+    """Validate the ``admins`` config list: SPIFFE IDs or ``"local"``."""
+    out = []
+    for a in admins:
+        if not isinstance(a, str) or not (a == LOCAL or a.startswith(_SPIFFE)) or len(a) > 512:
+            raise InvalidInput(f"admins: {a!r} is not a SPIFFE ID (spiffe://<mesh>/<role>/<name>)")
+        out.append(a)
+    return out
+
+
+def wire_owner(mesh: str, monitor: str, owner: str) -> str:
+    """The identity a campaign's activities run as on contractors: its owner's
+    SPIFFE ID, or the monitor agent's for a campaign submitted on that agent's Unix
+    socket (or stored before campaigns had owners)."""
+    if owner.startswith(_SPIFFE):
+        return owner
+    return Identity.agent(mesh, monitor).uri
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What one caller may see: its own campaigns, or all of them (admin)."""
+
+    owner: str
+    admin: bool
+
+    @classmethod
+    def of(cls, caller: Caller | None, admins: Iterable[str]) -> Access:
+        """The access of ``caller`` given the agent's ``admins``."""
+        owner = owner_of(caller)
+        return cls(owner, owner == LOCAL or owner in set(admins))
+
+    def sees(self, owner: str) -> bool:
+        """Whether a campaign owned by ``owner`` is visible to this caller."""
+        return self.admin or owner == self.owner
+
+    @property
+    def scope(self) -> str | None:
+        """The owner to filter listings by (None: everything)."""
+        return None if self.admin else self.owner
