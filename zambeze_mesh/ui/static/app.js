@@ -487,7 +487,8 @@ function dataPage(main) {
       const r = await api(`/api/data/list?uri=${encodeURIComponent(uri)}`);
       if (seq !== st.seq || st.closed) return;
       err.textContent = "";
-      info.textContent = `${r.entries.length} entries` + (r.truncated ? " (truncated)" : "");
+      info.textContent = `${r.entries.length} ${r.entries.length === 1 ? "entry" : "entries"}`
+        + (r.truncated ? " (truncated: the first 10,000 by name)" : "");
       fill(tbody, r.entries.map((e) => h("tr", { "data-name": e.name, "data-kind": e.is_dir ? "dir" : "file" },
         h("td", {}, e.is_dir
           ? h("a", { class: "link dir", onclick: () => open(e.uri) }, e.name + "/")
