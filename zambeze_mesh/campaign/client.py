@@ -167,8 +167,8 @@ class Client:
 
     def read_data(self, uri: str, offset: int = 0, size: int = 0) -> AsyncIterator[bytes]:
         """The bytes of file ``NAME://path`` from ``offset`` (at most ``size``; 0 = to
-        the end), a chunk at a time."""
-        return bridge.iterate(self._read_data(uri, offset, size))
+        the end), a chunk (up to 1 MiB) at a time; at most a few chunks wait unread."""
+        return bridge.iterate(self._read_data(uri, offset, size), maxsize=4)
 
     async def _read_data(self, uri: str, offset: int, size: int) -> AsyncGenerator[bytes, None]:
         req = campaigns_pb2.ReadDataRequest(uri=uri, offset=offset, size=size)
