@@ -163,6 +163,10 @@ async def test_the_agent_serves_the_web_view_with_ui_listen(tmp_path: Path) -> N
 
         assert await asyncio.to_thread(get, "/api/members", {}) == 403
         assert await asyncio.to_thread(get, "/api/members", {"X-Zmesh-Token": token}) == 200
+        # The agent's own server browses its data (it is a client of the Unix socket).
+        (agents[0].data_dir / "x.txt").write_text("x")
+        listing = "/api/data/list?uri=" + quote("agent-0://.")
+        assert await asyncio.to_thread(get, listing, {"X-Zmesh-Token": token}) == 200
     with pytest.raises(OSError):  # stopped with the agent
         await asyncio.to_thread(urllib.request.urlopen, base + "/", timeout=5)
 
