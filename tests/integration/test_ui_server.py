@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -161,5 +163,48 @@ async def test_the_agent_serves_the_web_view_with_ui_listen(tmp_path: Path) -> N
 
         assert await asyncio.to_thread(get, "/api/members", {}) == 403
         assert await asyncio.to_thread(get, "/api/members", {"X-Zmesh-Token": token}) == 200
+        # The agent's own server browses its data (it is a client of the Unix socket).
+        (agents[0].data_dir / "x.txt").write_text("x")
+        listing = "/api/data/list?uri=" + quote("agent-0://.")
+        assert await asyncio.to_thread(get, listing, {"X-Zmesh-Token": token}) == 200
     with pytest.raises(OSError):  # stopped with the agent
         await asyncio.to_thread(urllib.request.urlopen, base + "/", timeout=5)
+
+
+async def test_data_page_lists_and_downloads_through_the_agent(ui: tuple[Agent, Http]) -> None:
+    agent, http = ui
+    blob = os.urandom(2_500_000)
+    (agent.data_dir / "runs").mkdir()
+    (agent.data_dir / "runs" / "résumé data.bin").write_bytes(blob)
+    (agent.data_dir / "runs" / "sub").mkdir()
+    members = await http.json("/api/members")
+    assert members["members"][0]["roots"] == []  # no exported roots: @agentdir only
+    listing = await http.json("/api/data/list?uri=" + quote("agent-0://runs"))
+    assert listing["agent"] == "agent-0" and not listing["truncated"]
+    rows = [(e["name"], e["uri"], e["is_dir"], e["size"]) for e in listing["entries"]]
+    assert rows == [
+        ("résumé data.bin", "agent-0://runs/résumé data.bin", False, len(blob)),
+        ("sub", "agent-0://runs/sub", True, 0),
+    ]
+    assert listing["entries"][0]["mtime_ms"] > 1_600_000_000_000
+    path = "/api/data/download?uri=" + quote(listing["entries"][0]["uri"])
+    assert (await http.call("GET", path, token=False))[0] == 403
+    req = urllib.request.Request(http.base + path, headers={"X-Zmesh-Token": http.token})
+    with await asyncio.to_thread(urllib.request.urlopen, req, timeout=20) as resp:
+        assert resp.headers["Content-Length"] == str(len(blob))
+        assert resp.headers["Content-Disposition"].startswith("attachment;")
+        assert "r%C3%A9sum%C3%A9%20data.bin" in resp.headers["Content-Disposition"]
+        assert await asyncio.to_thread(resp.read) == blob
+    for uri, code in [
+        ("agent-0:///etc/passwd", 403),
+        ("agent-0://runs/../../x", 400),
+        ("agent-0://runs", 400),  # a directory is listed, not downloaded
+        ("agent-0://nothing-here", 404),
+        ("nobody://x", 404),
+        ("", 400),
+    ]:
+        status, body = await http.call("GET", "/api/data/download?uri=" + quote(uri))
+        assert status == code, (uri, body)
+        assert json.loads(body)["error"]
+    status, _ = await http.call("GET", "/api/data/list?uri=" + quote("agent-0:///etc"))
+    assert status == 403

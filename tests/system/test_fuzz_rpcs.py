@@ -2,7 +2,8 @@
 
 Module fixture: agent ``a`` (a real ``zmesh`` process, the CA holder), the identity
 of a second agent ``b`` (joined, not running) for the agent-only services, and a
-client certificate for ``Campaigns``. Each test throws random and malformed
+client certificate for ``Campaigns`` (its Unix socket for ``ListData``, ``StatData``
+and ``ReadData``, which only the local user may call). Each test throws random and malformed
 messages (``tests/system/strategies.py``) or raw random bytes at one RPC and checks:
 
 * every call ends with a status before its deadline (no hang);
@@ -61,6 +62,7 @@ FUZZ = settings(
 BROKEN = {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN}
 """Statuses that mean the agent hung or crashed, for any request."""
 P = "/zambeze_mesh.v1."
+BROWSE = ("/ListData", "/StatData", "/ReadData")
 
 # method -> (request class, shape: uu unary-unary, us unary-stream, su stream-unary)
 RPCS: dict[str, tuple[type[Message], str]] = {
@@ -70,6 +72,9 @@ RPCS: dict[str, tuple[type[Message], str]] = {
     P + "Campaigns/Cancel": (campaigns_pb2.CancelCampaignRequest, "uu"),
     P + "Campaigns/ListCampaigns": (campaigns_pb2.ListCampaignsRequest, "uu"),
     P + "Campaigns/ListMembers": (campaigns_pb2.ListMembersRequest, "uu"),
+    P + "Campaigns/ListData": (campaigns_pb2.ListDataRequest, "uu"),
+    P + "Campaigns/StatData": (campaigns_pb2.StatDataRequest, "uu"),
+    P + "Campaigns/ReadData": (campaigns_pb2.ReadDataRequest, "us"),
     P + "Membership/Join": (membership_pb2.JoinRequest, "uu"),
     P + "Membership/Ping": (membership_pb2.PingRequest, "uu"),
     P + "Membership/PingReq": (membership_pb2.PingReqRequest, "uu"),
@@ -104,8 +109,11 @@ class Target:
     before: dict[str, float] = field(default_factory=dict)
     last_details: str = ""
     grants: list[data_pb2.Grant] = field(default_factory=list)
+    local_ch: grpc.Channel | None = None
 
     def channel(self, method: str) -> grpc.Channel:
+        if method.endswith(BROWSE) and self.local_ch is not None:
+            return self.local_ch  # only the agent's local user may browse data
         return self.client_ch if "/Campaigns/" in method else self.agent_ch
 
     def check_alive(self) -> None:
@@ -173,6 +181,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         )
         assert a.pid is not None
         t = Target(pm, a.address, a.pid, a.home / "zmesh.db", root, outside, agent_ch, client_ch)
+        t.local_ch = grpc.insecure_channel(f"unix:{a.home / 'agent.sock'}")
         t.before = _snapshot(root, [a.home, b.home])
         data_stub = data_pb2_grpc.DataStub(agent_ch)
         for path in ("f.txt", "d"):
@@ -191,6 +200,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         assert _snapshot(root, [a.home, b.home]) == t.before
         agent_ch.close()
         client_ch.close()
+        t.local_ch.close()
     finally:
         pm.stop_all()
 

@@ -41,7 +41,7 @@ pytestmark = [
 selenium = pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 FAIL = "echo 'boom: bad input' >&2; exit 3"
 FINAL_ROW = "#events tr[data-state='FAILED'][data-activity='']"
@@ -364,6 +364,58 @@ def test_cancel_from_the_page_kills_the_remote_process(ui: Ui, browser: Any) -> 
         lambda: not any(Path(f"/proc/{p}").exists() for p in children), 20, "its children gone"
     )
     assert campaign_state(ui, cid) == "CANCELLED"
+    assert not_reloaded(browser)
+    assert page_errors(browser) == []
+
+
+def test_data_page_browses_a_remote_agent_and_downloads_a_file(
+    ui: Ui, browser: Any, tmp_path: Path
+) -> None:
+    data = ui.agent("b").home / "data"
+    (data / "results" / "run-1").mkdir(parents=True)
+    blob = os.urandom(1_300_000)
+    (data / "results" / "run-1" / "out.bin").write_bytes(blob)
+    (data / "results" / "notes.txt").write_text("notes")
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
+
+    def rows(d: Any) -> dict[str, str]:
+        got: dict[str, str] = d.execute_script(
+            "const o = {}; for (const r of document.querySelectorAll('#data-entries tbody tr'))"
+            " o[r.dataset.name] = r.dataset.kind; return o;"
+        )
+        return got
+
+    def shown_uri(d: Any) -> str:
+        return str(d.execute_script("return document.getElementById('data-uri').textContent"))
+
+    def click(css: str) -> None:
+        wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, css), 20, css)
+        browser.find_element(By.CSS_SELECTOR, css).click()
+
+    browser.get(ui.page("/data"))
+    wait(browser, lambda d: shown_uri(d) == "a://.", 20, "a's @agentdir shown")
+    mark(browser)
+    Select(browser.find_element(By.ID, "data-agent")).select_by_value("b")
+    wait(browser, lambda d: rows(d).get("results") == "dir", 20, "b's results listed")
+    click("tr[data-name='results'] a.dir")
+    wait(browser, lambda d: rows(d) == {"notes.txt": "file", "run-1": "dir"}, 20, "results")
+    assert shown_uri(browser) == "b://results"
+    click("tr[data-name='run-1'] a.dir")
+    wait(browser, lambda d: rows(d) == {"out.bin": "file"}, 20, "run-1 listed")
+    size = browser.find_element(By.CSS_SELECTOR, "tr[data-name='out.bin'] td.num").text
+    assert size == "1.2 MiB"
+    shot(browser, "data-remote")
+    click("tr[data-name='out.bin'] a.file")
+    target = downloads / "out.bin"
+    wait(browser, lambda d: target.exists() and target.stat().st_size == len(blob), 30, "download")
+    assert target.read_bytes() == blob
+    click("#data-up")
+    wait(browser, lambda d: rows(d) == {"notes.txt": "file", "run-1": "dir"}, 20, "up")
+    assert shown_uri(browser) == "b://results"
     assert not_reloaded(browser)
     assert page_errors(browser) == []
 

@@ -23,6 +23,8 @@ import grpc
 
 from zambeze_mesh.campaign.loop import bridge
 from zambeze_mesh.campaign.wire import CampaignStatus, Event, Members, SubmitResult
+from zambeze_mesh.data.catalog import ObjectInfo
+from zambeze_mesh.data.wire import info_from_pb
 from zambeze_mesh.errors import (
     RETRY_AFTER_KEY,
     DataIntegrityError,
@@ -186,6 +188,33 @@ class Client:
         return Members.from_proto(
             await self._call("ListMembers", campaigns_pb2.ListMembersRequest())
         )
+
+    async def list_data(self, uri: str, limit: int = 0) -> tuple[list[ObjectInfo], bool]:
+        """Entries of ``NAME://path`` (a directory by name, or the file itself) and
+        whether the listing was truncated at ``limit`` (0 = server default)."""
+        resp = await self._call("ListData", campaigns_pb2.ListDataRequest(uri=uri, limit=limit))
+        return [info_from_pb(e) for e in resp.entries], bool(resp.truncated)
+
+    async def stat_data(self, uri: str) -> ObjectInfo:
+        """Size, mtime and (for files) sha256 of ``NAME://path``."""
+        return info_from_pb(await self._call("StatData", campaigns_pb2.StatDataRequest(uri=uri)))
+
+    def read_data(self, uri: str, offset: int = 0, size: int = 0) -> AsyncIterator[bytes]:
+        """The bytes of file ``NAME://path`` from ``offset`` (at most ``size``; 0 = to
+        the end), a chunk (up to 1 MiB) at a time; at most a few chunks wait unread."""
+        return bridge.iterate(self._read_data(uri, offset, size), maxsize=4)
+
+    async def _read_data(self, uri: str, offset: int, size: int) -> AsyncGenerator[bytes, None]:
+        req = campaigns_pb2.ReadDataRequest(uri=uri, offset=offset, size=size)
+        call = self._get_stub().ReadData(req)
+        try:
+            async for msg in call:
+                if msg.data:
+                    yield msg.data
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        finally:
+            call.cancel()
 
     def watch(
         self, campaign_id: str, after_seq: int = 0, *, follow: bool = True

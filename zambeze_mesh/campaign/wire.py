@@ -172,6 +172,8 @@ class Member:
     labels: Mapping[str, str] = field(default_factory=dict)
     free_slots: int = 0
     slots: int = 0
+    data_roots: tuple[str, ...] = ()
+    """Its @agentdir first, then its exported roots (absolute paths on that agent)."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,7 @@ class Members:
                     labels=dict(m.capabilities.labels),
                     free_slots=m.capabilities.free_slots,
                     slots=m.capabilities.slots,
+                    data_roots=tuple(m.capabilities.data_roots),
                 )
                 for m in resp.members
             ),

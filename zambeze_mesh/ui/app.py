@@ -26,6 +26,7 @@ from zambeze_mesh.campaign.client import Client
 from zambeze_mesh.campaign.wire import CampaignStatus, Event
 from zambeze_mesh.errors import InvalidInput, NotFound, NotPermitted, ZmeshError
 from zambeze_mesh.ui.auth import TokenGuard
+from zambeze_mesh.ui.data import data_routes
 from zambeze_mesh.ui.feed import MemberTracker, PolledFeed, campaign_summary, sse
 from zambeze_mesh.ui.layout import DEFAULT_PAGE_SIZE, layout_dag
 
@@ -211,6 +212,7 @@ def create_app(client: Client, token: str, *, page_size: int = DEFAULT_PAGE_SIZE
         Route("/api/stream/members", stream_members),
         Route("/api/stream/campaigns", stream_campaigns),
         Route("/api/stream/campaigns/{cid}", stream_campaign),
+        *data_routes(client, _error),
         Mount("/static", StaticFiles(directory=str(static)), name="static"),
     ]
     return TokenGuard(Starlette(routes=routes), token)

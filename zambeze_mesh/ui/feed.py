@@ -64,6 +64,7 @@ class MemberTracker:
                     "used": max(0, m.slots - m.free_slots),
                     "incarnation": m.incarnation,
                     "self": m.is_self,
+                    "roots": list(m.data_roots[1:]),  # exported roots (the first is @agentdir)
                     "changed": self._changed[m.name],
                 }
             )

@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from zambeze_mesh.v1 import common_pb2 as zambeze__mesh_dot_v1_dot_common__pb2
+from zambeze_mesh.v1 import data_pb2 as zambeze__mesh_dot_v1_dot_data__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fzambeze_mesh/v1/campaigns.proto\x12\x0fzambeze_mesh.v1\x1a\x1czambeze_mesh/v1/common.proto\"k\n\rSubmitRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\nactivities\x18\x02 \x03(\x0b\x32\x1d.zambeze_mesh.v1.ActivitySpec\x12\x19\n\x11\x63lient_request_id\x18\x03 \x01(\t\"6\n\x0eSubmitResponse\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07monitor\x18\x02 \x01(\t\")\n\x12GetCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"\x8e\x02\n\x0e\x41\x63tivityStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.zambeze_mesh.v1.ActivityState\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\r\n\x05\x61gent\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12;\n\x06\x64\x65tail\x18\x06 \x03(\x0b\x32+.zambeze_mesh.v1.ActivityStatus.DetailEntry\x12\x0e\n\x06result\x18\x07 \x01(\x0c\x12\x12\n\ndepends_on\x18\x08 \x03(\t\x1a-\n\x0b\x44\x65tailEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe4\x01\n\x0e\x43\x61mpaignStatus\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.zambeze_mesh.v1.CampaignState\x12\x0f\n\x07monitor\x18\x04 \x01(\t\x12\x33\n\nactivities\x18\x05 \x03(\x0b\x32\x1f.zambeze_mesh.v1.ActivityStatus\x12\x10\n\x08last_seq\x18\x06 \x01(\x04\x12\x17\n\x0f\x63reated_unix_ms\x18\x07 \x01(\x03\x12\x0f\n\x07message\x18\x08 \x01(\t\"F\n\x0cWatchRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"4\n\nEventBatch\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.zambeze_mesh.v1.Event\",\n\x15\x43\x61ncelCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"%\n\x14ListCampaignsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"K\n\x15ListCampaignsResponse\x12\x32\n\tcampaigns\x18\x01 \x03(\x0b\x32\x1f.zambeze_mesh.v1.CampaignStatus\"\x14\n\x12ListMembersRequest\"\xae\x01\n\x06Member\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.zambeze_mesh.v1.MemberStatus\x12\x13\n\x0bincarnation\x18\x04 \x01(\x04\x12\x33\n\x0c\x63\x61pabilities\x18\x05 \x01(\x0b\x32\x1d.zambeze_mesh.v1.Capabilities\x12\x0c\n\x04self\x18\x06 \x01(\x08\"[\n\x13ListMembersResponse\x12(\n\x07members\x18\x01 \x03(\x0b\x32\x17.zambeze_mesh.v1.Member\x12\x0c\n\x04self\x18\x02 \x01(\t\x12\x0c\n\x04mesh\x18\x03 \x01(\t2\xc0\x04\n\tCampaigns\x12I\n\x06Submit\x12\x1e.zambeze_mesh.v1.SubmitRequest\x1a\x1f.zambeze_mesh.v1.SubmitResponse\x12K\n\x03Get\x12#.zambeze_mesh.v1.GetCampaignRequest\x1a\x1f.zambeze_mesh.v1.CampaignStatus\x12@\n\x05Watch\x12\x1d.zambeze_mesh.v1.WatchRequest\x1a\x16.zambeze_mesh.v1.Event0\x01\x12L\n\x0cWatchBatches\x12\x1d.zambeze_mesh.v1.WatchRequest\x1a\x1b.zambeze_mesh.v1.EventBatch0\x01\x12Q\n\x06\x43\x61ncel\x12&.zambeze_mesh.v1.CancelCampaignRequest\x1a\x1f.zambeze_mesh.v1.CampaignStatus\x12^\n\rListCampaigns\x12%.zambeze_mesh.v1.ListCampaignsRequest\x1a&.zambeze_mesh.v1.ListCampaignsResponse\x12X\n\x0bListMembers\x12#.zambeze_mesh.v1.ListMembersRequest\x1a$.zambeze_mesh.v1.ListMembersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fzambeze_mesh/v1/campaigns.proto\x12\x0fzambeze_mesh.v1\x1a\x1czambeze_mesh/v1/common.proto\x1a\x1azambeze_mesh/v1/data.proto\"k\n\rSubmitRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\nactivities\x18\x02 \x03(\x0b\x32\x1d.zambeze_mesh.v1.ActivitySpec\x12\x19\n\x11\x63lient_request_id\x18\x03 \x01(\t\"6\n\x0eSubmitResponse\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07monitor\x18\x02 \x01(\t\")\n\x12GetCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"\x8e\x02\n\x0e\x41\x63tivityStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.zambeze_mesh.v1.ActivityState\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\r\n\x05\x61gent\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12;\n\x06\x64\x65tail\x18\x06 \x03(\x0b\x32+.zambeze_mesh.v1.ActivityStatus.DetailEntry\x12\x0e\n\x06result\x18\x07 \x01(\x0c\x12\x12\n\ndepends_on\x18\x08 \x03(\t\x1a-\n\x0b\x44\x65tailEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe4\x01\n\x0e\x43\x61mpaignStatus\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.zambeze_mesh.v1.CampaignState\x12\x0f\n\x07monitor\x18\x04 \x01(\t\x12\x33\n\nactivities\x18\x05 \x03(\x0b\x32\x1f.zambeze_mesh.v1.ActivityStatus\x12\x10\n\x08last_seq\x18\x06 \x01(\x04\x12\x17\n\x0f\x63reated_unix_ms\x18\x07 \x01(\x03\x12\x0f\n\x07message\x18\x08 \x01(\t\"F\n\x0cWatchRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"4\n\nEventBatch\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.zambeze_mesh.v1.Event\",\n\x15\x43\x61ncelCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"%\n\x14ListCampaignsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"K\n\x15ListCampaignsResponse\x12\x32\n\tcampaigns\x18\x01 \x03(\x0b\x32\x1f.zambeze_mesh.v1.CampaignStatus\"\x14\n\x12ListMembersRequest\"\xae\x01\n\x06Member\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.zambeze_mesh.v1.MemberStatus\x12\x13\n\x0bincarnation\x18\x04 \x01(\x04\x12\x33\n\x0c\x63\x61pabilities\x18\x05 \x01(\x0b\x32\x1d.zambeze_mesh.v1.Capabilities\x12\x0c\n\x04self\x18\x06 \x01(\x08\"[\n\x13ListMembersResponse\x12(\n\x07members\x18\x01 \x03(\x0b\x32\x17.zambeze_mesh.v1.Member\x12\x0c\n\x04self\x18\x02 \x01(\t\x12\x0c\n\x04mesh\x18\x03 \x01(\t\"-\n\x0fListDataRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"b\n\x10ListDataResponse\x12,\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1b.zambeze_mesh.v1.ObjectInfo\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\r\n\x05\x61gent\x18\x03 \x01(\t\"\x1e\n\x0fStatDataRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\"<\n\x0fReadDataRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04size\x18\x03 \x01(\x04\"<\n\tDataChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x11\n\tfile_size\x18\x03 \x01(\x04\x32\xa8\x06\n\tCampaigns\x12I\n\x06Submit\x12\x1e.zambeze_mesh.v1.SubmitRequest\x1a\x1f.zambeze_mesh.v1.SubmitResponse\x12K\n\x03Get\x12#.zambeze_mesh.v1.GetCampaignRequest\x1a\x1f.zambeze_mesh.v1.CampaignStatus\x12@\n\x05Watch\x12\x1d.zambeze_mesh.v1.WatchRequest\x1a\x16.zambeze_mesh.v1.Event0\x01\x12L\n\x0cWatchBatches\x12\x1d.zambeze_mesh.v1.WatchRequest\x1a\x1b.zambeze_mesh.v1.EventBatch0\x01\x12Q\n\x06\x43\x61ncel\x12&.zambeze_mesh.v1.CancelCampaignRequest\x1a\x1f.zambeze_mesh.v1.CampaignStatus\x12^\n\rListCampaigns\x12%.zambeze_mesh.v1.ListCampaignsRequest\x1a&.zambeze_mesh.v1.ListCampaignsResponse\x12X\n\x0bListMembers\x12#.zambeze_mesh.v1.ListMembersRequest\x1a$.zambeze_mesh.v1.ListMembersResponse\x12O\n\x08ListData\x12 .zambeze_mesh.v1.ListDataRequest\x1a!.zambeze_mesh.v1.ListDataResponse\x12I\n\x08StatData\x12 .zambeze_mesh.v1.StatDataRequest\x1a\x1b.zambeze_mesh.v1.ObjectInfo\x12J\n\x08ReadData\x12 .zambeze_mesh.v1.ReadDataRequest\x1a\x1a.zambeze_mesh.v1.DataChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,34 +35,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ACTIVITYSTATUS_DETAILENTRY']._loaded_options = None
   _globals['_ACTIVITYSTATUS_DETAILENTRY']._serialized_options = b'8\001'
-  _globals['_SUBMITREQUEST']._serialized_start=82
-  _globals['_SUBMITREQUEST']._serialized_end=189
-  _globals['_SUBMITRESPONSE']._serialized_start=191
-  _globals['_SUBMITRESPONSE']._serialized_end=245
-  _globals['_GETCAMPAIGNREQUEST']._serialized_start=247
-  _globals['_GETCAMPAIGNREQUEST']._serialized_end=288
-  _globals['_ACTIVITYSTATUS']._serialized_start=291
-  _globals['_ACTIVITYSTATUS']._serialized_end=561
-  _globals['_ACTIVITYSTATUS_DETAILENTRY']._serialized_start=516
-  _globals['_ACTIVITYSTATUS_DETAILENTRY']._serialized_end=561
-  _globals['_CAMPAIGNSTATUS']._serialized_start=564
-  _globals['_CAMPAIGNSTATUS']._serialized_end=792
-  _globals['_WATCHREQUEST']._serialized_start=794
-  _globals['_WATCHREQUEST']._serialized_end=864
-  _globals['_EVENTBATCH']._serialized_start=866
-  _globals['_EVENTBATCH']._serialized_end=918
-  _globals['_CANCELCAMPAIGNREQUEST']._serialized_start=920
-  _globals['_CANCELCAMPAIGNREQUEST']._serialized_end=964
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=966
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=1003
-  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=1005
-  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=1080
-  _globals['_LISTMEMBERSREQUEST']._serialized_start=1082
-  _globals['_LISTMEMBERSREQUEST']._serialized_end=1102
-  _globals['_MEMBER']._serialized_start=1105
-  _globals['_MEMBER']._serialized_end=1279
-  _globals['_LISTMEMBERSRESPONSE']._serialized_start=1281
-  _globals['_LISTMEMBERSRESPONSE']._serialized_end=1372
-  _globals['_CAMPAIGNS']._serialized_start=1375
-  _globals['_CAMPAIGNS']._serialized_end=1951
+  _globals['_SUBMITREQUEST']._serialized_start=110
+  _globals['_SUBMITREQUEST']._serialized_end=217
+  _globals['_SUBMITRESPONSE']._serialized_start=219
+  _globals['_SUBMITRESPONSE']._serialized_end=273
+  _globals['_GETCAMPAIGNREQUEST']._serialized_start=275
+  _globals['_GETCAMPAIGNREQUEST']._serialized_end=316
+  _globals['_ACTIVITYSTATUS']._serialized_start=319
+  _globals['_ACTIVITYSTATUS']._serialized_end=589
+  _globals['_ACTIVITYSTATUS_DETAILENTRY']._serialized_start=544
+  _globals['_ACTIVITYSTATUS_DETAILENTRY']._serialized_end=589
+  _globals['_CAMPAIGNSTATUS']._serialized_start=592
+  _globals['_CAMPAIGNSTATUS']._serialized_end=820
+  _globals['_WATCHREQUEST']._serialized_start=822
+  _globals['_WATCHREQUEST']._serialized_end=892
+  _globals['_EVENTBATCH']._serialized_start=894
+  _globals['_EVENTBATCH']._serialized_end=946
+  _globals['_CANCELCAMPAIGNREQUEST']._serialized_start=948
+  _globals['_CANCELCAMPAIGNREQUEST']._serialized_end=992
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=994
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=1031
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=1033
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=1108
+  _globals['_LISTMEMBERSREQUEST']._serialized_start=1110
+  _globals['_LISTMEMBERSREQUEST']._serialized_end=1130
+  _globals['_MEMBER']._serialized_start=1133
+  _globals['_MEMBER']._serialized_end=1307
+  _globals['_LISTMEMBERSRESPONSE']._serialized_start=1309
+  _globals['_LISTMEMBERSRESPONSE']._serialized_end=1400
+  _globals['_LISTDATAREQUEST']._serialized_start=1402
+  _globals['_LISTDATAREQUEST']._serialized_end=1447
+  _globals['_LISTDATARESPONSE']._serialized_start=1449
+  _globals['_LISTDATARESPONSE']._serialized_end=1547
+  _globals['_STATDATAREQUEST']._serialized_start=1549
+  _globals['_STATDATAREQUEST']._serialized_end=1579
+  _globals['_READDATAREQUEST']._serialized_start=1581
+  _globals['_READDATAREQUEST']._serialized_end=1641
+  _globals['_DATACHUNK']._serialized_start=1643
+  _globals['_DATACHUNK']._serialized_end=1703
+  _globals['_CAMPAIGNS']._serialized_start=1706
+  _globals['_CAMPAIGNS']._serialized_end=2514
 # @@protoc_insertion_point(module_scope)

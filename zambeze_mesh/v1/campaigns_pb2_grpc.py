@@ -5,6 +5,7 @@ import warnings
 
 from zambeze_mesh.v1 import campaigns_pb2 as zambeze__mesh_dot_v1_dot_campaigns__pb2
 from zambeze_mesh.v1 import common_pb2 as zambeze__mesh_dot_v1_dot_common__pb2
+from zambeze_mesh.v1 import data_pb2 as zambeze__mesh_dot_v1_dot_data__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -69,6 +70,21 @@ class CampaignsStub:
                 '/zambeze_mesh.v1.Campaigns/ListMembers',
                 request_serializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.ListMembersRequest.SerializeToString,
                 response_deserializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.ListMembersResponse.FromString,
+                _registered_method=True)
+        self.ListData = channel.unary_unary(
+                '/zambeze_mesh.v1.Campaigns/ListData',
+                request_serializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.ListDataRequest.SerializeToString,
+                response_deserializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.ListDataResponse.FromString,
+                _registered_method=True)
+        self.StatData = channel.unary_unary(
+                '/zambeze_mesh.v1.Campaigns/StatData',
+                request_serializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.StatDataRequest.SerializeToString,
+                response_deserializer=zambeze__mesh_dot_v1_dot_data__pb2.ObjectInfo.FromString,
+                _registered_method=True)
+        self.ReadData = channel.unary_stream(
+                '/zambeze_mesh.v1.Campaigns/ReadData',
+                request_serializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.ReadDataRequest.SerializeToString,
+                response_deserializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.DataChunk.FromString,
                 _registered_method=True)
 
 
@@ -159,6 +175,41 @@ class CampaignsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListData(self, request, context):
+        """Browse data held by an agent of the mesh: `uri` is `NAME://path` (relative
+        paths lie under NAME's @agentdir, `NAME:///abs` must lie in one of its
+        exported roots; `NAME://.` or `NAME://@agentdir` is the @agentdir itself).
+        The agent called serves its own data and forwards to NAME, over its own
+        agent identity, for any other member. The holder's sandbox applies: no `..`, no
+        symlink leaving a root, files and directories only.
+        Who may call: the agent's Unix-socket client (the agent's own user) and
+        the client identities named in the agent's `admins` setting, when it has
+        one; every other caller gets PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad URI), PERMISSION_DENIED (caller, or a path
+        outside the sandbox), NOT_FOUND (no such path or agent), UNAVAILABLE.
+        A directory lists its entries by name; a file lists as itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StatData(self, request, context):
+        """Size, mtime and (for files) sha256 of `uri`. Same rules as ListData.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadData(self, request, context):
+        """The bytes of file `uri` from `offset`, at most `size` of them (0 = to the
+        end), in chunks of at most 1 MiB in offset order. Same rules as ListData;
+        a directory or an offset past the end is INVALID_ARGUMENT. An offset at
+        the end sends one empty chunk.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CampaignsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +247,21 @@ def add_CampaignsServicer_to_server(servicer, server):
                     servicer.ListMembers,
                     request_deserializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.ListMembersRequest.FromString,
                     response_serializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.ListMembersResponse.SerializeToString,
+            ),
+            'ListData': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListData,
+                    request_deserializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.ListDataRequest.FromString,
+                    response_serializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.ListDataResponse.SerializeToString,
+            ),
+            'StatData': grpc.unary_unary_rpc_method_handler(
+                    servicer.StatData,
+                    request_deserializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.StatDataRequest.FromString,
+                    response_serializer=zambeze__mesh_dot_v1_dot_data__pb2.ObjectInfo.SerializeToString,
+            ),
+            'ReadData': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadData,
+                    request_deserializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.ReadDataRequest.FromString,
+                    response_serializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.DataChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -387,6 +453,87 @@ class Campaigns:
             '/zambeze_mesh.v1.Campaigns/ListMembers',
             zambeze__mesh_dot_v1_dot_campaigns__pb2.ListMembersRequest.SerializeToString,
             zambeze__mesh_dot_v1_dot_campaigns__pb2.ListMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zambeze_mesh.v1.Campaigns/ListData',
+            zambeze__mesh_dot_v1_dot_campaigns__pb2.ListDataRequest.SerializeToString,
+            zambeze__mesh_dot_v1_dot_campaigns__pb2.ListDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StatData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zambeze_mesh.v1.Campaigns/StatData',
+            zambeze__mesh_dot_v1_dot_campaigns__pb2.StatDataRequest.SerializeToString,
+            zambeze__mesh_dot_v1_dot_data__pb2.ObjectInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/zambeze_mesh.v1.Campaigns/ReadData',
+            zambeze__mesh_dot_v1_dot_campaigns__pb2.ReadDataRequest.SerializeToString,
+            zambeze__mesh_dot_v1_dot_campaigns__pb2.DataChunk.FromString,
             options,
             channel_credentials,
             insecure,

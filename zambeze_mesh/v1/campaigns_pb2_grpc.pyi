@@ -59,6 +59,7 @@ from collections import abc as _abc
 from grpc import aio as _aio
 from zambeze_mesh.v1 import campaigns_pb2 as _campaigns_pb2
 from zambeze_mesh.v1 import common_pb2 as _common_pb2
+from zambeze_mesh.v1 import data_pb2 as _data_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -139,6 +140,28 @@ class CampaignsStub:
     """Mesh members as this agent sees them (gossip view: may lag by seconds).
     Errors: UNAVAILABLE while membership is starting.
     """
+    ListData: _grpc.UnaryUnaryMultiCallable[_campaigns_pb2.ListDataRequest, _campaigns_pb2.ListDataResponse]
+    """Browse data held by an agent of the mesh: `uri` is `NAME://path` (relative
+    paths lie under NAME's @agentdir, `NAME:///abs` must lie in one of its
+    exported roots; `NAME://.` or `NAME://@agentdir` is the @agentdir itself).
+    The agent called serves its own data and forwards to NAME, over its own
+    agent identity, for any other member. The holder's sandbox applies: no `..`, no
+    symlink leaving a root, files and directories only.
+    Who may call: the agent's Unix-socket client (the agent's own user) and
+    the client identities named in the agent's `admins` setting, when it has
+    one; every other caller gets PERMISSION_DENIED.
+    Errors: INVALID_ARGUMENT (bad URI), PERMISSION_DENIED (caller, or a path
+    outside the sandbox), NOT_FOUND (no such path or agent), UNAVAILABLE.
+    A directory lists its entries by name; a file lists as itself.
+    """
+    StatData: _grpc.UnaryUnaryMultiCallable[_campaigns_pb2.StatDataRequest, _data_pb2.ObjectInfo]
+    """Size, mtime and (for files) sha256 of `uri`. Same rules as ListData."""
+    ReadData: _grpc.UnaryStreamMultiCallable[_campaigns_pb2.ReadDataRequest, _campaigns_pb2.DataChunk]
+    """The bytes of file `uri` from `offset`, at most `size` of them (0 = to the
+    end), in chunks of at most 1 MiB in offset order. Same rules as ListData;
+    a directory or an offset past the end is INVALID_ARGUMENT. An offset at
+    the end sends one empty chunk.
+    """
 
 @_typing.type_check_only
 class CampaignsAsyncStub(CampaignsStub):
@@ -197,6 +220,28 @@ class CampaignsAsyncStub(CampaignsStub):
     ListMembers: _aio.UnaryUnaryMultiCallable[_campaigns_pb2.ListMembersRequest, _campaigns_pb2.ListMembersResponse]  # type: ignore[assignment]
     """Mesh members as this agent sees them (gossip view: may lag by seconds).
     Errors: UNAVAILABLE while membership is starting.
+    """
+    ListData: _aio.UnaryUnaryMultiCallable[_campaigns_pb2.ListDataRequest, _campaigns_pb2.ListDataResponse]  # type: ignore[assignment]
+    """Browse data held by an agent of the mesh: `uri` is `NAME://path` (relative
+    paths lie under NAME's @agentdir, `NAME:///abs` must lie in one of its
+    exported roots; `NAME://.` or `NAME://@agentdir` is the @agentdir itself).
+    The agent called serves its own data and forwards to NAME, over its own
+    agent identity, for any other member. The holder's sandbox applies: no `..`, no
+    symlink leaving a root, files and directories only.
+    Who may call: the agent's Unix-socket client (the agent's own user) and
+    the client identities named in the agent's `admins` setting, when it has
+    one; every other caller gets PERMISSION_DENIED.
+    Errors: INVALID_ARGUMENT (bad URI), PERMISSION_DENIED (caller, or a path
+    outside the sandbox), NOT_FOUND (no such path or agent), UNAVAILABLE.
+    A directory lists its entries by name; a file lists as itself.
+    """
+    StatData: _aio.UnaryUnaryMultiCallable[_campaigns_pb2.StatDataRequest, _data_pb2.ObjectInfo]  # type: ignore[assignment]
+    """Size, mtime and (for files) sha256 of `uri`. Same rules as ListData."""
+    ReadData: _aio.UnaryStreamMultiCallable[_campaigns_pb2.ReadDataRequest, _campaigns_pb2.DataChunk]  # type: ignore[assignment]
+    """The bytes of file `uri` from `offset`, at most `size` of them (0 = to the
+    end), in chunks of at most 1 MiB in offset order. Same rules as ListData;
+    a directory or an offset past the end is INVALID_ARGUMENT. An offset at
+    the end sends one empty chunk.
     """
 
 class CampaignsServicer(metaclass=_abc_1.ABCMeta):
@@ -295,6 +340,46 @@ class CampaignsServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_campaigns_pb2.ListMembersResponse, _abc.Awaitable[_campaigns_pb2.ListMembersResponse]]:
         """Mesh members as this agent sees them (gossip view: may lag by seconds).
         Errors: UNAVAILABLE while membership is starting.
+        """
+
+    @_abc_1.abstractmethod
+    def ListData(
+        self,
+        request: _campaigns_pb2.ListDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_campaigns_pb2.ListDataResponse, _abc.Awaitable[_campaigns_pb2.ListDataResponse]]:
+        """Browse data held by an agent of the mesh: `uri` is `NAME://path` (relative
+        paths lie under NAME's @agentdir, `NAME:///abs` must lie in one of its
+        exported roots; `NAME://.` or `NAME://@agentdir` is the @agentdir itself).
+        The agent called serves its own data and forwards to NAME, over its own
+        agent identity, for any other member. The holder's sandbox applies: no `..`, no
+        symlink leaving a root, files and directories only.
+        Who may call: the agent's Unix-socket client (the agent's own user) and
+        the client identities named in the agent's `admins` setting, when it has
+        one; every other caller gets PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad URI), PERMISSION_DENIED (caller, or a path
+        outside the sandbox), NOT_FOUND (no such path or agent), UNAVAILABLE.
+        A directory lists its entries by name; a file lists as itself.
+        """
+
+    @_abc_1.abstractmethod
+    def StatData(
+        self,
+        request: _campaigns_pb2.StatDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_data_pb2.ObjectInfo, _abc.Awaitable[_data_pb2.ObjectInfo]]:
+        """Size, mtime and (for files) sha256 of `uri`. Same rules as ListData."""
+
+    @_abc_1.abstractmethod
+    def ReadData(
+        self,
+        request: _campaigns_pb2.ReadDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_campaigns_pb2.DataChunk], _abc.AsyncIterator[_campaigns_pb2.DataChunk]]:
+        """The bytes of file `uri` from `offset`, at most `size` of them (0 = to the
+        end), in chunks of at most 1 MiB in offset order. Same rules as ListData;
+        a directory or an offset past the end is INVALID_ARGUMENT. An offset at
+        the end sends one empty chunk.
         """
 
 def add_CampaignsServicer_to_server(servicer: CampaignsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from zambeze_mesh.agent import databrowse
 from zambeze_mesh.agent.servicers.errors import rpc_errors
+from zambeze_mesh.data.wire import info_to_pb
 from zambeze_mesh.errors import InvalidInput, NotFound, Unavailable
-from zambeze_mesh.security.authz import current_caller
+from zambeze_mesh.security.authz import current_caller, require_caller
 from zambeze_mesh.security.owners import Access
-from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2
+from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2, data_pb2
 
 if TYPE_CHECKING:
     from zambeze_mesh.agent.agent import Agent
@@ -37,7 +39,7 @@ def _cid(value: str) -> str:
 
 
 class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
-    """Submit, follow and inspect campaigns; list members."""
+    """Submit, follow and inspect campaigns; list members; browse data."""
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
@@ -123,3 +125,34 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
             if m.record is not None:
                 member.capabilities.CopyFrom(m.record.capabilities)
         return resp
+
+    # -- data browsing (see zambeze_mesh.agent.databrowse) ---------------------------
+    def _may_browse(self) -> None:
+        databrowse.check_browse(require_caller(), databrowse.browse_admins(self.agent))
+
+    @rpc_errors
+    async def ListData(
+        self, request: campaigns_pb2.ListDataRequest, context: grpc.aio.ServicerContext
+    ) -> campaigns_pb2.ListDataResponse:
+        self._may_browse()
+        holder, entries, truncated = await databrowse.list_data(
+            self.agent, request.uri, request.limit
+        )
+        return campaigns_pb2.ListDataResponse(
+            entries=[info_to_pb(e) for e in entries], truncated=truncated, agent=holder
+        )
+
+    @rpc_errors
+    async def StatData(
+        self, request: campaigns_pb2.StatDataRequest, context: grpc.aio.ServicerContext
+    ) -> data_pb2.ObjectInfo:
+        self._may_browse()
+        return info_to_pb(await databrowse.stat_data(self.agent, request.uri))
+
+    @rpc_errors
+    async def ReadData(
+        self, request: campaigns_pb2.ReadDataRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[campaigns_pb2.DataChunk]:
+        self._may_browse()
+        async for p in databrowse.read_data(self.agent, request.uri, request.offset, request.size):
+            yield campaigns_pb2.DataChunk(offset=p.offset, data=p.data, file_size=p.file_size)

@@ -1,5 +1,5 @@
 // zambeze-mesh web view: plain JS, no build step, no external requests.
-// Pages (hash routes): #/mesh, #/campaigns, #/campaign/<id>. Live data comes from
+// Pages (hash routes): #/mesh, #/campaigns, #/campaign/<id>, #/data. Live data comes from
 // Server-Sent Events; every text from the mesh goes through textContent.
 "use strict";
 
@@ -433,6 +433,101 @@ function campaignPage(main, cid) {
   return () => { st.closed = true; if (st.src) st.src.close(); clearInterval(timer); };
 }
 
+// ----------------------------------------------------------------- Data page
+// Browse an agent's @agentdir and exported roots; files download through this server.
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0; let v = n;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return i ? `${v.toFixed(1)} ${units[i]}` : `${n} B`;
+}
+
+function dataPage(main) {
+  const agentSel = h("select", { id: "data-agent" });
+  const rootSel = h("select", { id: "data-root" });
+  const up = h("button", { id: "data-up", onclick: () => { if (st.parent) open(st.parent); } }, "Up");
+  const refresh = h("button", { id: "data-refresh", onclick: () => open(st.uri) }, "Refresh");
+  const where = h("code", { id: "data-uri" });
+  const info = h("span", { class: "muted", id: "data-info" });
+  const err = h("p", { class: "error", id: "data-error" });
+  const tbody = h("tbody");
+  main.append(
+    h("h2", {}, "Data"),
+    h("div", { class: "toolbar" }, h("label", {}, "Agent ", agentSel), h("label", {}, "Root ", rootSel),
+      up, refresh),
+    h("div", { class: "toolbar" }, where, info),
+    err,
+    h("table", { id: "data-entries" },
+      h("thead", {}, h("tr", {}, ["Name", "Size", "Modified"].map((t) => h("th", {}, t)))),
+      tbody));
+  const st = { members: [], uri: null, root: null, parent: null, seq: 0, closed: false };
+
+  function rootsOf(name) {
+    const m = st.members.find((x) => x.name === name);
+    return [["@agentdir", `${name}://.`], ...((m && m.roots) || []).map((r) => [r, `${name}://${r}`])];
+  }
+
+  // The parent of uri, not above the chosen root (null at the root).
+  function parentOf(uri) {
+    if (uri === st.root) return null;
+    const [name, path] = uri.split(/:\/\/(.*)/s);
+    const cut = path.replace(/\/+$/, "").lastIndexOf("/");
+    const parent = `${name}://${cut < 0 ? "." : (cut === 0 ? "/" : path.slice(0, cut))}`;
+    return parent.length < st.root.length ? st.root : parent;
+  }
+
+  async function open(uri) {
+    const seq = ++st.seq;
+    st.uri = uri;
+    st.parent = parentOf(uri);
+    up.disabled = !st.parent;
+    where.textContent = uri;
+    document.body.removeAttribute("data-ready");
+    try {
+      const r = await api(`/api/data/list?uri=${encodeURIComponent(uri)}`);
+      if (seq !== st.seq || st.closed) return;
+      err.textContent = "";
+      info.textContent = `${r.entries.length} ${r.entries.length === 1 ? "entry" : "entries"}`
+        + (r.truncated ? " (truncated: the first 10,000 by name)" : "");
+      fill(tbody, r.entries.map((e) => h("tr", { "data-name": e.name, "data-kind": e.is_dir ? "dir" : "file" },
+        h("td", {}, e.is_dir
+          ? h("a", { class: "link dir", onclick: () => open(e.uri) }, e.name + "/")
+          : h("a", { class: "file", href: `/api/data/download?uri=${encodeURIComponent(e.uri)}`,
+            download: e.name }, e.name)),
+        h("td", { class: "num" }, e.is_dir ? "—" : bytes(e.size)),
+        h("td", { class: "num" }, new Date(e.mtime_ms).toLocaleString()))));
+    } catch (e) {
+      if (seq !== st.seq || st.closed) return;
+      err.textContent = `${uri}: ${e.message}`;
+      info.textContent = "";
+      tbody.replaceChildren();
+    }
+    document.body.setAttribute("data-ready", "1");
+  }
+
+  function pickRoot() {
+    st.root = rootSel.value;
+    open(st.root);
+  }
+
+  function pickAgent() {
+    fill(rootSel, rootsOf(agentSel.value).map(([label, uri]) => h("option", { value: uri }, label)));
+    pickRoot();
+  }
+
+  agentSel.addEventListener("change", pickAgent);
+  rootSel.addEventListener("change", pickRoot);
+  api("/api/members").then((snap) => {
+    if (st.closed) return;
+    st.members = snap.members;
+    const usable = snap.members.filter((m) => m.status === "alive" || m.status === "suspect");
+    fill(agentSel, usable.map((m) => h("option", { value: m.name, selected: m.self },
+      m.name + (m.self ? " (this agent)" : ""))));
+    pickAgent();
+  }).catch((e) => { err.textContent = e.message; });
+  return () => { st.closed = true; };
+}
+
 // ------------------------------------------------------------------ router
 function route() {
   if (current) current();
@@ -446,6 +541,7 @@ function route() {
   const m = hash.match(/^#\/campaign\/(.+)$/);
   if (m) current = campaignPage(main, decodeURIComponent(m[1]));
   else if (hash.startsWith("#/campaigns")) current = campaignsPage(main);
+  else if (hash.startsWith("#/data")) current = dataPage(main);
   else current = meshPage(main);
 }
 
