@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -59,6 +60,7 @@ class Job:
     plugin_name: str = ""
     started: float = field(default_factory=time.monotonic)
     elapsed: float = 0.0  # the plugin's run time, once it ran
+    handed_back: str = ""  # why this attempt is given back to its monitor (pilots)
 
 
 class Contractor:
@@ -83,6 +85,10 @@ class Contractor:
         self._service: dict[str, tuple[float, float]] = {}  # plugin -> (EWMA, when)
         self._last_done: float | None = None
         self._closing = False
+        #: Optional admission gate (a pilot's drain policy, see zambeze_mesh.pilots):
+        #: given the expected run time of an activity, the queue length, the free
+        #: slots and the slots, a reason to refuse it now, or None to take it.
+        self.gate: Callable[[float, int, int, int], str | None] | None = None
 
     @property
     def slots(self) -> int:
@@ -164,8 +170,20 @@ class Contractor:
                     avg_runtime_s=self._runtime.get(act.plugin, 0.0),
                     service_interval_s=self._service_interval(act.plugin),
                 )
+                gated = self._gated(act, queued, free)
+                if gated and not answer.refused:
+                    answer = answers[profile] = Bid.busy_refusal(key, gated)
             out.append(dataclasses.replace(answer, key=key))
         return out
+
+    def _gated(self, act: ActivityDef, queued: int, free: int) -> str | None:
+        if self.gate is None:
+            return None
+        return self.gate(self.expected_runtime(act.plugin), queued, free, self.slots)
+
+    def expected_runtime(self, plugin: str) -> float:
+        """The measured run time of ``plugin``'s activities here (0 when unknown)."""
+        return max(self._runtime.get(plugin, 0.0), self._service_interval(plugin))
 
     def _full(self) -> bool:
         limit = self.agent.config.max_queued or self.slots * QUEUE_PER_SLOT
@@ -199,9 +217,18 @@ class Contractor:
             else:
                 try:
                     act = (known or {}).get(key) or activity_from_spec(item.tender.spec)
+                    gated = self._gated(
+                        act,
+                        self._queue.qsize() + len(accepted),
+                        max(0, self.slots - self._running - len(accepted)),
+                    )
                 except InvalidInput as exc:
                     d.reason = str(exc)
                 else:
+                    if gated:
+                        d.reason = gated
+                        decisions.append(d)
+                        continue
                     job = Job(key, req.monitor, act, item)
                     self.jobs[key] = job
                     accepted.append(job)
@@ -244,7 +271,7 @@ class Contractor:
                 self._running -= 1
                 job.running = False
             if job.cancelled:
-                outcome = Outcome("CANCELLED", message="cancelled")
+                outcome = self._stopped_outcome(job, "cancelled")
             self._finish(job, outcome)
             self._completed(job)
 
@@ -362,7 +389,31 @@ class Contractor:
             if plugin is not None:
                 await plugin.cancel(job.key.campaign_id, job.key.activity, job.key.attempt)
         elif not job.running:
-            self._finish(job, Outcome("CANCELLED", message="cancelled before it started"))
+            self._finish(job, self._stopped_outcome(job, "cancelled before it started"))
+
+    async def hand_back(self, key: TenderKey, reason: str) -> bool:
+        """Give an accepted attempt back to its monitor (stopping it if it runs).
+
+        The monitor offers it again without counting a failure (a pilot does this
+        before its walltime). False when there is no such attempt here any more.
+        """
+        job = self.jobs.get(key)
+        if job is None or job.cancelled:
+            return False
+        job.handed_back = reason or "handed back"
+        log.info("handing back %s/%s attempt %d: %s", *dataclasses.astuple(key), reason)
+        await self._cancel_job(job)
+        return True
+
+    @staticmethod
+    def _stopped_outcome(job: Job, message: str) -> Outcome:
+        if job.handed_back:
+            return Outcome(
+                "FAILED",
+                message=f"handed back: {job.handed_back}",
+                detail={"handed_back": "1"},
+            )
+        return Outcome("CANCELLED", message=message)
 
     # ------------------------------------------------------------ load
     async def _load_loop(self) -> None:
