@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import grpc
@@ -27,7 +28,7 @@ from zambeze_mesh.cli.main import main as zmesh
 from zambeze_mesh.errors import Unauthenticated
 from zambeze_mesh.pilots import jobs
 from zambeze_mesh.pilots.tokens import create_pilot_token
-from zambeze_mesh.v1 import campaigns_pb2_grpc, common_pb2
+from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2
 
 S = common_pb2
 pytest.importorskip("psij")
@@ -152,3 +153,104 @@ async def test_pilot_token_is_single_use_and_scoped(tmp_path: Path) -> None:
         await join("agent-0-pilot-42")
         with pytest.raises(Unauthenticated, match="already used"):
             await join("agent-0-pilot-43")
+
+
+async def watch_campaign(
+    stub: campaigns_pb2_grpc.CampaignsStub,
+    acts: list[S.ActivitySpec],
+    on_event: object = None,
+) -> tuple[campaigns_pb2.CampaignStatus, list[S.Event]]:
+    """Submit ``acts`` and follow the campaign to its end, calling ``on_event(ev)``."""
+    resp = await stub.Submit(campaigns_pb2.SubmitRequest(name="p", activities=acts))
+    events = []
+    async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id)):
+        events.append(ev)
+        if on_event is not None:
+            await on_event(ev)  # type: ignore[operator]
+    status = await stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=resp.campaign_id))
+    return status, events
+
+
+def pool(name: str, cmd: str, value: str) -> S.ActivitySpec:
+    return S.ActivitySpec(
+        name=name, shell=S.ShellSpec(cmd=cmd), requires=S.Requirements(labels={"pool": value})
+    )
+
+
+@pytest.mark.usefixtures("slurm_conf")
+async def test_scancel_mid_activity_is_reawarded_elsewhere(tmp_path: Path) -> None:
+    async with mesh(tmp_path, 1, configure=submitter) as agents:
+        agent = agents[0]
+        p1 = await submit(agent, "--walltime", "10", "--slots", "1", "--label", "pool=k")
+        p2 = await submit(agent, "--walltime", "10", "--slots", "1", "--label", "pool=k")
+        for p in (p1, p2):
+            await wait_until(lambda p=p: member_status(agent, p.name) == "alive", 90, p.name)
+        killed: dict[str, str] = {}
+
+        async def kill_first_running(ev: S.Event) -> None:
+            if ev.state == S.ACTIVITY_STATE_RUNNING and not killed:
+                victim = p1 if ev.agent == p1.name else p2
+                killed[ev.activity] = victim.name
+                await asyncio.to_thread(
+                    subprocess.run, ["scancel", victim.job_id], check=True, timeout=10
+                )
+
+        acts = [pool(f"s{i}", "sleep 4; echo done", "k") for i in range(4)]
+        async with grpc.aio.insecure_channel(f"unix:{agent.home.socket}") as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            async with asyncio.timeout(180):
+                status, events = await watch_campaign(stub, acts, kill_first_running)
+        assert status.state == S.CAMPAIGN_STATE_SUCCEEDED, status.message
+        [(act, victim)] = killed.items()
+        done = by_name(status)
+        survivor = p2.name if victim == p1.name else p1.name
+        assert done[act].agent == survivor and done[act].attempt >= 2
+        assert all(a.detail["stdout_tail"].strip() == "done" for a in done.values())
+        assert not [e for e in events if e.state == S.ACTIVITY_STATE_FAILED]
+        await wait_until(
+            lambda: member_status(agent, victim) in ("left", "dead"), 30, "victim gone"
+        )
+        victim_job = p1.job_id if victim == p1.name else p2.job_id
+        assert scontrol_state(victim_job) == "CANCELLED"
+        for p in (p1, p2):
+            await cli("--home", str(agent.home.root), "pilot", "cancel", p.name)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("slurm_conf")
+async def test_walltime_pilot_drains_and_leaves_before_slurm_kills_it(tmp_path: Path) -> None:
+    # A 2-minute pilot and 20 s activities: it takes only what finishes 15 s before
+    # its walltime, hands back the rest and leaves; a second, longer pilot finishes.
+    async with mesh(tmp_path, 1, configure=submitter) as agents:
+        agent = agents[0]
+        p1 = await submit(agent, "--walltime", "2", "--slots", "2", "--label", "pool=w")
+        await wait_until(lambda: member_status(agent, p1.name) == "alive", 90, "pilot 1")
+        second: list[jobs.PilotRow] = []
+
+        async def later(ev: S.Event) -> None:
+            started = p1.pilot_state().get("started", time.time())
+            if not second and time.time() - started > 60:
+                second.append(
+                    await submit(agent, "--walltime", "4", "--slots", "2", "--label", "pool=w")
+                )
+
+        acts = [pool(f"w{i}", "sleep 20", "w") for i in range(14)]
+        async with grpc.aio.insecure_channel(f"unix:{agent.home.socket}") as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            async with asyncio.timeout(400):
+                status, events = await watch_campaign(stub, acts, later)
+        assert status.state == S.CAMPAIGN_STATE_SUCCEEDED, status.message
+        assert not [e for e in events if e.state == S.ACTIVITY_STATE_FAILED]
+        ran_on = {a.agent for a in status.activities}
+        assert p1.name in ran_on
+        await wait_until(lambda: member_status(agent, p1.name) == "left", 60, "pilot 1 left")
+        st = p1.pilot_state()
+        assert st["reason"] == "walltime"
+        assert st["left"] - st["started"] < 120
+        for _ in range(60):
+            if scontrol_state(p1.job_id) not in ("RUNNING", "COMPLETING", "PENDING"):
+                break
+            await asyncio.sleep(1)
+        assert scontrol_state(p1.job_id) == "COMPLETED"
+        for p in second:
+            await cli("--home", str(agent.home.root), "pilot", "cancel", p.name)

@@ -270,7 +270,7 @@ class Contractor:
             finally:
                 self._running -= 1
                 job.running = False
-            if job.cancelled:
+            if job.cancelled or job.handed_back:
                 outcome = self._stopped_outcome(job, "cancelled")
             self._finish(job, outcome)
             self._completed(job)
@@ -400,10 +400,17 @@ class Contractor:
         job = self.jobs.get(key)
         if job is None or job.cancelled:
             return False
-        job.handed_back = reason or "handed back"
+        job.handed_back = job.handed_back or reason or "handed back"
         log.info("handing back %s/%s attempt %d: %s", *dataclasses.astuple(key), reason)
         await self._cancel_job(job)
         return True
+
+    def mark_handed_back(self, reason: str) -> None:
+        """Mark every accepted attempt as handed back (they report so however they end);
+        :meth:`hand_back` then stops them."""
+        for job in self.jobs.values():
+            if not job.handed_back:
+                job.handed_back = reason
 
     @staticmethod
     def _stopped_outcome(job: Job, message: str) -> Outcome:

@@ -44,12 +44,15 @@ def may_take(
     """None when the pilot may take one more activity, else why not (a refusal reason).
 
     ``runtime_s`` is the measured service time of such activities (0 when unknown:
-    the first ones are taken, and handed back if they turn out too long).
+    as many as there are free slots are taken, and handed back if they turn out too
+    long).
     """
     if draining:
         return "pilot is draining"
     if not math.isfinite(time_left_s):
         return None
+    if runtime_s <= 0 and queue_len >= free_slots:
+        return "pilot has no measured run time yet: not queueing beyond its free slots"
     done = finish_in(max(0.0, runtime_s), queue_len, free_slots, slots)
     if done + margin_s > time_left_s:
         return f"pilot ends in {max(0.0, time_left_s):.0f}s, sooner than this activity would finish"
@@ -102,3 +105,27 @@ def leave_reason(
     if idle_timeout_s > 0 and idle_s >= idle_timeout_s:
         return "idle"
     return None
+
+
+def queued_to_hand_back(
+    time_left_s: float,
+    queued: list[object],
+    *,
+    runtime_s: float,
+    slots: int,
+    margin_s: float = DEFAULT_MARGIN_S,
+) -> list[object]:
+    """Accepted activities waiting in the queue (in order) that would not finish in time.
+
+    The i-th waits for ``i // slots`` rounds of ``runtime_s`` plus its own run; when no
+    run time is known only the margin is checked.
+    """
+    if not math.isfinite(time_left_s):
+        return []
+    room = time_left_s - margin_s
+    out = []
+    for i, key in enumerate(queued):
+        finish = (i // max(1, slots) + 1) * max(0.0, runtime_s)
+        if room <= 0 or finish > room:
+            out.append(key)
+    return out

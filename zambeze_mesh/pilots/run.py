@@ -103,9 +103,17 @@ class PilotController:
             if job.running and not job.handed_back
         ]
         back = drain.hand_back(left, running, margin_s=self.spec.margin_s)
-        if self.draining or left <= self.spec.margin_s:
-            # Accepted work that has not started will not be started here.
-            back += [k for k, j in contractor.jobs.items() if not j.running and not j.handed_back]
+        queued = [k for k, j in contractor.jobs.items() if not j.running and not j.handed_back]
+        if self.draining:
+            back += queued  # accepted work that has not started will not start here
+        else:
+            back += drain.queued_to_hand_back(
+                left,
+                list(queued),
+                runtime_s=max((r.expected_s for r in running), default=0.0),
+                slots=contractor.slots,
+                margin_s=self.spec.margin_s,
+            )
         for key in back:
             await contractor.hand_back(key, f"pilot ends in {max(0.0, left):.0f}s")  # type: ignore[arg-type]
         busy = bool(contractor.jobs)
@@ -189,8 +197,16 @@ async def run_pilot(spec_path: Path, started: float | None = None) -> str:
     await agent.start()
     ctl = PilotController(agent, spec, pdir, started)
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, ctl.stop.set)
-    loop.add_signal_handler(signal.SIGINT, ctl.stop.set)
+
+    def terminated() -> None:
+        # The scheduler is ending the job (scancel): whatever the activities' own
+        # processes report once the signal reaches them, their attempts go back.
+        assert agent.contractor is not None
+        agent.contractor.mark_handed_back("the pilot's job was cancelled")
+        ctl.stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, terminated)
+    loop.add_signal_handler(signal.SIGINT, terminated)
     write_state(pdir, mesh="alive", address=agent.address)
     log_event(log, "pilot.joined", name=name, job_id=job_id, slots=slots)
     reason = "error"

@@ -24,6 +24,9 @@ def test_may_take_only_what_finishes_before_the_margin() -> None:
     # Unknown run time (0): taken until the margin itself.
     assert drain.may_take(16, 0, margin_s=15) is None
     assert drain.may_take(14, 0, margin_s=15) is not None
+    # Unknown run time: no queueing beyond the free slots.
+    assert drain.may_take(1000, 0, queue_len=2, free_slots=2, slots=2) is not None
+    assert drain.may_take(1000, 0, queue_len=1, free_slots=2, slots=2) is None
     # A draining pilot takes nothing; an endless allocation takes everything.
     assert drain.may_take(1e6, 1, draining=True) == "pilot is draining"
     assert drain.may_take(math.inf, 1e9) is None
@@ -45,6 +48,15 @@ def test_hand_back_what_will_not_finish() -> None:
     # At the margin everything still running goes back.
     assert drain.hand_back(15, running, margin_s=15) == ["short", "long", "unknown"]
     assert drain.hand_back(math.inf, running) == []
+
+
+def test_queued_work_that_would_not_finish_goes_back() -> None:
+    q = ["q0", "q1", "q2", "q3"]
+    # 2 slots, 20 s each, 15 s margin, 50 s left: room 35 s -> only the first round fits.
+    assert drain.queued_to_hand_back(50, q, runtime_s=20, slots=2, margin_s=15) == ["q2", "q3"]
+    assert drain.queued_to_hand_back(1000, q, runtime_s=20, slots=2) == []
+    assert drain.queued_to_hand_back(10, q, runtime_s=0, slots=2, margin_s=15) == q
+    assert drain.queued_to_hand_back(math.inf, q, runtime_s=1e9, slots=1) == []
 
 
 def test_leave_reasons() -> None:
