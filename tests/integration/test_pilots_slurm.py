@@ -254,3 +254,55 @@ async def test_walltime_pilot_drains_and_leaves_before_slurm_kills_it(tmp_path: 
         assert scontrol_state(p1.job_id) == "COMPLETED"
         for p in second:
             await cli("--home", str(agent.home.root), "pilot", "cancel", p.name)
+
+
+def autoscaled(i: int) -> dict[str, object]:
+    return {
+        **submitter(i),
+        "pilots": {
+            "max": 2,
+            "walltime": "5",
+            "slots": 1,
+            "idle_timeout": 8,
+            "backlog_wait": 1,
+            "labels": {"pool": "auto"},
+        },
+    }
+
+
+@pytest.mark.usefixtures("slurm_conf")
+async def test_backlog_brings_up_pilots_that_leave_when_idle(tmp_path: Path) -> None:
+    async with mesh(tmp_path, 1, configure=autoscaled) as agents:
+        agent = agents[0]
+        assert agent.pilot_scaler is not None
+        acts = [pool(f"b{i}", "sleep 2; echo ok", "auto") for i in range(6)]
+        async with grpc.aio.insecure_channel(f"unix:{agent.home.socket}") as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            async with asyncio.timeout(180):
+                status, _ = await watch_campaign(stub, acts)
+        assert status.state == S.CAMPAIGN_STATE_SUCCEEDED, status.message
+        store = open_store(agent.home)
+        try:
+            rows = jobs.list_rows(store)
+        finally:
+            store.close()
+        assert 1 <= len(rows) <= 2
+        assert agent.pilot_scaler.decisions and "waited" in agent.pilot_scaler.decisions[0].reason
+        ran_on = {a.agent for a in status.activities}
+        assert ran_on <= {r.name for r in rows}
+        for r in rows:
+            assert dict(r.labels) == {"pool": "auto"}
+        # Backlog gone: after idle_timeout each pilot leaves and its job ends.
+        for r in rows:
+            await wait_until(
+                lambda r=r: r.pilot_state().get("mesh") == "left", 60, f"{r.name} left"
+            )
+            assert r.pilot_state()["reason"] == "idle"
+            await wait_until(lambda r=r: r.job_id not in squeue_ids(), 30, f"job {r.job_id} ended")
+            assert scontrol_state(r.job_id) == "COMPLETED"
+            assert member_status(agent, r.name) in ("left", "")
+        store = open_store(agent.home)
+        try:
+            assert len(jobs.list_rows(store)) == len(rows)  # nothing more was submitted
+        finally:
+            store.close()

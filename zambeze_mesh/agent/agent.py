@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -46,6 +47,9 @@ from zambeze_mesh.v1 import (
     scheduling_pb2,
     scheduling_pb2_grpc,
 )
+
+if TYPE_CHECKING:
+    from zambeze_mesh.pilots.scaler import PilotScaler
 
 log = logging.getLogger("zambeze_mesh.agent")
 
@@ -89,6 +93,7 @@ class Agent:
         self.contractor: Contractor | None = None
         self.placement: Placement | None = None
         self.advertiser: Advertiser | None = None
+        self.pilot_scaler: PilotScaler | None = None
 
     @property
     def name(self) -> str:
@@ -214,8 +219,22 @@ class Agent:
         self.placement = Placement(self, self.monitor)
         await self.monitor.start(self.placement)
         self.gossip.runner.add_listener(self._on_member_event)
+        self._start_pilot_scaler()
         if self.config.zeroconf:
             await self._advertise()
+
+    def _start_pilot_scaler(self) -> None:
+        """With a scheduler and ``[pilots] max > 0``: submit pilots for the backlog."""
+        from zambeze_mesh.pilots.scale import PilotPolicy
+        from zambeze_mesh.pilots.scaler import PilotScaler
+
+        policy = PilotPolicy.from_table(self.config.pilots) if self.config.pilots else None
+        if not self.config.scheduler or policy is None or policy.max <= 0:
+            return
+        self.pilot_scaler = PilotScaler(self, policy)
+        if self.placement is not None:
+            self.placement.hold = self.pilot_scaler.hold
+        self.pilot_scaler.start()
 
     async def _advertise(self) -> None:
         """Advertise ``_zmesh._tcp`` on the listening interface (best effort)."""
@@ -263,6 +282,8 @@ class Agent:
         self._stopped.set()
 
     async def _teardown(self, grace: float) -> None:
+        if self.pilot_scaler is not None:
+            await self.pilot_scaler.close()
         if self.advertiser is not None:
             advertiser, self.advertiser = self.advertiser, None
             try:

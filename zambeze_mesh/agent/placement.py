@@ -10,7 +10,7 @@ import asyncio
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -90,6 +90,9 @@ class Placement:
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
+        #: Asked before an activity fails for want of a bidder: True keeps it waiting
+        #: (set by the pilot autoscaler, when only a pilot could run it).
+        self.hold: Callable[[TenderKey], bool] | None = None
 
     # ------------------------------------------------------------ inputs
     def offer(self, live: Live, names: list[str]) -> None:
@@ -116,6 +119,7 @@ class Placement:
         members = gossip.members() if gossip is not None else []
         agents = [agent_from_record(m.record, m.status) for m in members if m.record is not None]
         tenders = []
+        held: list[tuple[TenderKey, str]] = []
         for name in names:
             act = live.dag.activity(name)
             fit, excluded = candidates(act, agents)
@@ -128,7 +132,13 @@ class Placement:
                     fit = others
                     excluded = {**excluded, row.agent: "failed the previous attempt"}
             key = TenderKey(live.id, name, row.attempt)
+            if not fit and self.hold is not None and self.hold(key):
+                held.append((key, "a pilot (none fits yet; pilots are being scaled)"))
+                continue
             tenders.append(Tender(key, act, tuple(a.name for a in fit), excluded))
+        if held:
+            # Only a pilot could run these, and one may come (pilots/scaler.py).
+            self.monitor.placement_deferred(held)
         self._step(Announce(tenders))
 
     def member_down(self, name: str) -> None:

@@ -157,3 +157,17 @@ def test_pilot_job_scripts(tmp_path: Path, scheduler: str, needles: list[str]) -
     assert "single_launch.sh" in script
     assert f"/py -m zambeze_mesh.pilots.run {spec_path}" in script
     assert "ZMESH1-" not in script
+
+
+def test_pilots_table_in_config_round_trips(tmp_path: Path) -> None:
+    from zambeze_mesh.agent.config import AgentConfig
+
+    table = {"max": 2, "walltime": "5", "idle_timeout": 30, "labels": {"pool": "gpu"}}
+    cfg = AgentConfig(name="a", mesh="m", listen="127.0.0.1:0", scheduler="slurm", pilots=table)
+    cfg.save(tmp_path / "config.toml")
+    assert "[pilots]" in (tmp_path / "config.toml").read_text()
+    assert AgentConfig.load(tmp_path / "config.toml").pilots == table
+    with pytest.raises(InvalidInput, match="needs a scheduler"):
+        AgentConfig(name="a", mesh="m", listen="127.0.0.1:0", pilots=table)
+    with pytest.raises(InvalidInput, match="unknown keys in"):
+        AgentConfig(name="a", mesh="m", listen="127.0.0.1:0", scheduler="slurm", pilots={"mx": 1})
