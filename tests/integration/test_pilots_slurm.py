@@ -102,6 +102,7 @@ async def test_pilot_submit_serves_campaign_then_cancel_leaves(
             "pilot": row.name,
             "scheduler": "slurm",
             "allocation": row.job_id,
+            "pilot_outputs": "return",
         }
         assert rec.capabilities.slots == 2
         [listed] = await pilot_ls(agent, capsys)
@@ -306,3 +307,49 @@ async def test_backlog_brings_up_pilots_that_leave_when_idle(tmp_path: Path) -> 
             assert len(jobs.list_rows(store)) == len(rows)  # nothing more was submitted
         finally:
             store.close()
+
+
+@pytest.mark.usefixtures("slurm_conf")
+async def test_outputs_of_a_pilot_stay_available_after_it_left(tmp_path: Path) -> None:
+    async with mesh(tmp_path, 1, configure=submitter) as agents:
+        agent = agents[0]
+        p = await submit(agent, "--walltime", "10", "--slots", "1")
+        await wait_until(lambda: member_status(agent, p.name) == "alive", 90, "pilot alive")
+        acts = [
+            S.ActivitySpec(
+                name="make",
+                shell=S.ShellSpec(cmd="echo from-pilot > $ZMESH_OUTPUT_DIR/x.txt"),
+                requires=S.Requirements(labels={"pilot": p.name}),
+            ),
+            S.ActivitySpec(name="gate", shell=S.ShellSpec(cmd="sleep 12"), agent="agent-0"),
+            S.ActivitySpec(
+                name="use",
+                shell=S.ShellSpec(cmd='cat "$ZMESH_INPUT_0/x.txt"'),
+                data_uris=["@output:make"],
+                depends_on=["gate"],
+                agent="agent-0",
+            ),
+        ]
+        seen: dict[str, str] = {}
+
+        async def leave_after_make(ev: S.Event) -> None:
+            if ev.activity == "make" and ev.state == S.ACTIVITY_STATE_SUCCEEDED:
+                assert await cli("--home", str(agent.home.root), "pilot", "cancel", p.name) == 0
+            if ev.activity == "use" and ev.state in (
+                S.ACTIVITY_STATE_AWARDED,
+                S.ACTIVITY_STATE_QUEUED,
+                S.ACTIVITY_STATE_STAGING,
+                S.ACTIVITY_STATE_RUNNING,
+                S.ACTIVITY_STATE_SUCCEEDED,
+            ):  # its inputs were resolved when it was awarded
+                seen.setdefault("pilot_at_use", member_status(agent, p.name))
+
+        async with grpc.aio.insecure_channel(f"unix:{agent.home.socket}") as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            async with asyncio.timeout(180):
+                status, _ = await watch_campaign(stub, acts, leave_after_make)
+        assert status.state == S.CAMPAIGN_STATE_SUCCEEDED, status.message
+        done = by_name(status)
+        assert done["make"].agent == p.name
+        assert seen["pilot_at_use"] == "left"  # the producer was gone when it was staged
+        assert done["use"].detail["stdout_tail"].strip() == "from-pilot"

@@ -293,8 +293,22 @@ class Placement:
                 continue
             path = row.detail.get("output_dir", "")
             if path:
-                out[OUTPUT_REF_PREFIX + name] = f"{row.agent}://{path}"
+                out[OUTPUT_REF_PREFIX + name] = self._output_location(row.agent, path)
         return out
+
+    def _output_location(self, producer: str, path: str) -> str:
+        """``producer://path``, or where a pilot that has left returned it."""
+        gossip = self.agent.gossip
+        if gossip is not None:
+            for m in gossip.members():
+                if m.name == producer and m.status == "left" and m.record is not None:
+                    from zambeze_mesh.pilots.spec import returned_location
+
+                    labels = dict(m.record.capabilities.labels)
+                    moved = returned_location(producer, path, labels)
+                    if moved is not None:
+                        return moved
+        return f"{producer}://{path}"
 
     def cancel_on(self, targets: Iterable[tuple[TenderKey, str]]) -> None:
         """Ask contractors to stop these attempts."""

@@ -241,6 +241,7 @@ def cmd_pilot_submit(args: argparse.Namespace) -> int:
         walltime=args.walltime or "",
         slots=args.slots,
         labels=_labels(args.label),
+        outputs=args.outputs,
     )
 
 
@@ -356,6 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--walltime", help="e.g. 30, 1:00:00 (default: the agent's walltime)")
     sp.add_argument("--slots", type=int, default=0, help="activities at once (default: CPUs)")
     sp.add_argument("--label", action="append", help="key=value label (repeatable)")
+    sp.add_argument(
+        "--outputs",
+        choices=("return", "keep"),
+        default="return",
+        help="return: outputs stay served by this agent after the pilot left (default)",
+    )
     sp = add("ls", cmd_pilot_ls, psub, help="pilots with job, scheduler and mesh state")
     sp.add_argument("--json", action="store_true")
     sp = add("cancel", cmd_pilot_cancel, psub, help="drain a pilot, then cancel its job")

@@ -19,12 +19,26 @@ from zambeze_mesh.pilots import jobs
 FINAL = ("COMPLETED", "FAILED", "CANCELED")
 
 
-def submit(home: Home, *, nodes: int, walltime: str, slots: int, labels: dict[str, str]) -> int:
+def submit(
+    home: Home,
+    *,
+    nodes: int,
+    walltime: str,
+    slots: int,
+    labels: dict[str, str],
+    outputs: str = "return",
+) -> int:
     """Submit one pilot and print its name and job id."""
     store = open_store(home)
     try:
         row = jobs.submit_pilot(
-            home, store, nodes=nodes, walltime=walltime, slots=slots, labels=labels
+            home,
+            store,
+            nodes=nodes,
+            walltime=walltime,
+            slots=slots,
+            labels=labels,
+            pilot_outputs=outputs,
         )
     finally:
         store.close()

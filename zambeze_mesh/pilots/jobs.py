@@ -141,9 +141,12 @@ def submit_pilot(
     slots: int = 0,
     labels: dict[str, str] | None = None,
     idle_timeout_s: float = 0.0,
+    pilot_outputs: str = "return",
     python: str = sys.executable,
 ) -> PilotRow:
     """Submit one pilot job through PSI/J; return its row once the scheduler took it."""
+    if pilot_outputs not in ("return", "keep"):
+        raise InvalidInput("pilot_outputs must be 'return' or 'keep'")
     cfg = AgentConfig.load(home.config)
     executor = executor_for(cfg)
     wall = parse_walltime(walltime or cfg.walltime or "30")
@@ -166,7 +169,12 @@ def submit_pilot(
         labels=dict(labels or {}),
         membership=cfg.membership,
         idle_timeout_s=idle_timeout_s,
+        pilot_outputs=pilot_outputs,
     )
+    if pilot_outputs == "return":
+        # Under the submitter's data dir: what the pilot produces stays served (by
+        # the submitter) after the pilot has left. Needs a file system both see.
+        spec.data_dir = str((home.root / cfg.data_dir / "pilots" / pdir.name).absolute())
     spec.save(pdir / "spec.json")
     token = create_pilot_token(store, spec.name_prefix, TOKEN_TTL_S)
     fd = os.open(pdir / "token", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

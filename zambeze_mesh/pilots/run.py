@@ -178,7 +178,10 @@ async def run_pilot(spec_path: Path, started: float | None = None) -> str:
         "pilot": name,
         "scheduler": spec.scheduler,
         "allocation": job_id,
+        "pilot_outputs": spec.pilot_outputs,
     }
+    returned = spec.pilot_outputs == "return" and spec.data_dir
+    data_dir = spec.data_dir if returned else "data"
     home = Home(pdir / f"home-{job_id}")
     slots = spec.slots or max(1, len(os.sched_getaffinity(0)))
     await join_mesh(
@@ -192,6 +195,7 @@ async def run_pilot(spec_path: Path, started: float | None = None) -> str:
         slots=slots,
         membership=spec.membership,
         zeroconf=False,
+        data_dir=data_dir,
     )
     agent = Agent(home)
     await agent.start()

@@ -45,7 +45,11 @@ class PilotSpec:
     membership: str = "local"
     idle_timeout_s: float = 0.0
     margin_s: float = 15.0
-    pilot_outputs: str = "keep"
+    #: ``return``: the pilot keeps its data under ``data_dir``, inside the submitting
+    #: agent's data dir, so its outputs stay addressable there once it has left
+    #: (see :func:`returned_location`); ``keep``: a data dir of its own.
+    pilot_outputs: str = "return"
+    data_dir: str = ""
 
     def save(self, path: Path) -> None:
         """Write as JSON (atomically)."""
@@ -115,3 +119,22 @@ def build_pilot_job(
     job: Any = Job(spec)
     job.name = name  # PSI/J's templates read job.name (#SBATCH --job-name)
     return job
+
+
+def submitter_of(pilot: str) -> str | None:
+    """The submitting agent of a pilot named ``<agent>-pilot-<jobid>`` (else None)."""
+    agent, sep, job = pilot.rpartition("-pilot-")
+    return agent if sep and agent and job else None
+
+
+def returned_location(producer: str, path: str, producer_labels: dict[str, str]) -> str | None:
+    """Where a left pilot's output ``path`` is served now: ``<submitter>://<path>``.
+
+    Only for pilots (they carry the ``pilot`` label naming themselves) whose outputs
+    were returned (``pilot_outputs = "return"``: written under the submitter's data dir).
+    """
+    labels = producer_labels
+    if labels.get("pilot") != producer or labels.get("pilot_outputs") != "return":
+        return None
+    agent = submitter_of(producer)
+    return f"{agent}://{path}" if agent else None

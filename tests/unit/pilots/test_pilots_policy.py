@@ -171,3 +171,19 @@ def test_pilots_table_in_config_round_trips(tmp_path: Path) -> None:
         AgentConfig(name="a", mesh="m", listen="127.0.0.1:0", pilots=table)
     with pytest.raises(InvalidInput, match="unknown keys in"):
         AgentConfig(name="a", mesh="m", listen="127.0.0.1:0", scheduler="slurm", pilots={"mx": 1})
+
+
+def test_outputs_of_a_left_pilot_are_found_at_its_submitter() -> None:
+    from zambeze_mesh.pilots.spec import returned_location, submitter_of
+
+    assert submitter_of("hpc-login-pilot-123") == "hpc-login"
+    assert submitter_of("a-pilot-of-b-pilot-7") == "a-pilot-of-b"
+    assert submitter_of("laptop") is None
+    labels = {"pilot": "hpc-pilot-9", "pilot_outputs": "return"}
+    assert returned_location("hpc-pilot-9", "/d/x", labels) == "hpc://d/x".replace(
+        "hpc://d", "hpc:///d"
+    )
+    # Not a pilot, another pilot's label, or outputs kept by the pilot: unchanged.
+    assert returned_location("hpc-pilot-9", "/d/x", {}) is None
+    assert returned_location("hpc-pilot-9", "/d/x", {**labels, "pilot": "other"}) is None
+    assert returned_location("hpc-pilot-9", "/d/x", {**labels, "pilot_outputs": "keep"}) is None
