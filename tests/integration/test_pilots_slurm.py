@@ -129,6 +129,14 @@ async def test_pilot_submit_serves_campaign_then_cancel_leaves(
         assert row.pilot_state()["reason"] == "drained"
         [listed] = await pilot_ls(agent, capsys)
         assert listed["mesh_state"] == "left" and listed["state"] == "cancelled"
+        capsys.readouterr()
+        assert await cli("--home", str(agent.home.root), "pilot", "events", "--json") == 0
+        evs = json.loads(capsys.readouterr().out)
+        assert [(e["kind"], e["pilot"]) for e in evs] == [
+            ("submitted", row.name),
+            ("cancel", row.name),
+            ("cancelled", row.name),
+        ]
 
 
 async def test_pilot_token_is_single_use_and_scoped(tmp_path: Path) -> None:
@@ -305,8 +313,11 @@ async def test_backlog_brings_up_pilots_that_leave_when_idle(tmp_path: Path) -> 
         store = open_store(agent.home)
         try:
             assert len(jobs.list_rows(store)) == len(rows)  # nothing more was submitted
+            kinds = [e.kind for e in jobs.list_events(store)]
         finally:
             store.close()
+        # Each decision shows as an event (`zmesh pilot events`), then the submissions.
+        assert kinds[0] == "scale" and kinds.count("submitted") == len(rows)
 
 
 @pytest.mark.usefixtures("slurm_conf")

@@ -251,6 +251,12 @@ def cmd_pilot_ls(args: argparse.Namespace) -> int:
     return pilots.ls(_home(args), as_json=args.json)
 
 
+def cmd_pilot_events(args: argparse.Namespace) -> int:
+    from zambeze_mesh.cli import pilots
+
+    return pilots.events(_home(args), as_json=args.json, limit=args.limit)
+
+
 def cmd_pilot_cancel(args: argparse.Namespace) -> int:
     from zambeze_mesh.cli import pilots
 
@@ -365,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp = add("ls", cmd_pilot_ls, psub, help="pilots with job, scheduler and mesh state")
     sp.add_argument("--json", action="store_true")
+    sp = add("events", cmd_pilot_events, psub, help="autoscaler decisions, submits, cancels")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--limit", type=int, default=100, help="latest N events (100)")
     sp = add("cancel", cmd_pilot_cancel, psub, help="drain a pilot, then cancel its job")
     sp.add_argument("pilot", help="pilot name or job id")
     sp.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (300)")

@@ -120,6 +120,7 @@ def cancel(home: Home, name: str, *, timeout: float = 300.0) -> int:
     try:
         row = jobs.get_row(store, name)
         jobs.set_state(store, row.name, "cancelling")
+        jobs.record_event(store, "cancel", "drain requested", row.name)
     finally:
         store.close()
     jobs.request_drain(row)
@@ -139,11 +140,28 @@ def cancel(home: Home, name: str, *, timeout: float = 300.0) -> int:
         time.sleep(0.5)
     else:
         raise Unavailable(f"{row.scheduler} job {row.job_id} did not end in {timeout:.0f}s")
+    mesh = row.pilot_state().get("mesh", "never joined")
     store = open_store(home)
     try:
         jobs.set_state(store, row.name, "cancelled")
+        jobs.record_event(store, "cancelled", f"{mesh}; job {row.job_id} ended", row.name)
     finally:
         store.close()
-    mesh = row.pilot_state().get("mesh", "never joined")
     print(f"pilot {row.name}: {mesh}; {row.scheduler} job {row.job_id} ended")
+    return 0
+
+
+def events(home: Home, *, as_json: bool, limit: int = 100) -> int:
+    """Print the latest pilot events (autoscaler decisions, submissions, cancels)."""
+    store = open_store(home)
+    try:
+        evs = jobs.list_events(store, limit)
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps([e.__dict__ for e in evs]))
+        return 0
+    for e in evs:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time_ms / 1000))
+        print(f"{when}  {e.kind:<13} {e.pilot or '-':<24} {e.message}")
     return 0

@@ -43,6 +43,17 @@ CREATE TABLE IF NOT EXISTS pilots (
     state TEXT NOT NULL DEFAULT 'submitted'
 )
 """
+_EVENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pilot_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    pilot TEXT NOT NULL,
+    message TEXT NOT NULL
+)
+"""
+#: Pilot events kept (older ones are dropped).
+MAX_EVENTS = 1000
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -227,6 +238,7 @@ def submit_pilot(
                 json.dumps(row.labels),
             ),
         )
+    record_event(store, "submitted", f"{cfg.scheduler} job {job_id}", row.name)
     return row
 
 
@@ -265,3 +277,39 @@ def time_left_s(row: PilotRow, now: float | None = None) -> float | None:
         return None
     now = time.time() if now is None else now
     return max(0.0, started + row.walltime_s - now)
+
+
+@dataclass(frozen=True)
+class PilotEvent:
+    """One pilot decision or life-cycle step (``scale``, ``submitted``, ``cancel``...)."""
+
+    seq: int
+    time_ms: int
+    kind: str
+    pilot: str
+    message: str
+
+
+def record_event(store: Store, kind: str, message: str, pilot: str = "") -> None:
+    """Append a pilot event (the autoscaler's decisions, submissions, cancels)."""
+    with store.tx() as db:
+        db.execute(_EVENTS_SCHEMA)
+        db.execute(
+            "INSERT INTO pilot_events (time_ms, kind, pilot, message) VALUES (?, ?, ?, ?)",
+            (int(time.time() * 1000), kind, pilot, message),
+        )
+        db.execute(
+            "DELETE FROM pilot_events WHERE seq <= (SELECT MAX(seq) FROM pilot_events) - ?",
+            (MAX_EVENTS,),
+        )
+
+
+def list_events(store: Store, limit: int = 100) -> list[PilotEvent]:
+    """The latest ``limit`` pilot events, oldest first."""
+    with store.tx() as db:
+        db.execute(_EVENTS_SCHEMA)
+    rows = store.read("SELECT * FROM pilot_events ORDER BY seq DESC LIMIT ?", (limit,))
+    return [
+        PilotEvent(r["seq"], r["time_ms"], r["kind"], r["pilot"], r["message"])
+        for r in reversed(rows)
+    ]

@@ -147,6 +147,11 @@ class PilotScaler:
                 starting=starting,
                 waiting=len(waiting),
             )
+            jobs.record_event(
+                self.agent.require_store(),
+                "scale",
+                f"submit {d.submit}: {d.reason} ({up} up, {starting} starting)",
+            )
             for _ in range(d.submit):
                 self._submitting += 1
                 try:
@@ -154,6 +159,7 @@ class PilotScaler:
                     log_event(log, "pilots.submitted", pilot=row.name, job_id=row.job_id)
                 except Exception as exc:
                     log_event(log, "pilots.submit_failed", level=logging.WARNING, reason=str(exc))
+                    jobs.record_event(self.agent.require_store(), "submit_failed", str(exc))
                 finally:
                     self._submitting -= 1
         return d
