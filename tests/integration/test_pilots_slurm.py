@@ -109,8 +109,13 @@ async def test_pilot_submit_serves_campaign_then_cancel_leaves(
         assert listed["name"] == row.name and listed["job_id"] == row.job_id
         assert listed["scheduler_state"] == "ACTIVE" and listed["mesh_state"] == "alive"
         assert isinstance(listed["time_left_s"], int) and 0 < listed["time_left_s"] <= 600
-        # The pilot sees itself and its submitter alive too.
+        # The pilot sees itself and its submitter alive too (its own agent socket).
         assert row.pilot_state()["mesh"] == "alive"
+        pilot_home = row.dir / f"home-{row.job_id}"
+        capsys.readouterr()
+        assert await cli("--home", str(pilot_home), "members", "--json") == 0
+        view = {m["name"]: m["status"] for m in json.loads(capsys.readouterr().out)}
+        assert view == {"agent-0": "alive", row.name: "alive"}
 
         acts = [short(f"a{i}", row.name, f"echo {i}") for i in range(200)]
         async with grpc.aio.insecure_channel(f"unix:{agent.home.socket}") as ch:
