@@ -93,6 +93,10 @@ class Admission:
         if not vouched and (known or ca.can_sign):
             self._check_token(req)
             vouched = True
+        if known:  # pilot tokens: single use, scoped to <agent>-pilot-* names
+            from zambeze_mesh.pilots.tokens import check_scope
+
+            check_scope(self.agent.require_store(), req.token_id, req.name)
         self._check_name_free(req.name)
         if ca.can_sign:
             cert_der = ca.sign_csr(

@@ -52,6 +52,7 @@ from zambeze_mesh.v1 import (
 )
 
 if TYPE_CHECKING:
+    from zambeze_mesh.pilots.scaler import PilotScaler
     from zambeze_mesh.ui.embedded import EmbeddedUi
 
 log = logging.getLogger("zambeze_mesh.agent")
@@ -105,6 +106,7 @@ class Agent:
         self.placement: Placement | None = None
         self.advertiser: Advertiser | None = None
         self.web_view: EmbeddedUi | None = None  # `ui_listen`
+        self.pilot_scaler: PilotScaler | None = None
 
     @property
     def name(self) -> str:
@@ -270,8 +272,22 @@ class Agent:
         self.placement = Placement(self, self.monitor)
         await self.monitor.start(self.placement)
         self.gossip.runner.add_listener(self._on_member_event)
+        self._start_pilot_scaler()
         if self.config.zeroconf:
             await self._advertise()
+
+    def _start_pilot_scaler(self) -> None:
+        """With a scheduler and ``[pilots] max > 0``: submit pilots for the backlog."""
+        from zambeze_mesh.pilots.scale import PilotPolicy
+        from zambeze_mesh.pilots.scaler import PilotScaler
+
+        policy = PilotPolicy.from_table(self.config.pilots) if self.config.pilots else None
+        if not self.config.scheduler or policy is None or policy.max <= 0:
+            return
+        self.pilot_scaler = PilotScaler(self, policy)
+        if self.placement is not None:
+            self.placement.hold = self.pilot_scaler.hold
+        self.pilot_scaler.start()
 
     async def _advertise(self) -> None:
         """Advertise ``_zmesh._tcp`` on the listening interface (best effort)."""
@@ -322,6 +338,8 @@ class Agent:
         if self.web_view is not None:
             web_view, self.web_view = self.web_view, None
             await web_view.close()
+        if self.pilot_scaler is not None:
+            await self.pilot_scaler.close()
         if self.advertiser is not None:
             advertiser, self.advertiser = self.advertiser, None
             try:

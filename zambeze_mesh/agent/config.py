@@ -113,6 +113,9 @@ class AgentConfig:
     # [policy]: identity (SPIFFE ID or "*") -> plugins it may run here, "functions"
     # to ship functions (security/policy.py). Empty: everyone may run everything.
     policy: dict[str, list[str]] = field(default_factory=dict)
+    # Pilot autoscaling (zambeze_mesh/pilots): min, max, nodes, slots, walltime,
+    # idle_timeout, backlog_wait, labels, per_pilot. Needs a scheduler.
+    pilots: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         split_hostport(self.listen)
@@ -175,6 +178,14 @@ class AgentConfig:
                 raise InvalidInput(f"{key} must be a plain name, got {value!r}")
         if (self.queue or self.account or self.walltime) and not self.scheduler:
             raise InvalidInput("queue, account and walltime need a scheduler")
+        if self.pilots:
+            from zambeze_mesh.pilots.scale import PilotPolicy
+
+            if not isinstance(self.pilots, dict):
+                raise InvalidInput("[pilots] must be a table")
+            if not self.scheduler:
+                raise InvalidInput("[pilots] needs a scheduler")
+            PilotPolicy.from_table(self.pilots)
 
     def _check_rsync(self) -> None:
         from zambeze_mesh.data.rsync import check_host, check_user
@@ -247,4 +258,7 @@ def _toml_value(value: object) -> str:
         return f'"{escaped}"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = (f"{_toml_key(k)} = {_toml_value(v)}" for k, v in sorted(value.items()))
+        return "{" + ", ".join(items) + "}"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")

@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,6 +73,7 @@ class Job:
     plugin_name: str = ""
     started: float = field(default_factory=time.monotonic)
     elapsed: float = 0.0  # the plugin's run time, once it ran
+    handed_back: str = ""  # why this attempt is given back to its monitor (pilots)
 
     @property
     def job_key(self) -> JobKey:
@@ -103,6 +105,10 @@ class Contractor:
         self._service: dict[str, tuple[float, float]] = {}  # plugin -> (EWMA, when)
         self._last_done: float | None = None
         self._closing = False
+        #: Optional admission gate (a pilot's drain policy, see zambeze_mesh.pilots):
+        #: given the expected run time of an activity, the queue length, the free
+        #: slots and the slots, a reason to refuse it now, or None to take it.
+        self.gate: Callable[[float, int, int, int], str | None] | None = None
 
     @property
     def slots(self) -> int:
@@ -187,6 +193,9 @@ class Contractor:
                     avg_runtime_s=self._runtime.get(act.plugin, 0.0),
                     service_interval_s=self._service_interval(act.plugin),
                 )
+                gated = self._gated(act, queued, free)
+                if gated and not answer.refused:
+                    answer = answers[profile] = Bid.busy_refusal(key, gated)
             out.append(dataclasses.replace(answer, key=key))
         return out
 
@@ -202,6 +211,15 @@ class Contractor:
         owner = wire_owner(self.agent.mesh, monitor, t.owner)
         function = act.is_function or t.function_bytes > 0
         return policy.refusal(owner, act.plugin, function=function)
+
+    def _gated(self, act: ActivityDef, queued: int, free: int) -> str | None:
+        if self.gate is None:
+            return None
+        return self.gate(self.expected_runtime(act.plugin), queued, free, self.slots)
+
+    def expected_runtime(self, plugin: str) -> float:
+        """The measured run time of ``plugin``'s activities here (0 when unknown)."""
+        return max(self._runtime.get(plugin, 0.0), self._service_interval(plugin))
 
     def _full(self) -> bool:
         limit = self.agent.config.max_queued or self.slots * QUEUE_PER_SLOT
@@ -240,6 +258,12 @@ class Contractor:
                 try:
                     act = (known or {}).get(key) or activity_from_spec(item.tender.spec)
                     refused = self._policy_refusal(monitor, item.tender, act)
+                    if refused is None:
+                        refused = self._gated(
+                            act,
+                            self._queue.qsize() + len(accepted),
+                            max(0, self.slots - self._running - len(accepted)),
+                        )
                 except InvalidInput as exc:
                     refused = str(exc)
                 if refused is not None:
@@ -289,8 +313,8 @@ class Contractor:
             finally:
                 self._running -= 1
                 job.running = False
-            if job.cancelled:
-                outcome = Outcome("CANCELLED", message="cancelled")
+            if job.cancelled or job.handed_back:
+                outcome = self._stopped_outcome(job, "cancelled")
             self._finish(job, outcome)
             self._completed(job)
 
@@ -458,7 +482,43 @@ class Contractor:
             if plugin is not None:
                 await plugin.cancel(job.key.campaign_id, job.key.activity, job.key.attempt)
         elif not job.running:
-            self._finish(job, Outcome("CANCELLED", message="cancelled before it started"))
+            self._finish(job, self._stopped_outcome(job, "cancelled before it started"))
+
+    async def hand_back(self, key: JobKey, reason: str) -> bool:
+        """Give an accepted attempt back to its monitor (stopping it if it runs).
+
+        The monitor offers it again without counting a failure (a pilot does this
+        before its walltime). False when there is no such attempt here any more.
+        """
+        job = self.jobs.get(key)
+        if job is None or job.cancelled:
+            return False
+        job.handed_back = job.handed_back or reason or "handed back"
+        log.info(
+            "handing back %s/%s attempt %d of %s: %s",
+            *dataclasses.astuple(key[1]),
+            key[0],
+            reason,
+        )
+        await self._cancel_job(job)
+        return True
+
+    def mark_handed_back(self, reason: str) -> None:
+        """Mark every accepted attempt as handed back (they report so however they end);
+        :meth:`hand_back` then stops them."""
+        for job in self.jobs.values():
+            if not job.handed_back:
+                job.handed_back = reason
+
+    @staticmethod
+    def _stopped_outcome(job: Job, message: str) -> Outcome:
+        if job.handed_back:
+            return Outcome(
+                "FAILED",
+                message=f"handed back: {job.handed_back}",
+                detail={"handed_back": "1"},
+            )
+        return Outcome("CANCELLED", message=message)
 
     # ------------------------------------------------------------ load
     async def _load_loop(self) -> None:

@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("zambeze_mesh.monitor")
 
 MAX_INFRA_RETRIES = 3
+#: Attempts a campaign's activity may be handed back (by pilots leaving) before the
+#: next hand-back counts as a failure.
+MAX_HANDED_BACK = 32
 #: Backoff of activities no agent has room for: first wait, and the longest.
 DEFER_MIN_S = 0.1
 DEFER_MAX_S = 5.0
@@ -491,6 +494,22 @@ class Monitor:
                 agent=contractor,
             )
             done.append(name)
+            return
+        if (
+            state == st.FAILED
+            and detail.get("handed_back") == "1"
+            and row.infra_retries < MAX_HANDED_BACK
+        ):
+            # A pilot gave it back before its walltime: offer it again, not a failure.
+            row.infra_retries += 1
+            j.activity(
+                live,
+                name,
+                st.RETRYING,
+                message=f"attempt {row.attempt} handed back by {contractor}: {ev.message}",
+                attempt=row.attempt + 1,
+            )
+            retry.append(name)
             return
         if state == st.FAILED and row.attempt < self._max_attempt(live, name, row):
             j.activity(

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -91,6 +91,9 @@ class Placement:
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
+        #: Asked before an activity fails for want of a bidder: True keeps it waiting
+        #: (set by the pilot autoscaler, when only a pilot could run it).
+        self.hold: Callable[[TenderKey], bool] | None = None
 
     # ------------------------------------------------------------ inputs
     def offer(self, live: Live, names: list[str]) -> None:
@@ -118,6 +121,7 @@ class Placement:
         agents = [agent_from_record(m.record, m.status) for m in members if m.record is not None]
         tenders = []
         owner = wire_owner(self.agent.mesh, self.agent.name, live.owner)
+        held: list[tuple[TenderKey, str]] = []
         for name in names:
             act = live.dag.activity(name)
             fit, excluded = candidates(act, agents)
@@ -130,7 +134,13 @@ class Placement:
                     fit = others
                     excluded = {**excluded, row.agent: "failed the previous attempt"}
             key = TenderKey(live.id, name, row.attempt)
+            if not fit and self.hold is not None and self.hold(key):
+                held.append((key, "a pilot (none fits yet; pilots are being scaled)"))
+                continue
             tenders.append(Tender(key, act, tuple(a.name for a in fit), excluded, owner))
+        if held:
+            # Only a pilot could run these, and one may come (pilots/scaler.py).
+            self.monitor.placement_deferred(held)
         self._step(Announce(tenders))
 
     def member_down(self, name: str) -> None:
@@ -285,8 +295,22 @@ class Placement:
                 continue
             path = row.detail.get("output_dir", "")
             if path:
-                out[OUTPUT_REF_PREFIX + name] = f"{row.agent}://{path}"
+                out[OUTPUT_REF_PREFIX + name] = self._output_location(row.agent, path)
         return out
+
+    def _output_location(self, producer: str, path: str) -> str:
+        """``producer://path``, or where a pilot that has left returned it."""
+        gossip = self.agent.gossip
+        if gossip is not None:
+            for m in gossip.members():
+                if m.name == producer and m.status == "left" and m.record is not None:
+                    from zambeze_mesh.pilots.spec import returned_location
+
+                    labels = dict(m.record.capabilities.labels)
+                    moved = returned_location(producer, path, labels)
+                    if moved is not None:
+                        return moved
+        return f"{producer}://{path}"
 
     def cancel_on(self, targets: Iterable[tuple[TenderKey, str]]) -> None:
         """Ask contractors to stop these attempts."""

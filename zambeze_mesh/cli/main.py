@@ -273,6 +273,37 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return serve_ui(_home(args), args.host, args.port, args.open)
 
 
+def cmd_pilot_submit(args: argparse.Namespace) -> int:
+    from zambeze_mesh.cli import pilots
+
+    return pilots.submit(
+        _home(args),
+        nodes=args.nodes,
+        walltime=args.walltime or "",
+        slots=args.slots,
+        labels=_labels(args.label),
+        outputs=args.outputs,
+    )
+
+
+def cmd_pilot_ls(args: argparse.Namespace) -> int:
+    from zambeze_mesh.cli import pilots
+
+    return pilots.ls(_home(args), as_json=args.json)
+
+
+def cmd_pilot_events(args: argparse.Namespace) -> int:
+    from zambeze_mesh.cli import pilots
+
+    return pilots.events(_home(args), as_json=args.json, limit=args.limit)
+
+
+def cmd_pilot_cancel(args: argparse.Namespace) -> int:
+    from zambeze_mesh.cli import pilots
+
+    return pilots.cancel(_home(args), args.pilot, timeout=args.timeout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``zmesh`` argument parser."""
     home_help = "agent home (default: $ZMESH_HOME or ~/.zmesh)"
@@ -379,6 +410,28 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("local", metavar="LOCAL")
     sp.add_argument("target", metavar="NAME://path")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    pil = sub.add_parser("pilot", help="pilot agents in batch allocations")
+    psub = pil.add_subparsers(dest="sub", required=True)
+    sp = add("submit", cmd_pilot_submit, psub, help="submit a pilot job (scheduler in config)")
+    sp.add_argument("--nodes", type=int, default=1, help="nodes of the allocation (default 1)")
+    sp.add_argument("--walltime", help="e.g. 30, 1:00:00 (default: the agent's walltime)")
+    sp.add_argument("--slots", type=int, default=0, help="activities at once (default: CPUs)")
+    sp.add_argument("--label", action="append", help="key=value label (repeatable)")
+    sp.add_argument(
+        "--outputs",
+        choices=("return", "keep"),
+        default="return",
+        help="return: outputs stay served by this agent after the pilot left (default)",
+    )
+    sp = add("ls", cmd_pilot_ls, psub, help="pilots with job, scheduler and mesh state")
+    sp.add_argument("--json", action="store_true")
+    sp = add("events", cmd_pilot_events, psub, help="autoscaler decisions, submits, cancels")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--limit", type=int, default=100, help="latest N events (100)")
+    sp = add("cancel", cmd_pilot_cancel, psub, help="drain a pilot, then cancel its job")
+    sp.add_argument("pilot", help="pilot name or job id")
+    sp.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (300)")
     return p
 
 
