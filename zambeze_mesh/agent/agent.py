@@ -165,6 +165,7 @@ class Agent:
             self.config.admission_advertise,
         )
         sock = self.home.socket
+        self.home.prepare_socket_dir()
         if sock.exists():
             sock.unlink()
         old_umask = os.umask(0o177)

@@ -7,11 +7,21 @@ One running agent per home is enforced with an ``fcntl`` lock on ``agent.lock``.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
+import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from zambeze_mesh.errors import AlreadyExists, FailedPrecondition
+
+#: Longest Unix socket path used as is (sun_path holds 107 bytes and a NUL).
+MAX_SOCKET_PATH = 100
+
+
+def _short_socket_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"zmesh-{os.getuid()}"
 
 
 @dataclass(frozen=True)
@@ -40,7 +50,26 @@ class Home:
 
     @property
     def socket(self) -> Path:
-        return self.root / "agent.sock"
+        """The agent's Unix socket: ``agent.sock`` in the home, or, when that path is
+        longer than a socket address allows (deep homes, e.g. a pilot's inside its
+        submitter's), a short path in a private per-user dir named after the home."""
+        path = self.root / "agent.sock"
+        if len(os.fsencode(path)) <= MAX_SOCKET_PATH:
+            return path
+        digest = hashlib.sha256(os.fsencode(os.path.realpath(self.root))).hexdigest()[:20]
+        return _short_socket_dir() / f"{digest}.sock"
+
+    def prepare_socket_dir(self) -> None:
+        """Create the socket's directory when it lies outside the home (0700, ours)."""
+        parent = self.socket.parent
+        if parent == self.root:
+            return
+        parent.mkdir(mode=0o700, exist_ok=True)
+        st = parent.lstat()
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise FailedPrecondition(
+                f"{parent} must be a directory owned by this user with mode 0700"
+            )
 
     @property
     def lock(self) -> Path:
