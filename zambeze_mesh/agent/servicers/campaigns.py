@@ -84,6 +84,18 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
         return campaigns_pb2.ListCampaignsResponse(campaigns=self._monitor().list(limit))
 
     @rpc_errors
+    async def GetProvenance(
+        self, request: campaigns_pb2.GetProvenanceRequest, context: grpc.aio.ServicerContext
+    ) -> campaigns_pb2.ProvenanceRecord:
+        from zambeze_mesh.agent.provenance import provenance_record
+
+        cid = _cid(request.campaign_id)
+        self._monitor().status(cid)  # the access rule of Get (NotFound...)
+        return await provenance_record(
+            self.agent, cid, request.after_seq, request.limit, request.check_outputs
+        )
+
+    @rpc_errors
     async def ListMembers(
         self, request: campaigns_pb2.ListMembersRequest, context: grpc.aio.ServicerContext
     ) -> campaigns_pb2.ListMembersResponse:
