@@ -226,3 +226,104 @@ async def test_bad_inputs(tmp_path: Path) -> None:
             await export_crate(cid, busy, client=client)
         assert (busy / "file").read_text() == "keep me"
         await client.close()
+
+
+CAMPAIGN = """
+import sys
+import zambeze_mesh as zm
+
+campaign = zm.Campaign("cli provenance")
+make = zm.ShellActivity("make", cmd="echo 21 > $ZMESH_OUTPUT_DIR/n.txt", agent="b")
+use = zm.ShellActivity(
+    "use", cmd="cat $ZMESH_INPUT_0/n.txt > $ZMESH_OUTPUT_DIR/copy.txt", data_uris=[make.output_dir]
+)
+campaign.add_activities([make, use])
+print("CAMPAIGN", campaign.dispatch())
+campaign.wait()
+print("CRATE", campaign.provenance(sys.argv[1]))
+"""
+
+
+def test_cli_and_campaign_api_export_crates(procmesh: Any, tmp_path: Path) -> None:
+    from tests.helpers.procs import zmesh
+
+    a = procmesh.init("a")
+    a.start()
+    b = procmesh.join("b", a)
+    b.start()
+    procmesh.wait_for(lambda: len(a.statuses()) == 2 and len(b.statuses()) == 2, 30, "mesh")
+    script = tmp_path / "campaign.py"
+    script.write_text(CAMPAIGN)
+    api_crate = tmp_path / "api-crate"
+    out = zmesh("run", str(script), str(api_crate), home=a.home, timeout=120).stdout
+    cid = next(line.split()[1] for line in out.splitlines() if line.startswith("CAMPAIGN"))
+    assert graph(api_crate)["#attempt-make-1"]["exitCode"] == 0
+
+    zipped = tmp_path / "crate.zip"
+    res = zmesh(
+        "provenance",
+        cid,
+        "--out",
+        str(zipped),
+        "--with-data",
+        "--validate",
+        home=a.home,
+        timeout=300,
+    )
+    assert "valid" in res.stdout and zipped.is_file()
+    import zipfile
+
+    with zipfile.ZipFile(zipped) as z:
+        names = z.namelist()
+        copy = next(n for n in names if n.startswith("data/") and n.endswith("copy.txt"))
+        assert z.read(copy) == b"21\n"
+        doc = json.loads(z.read("ro-crate-metadata.json"))
+    entity = next(e for e in doc["@graph"] if e["@id"] == copy)
+    assert (
+        entity["identifier"].startswith("a://")
+        and entity["sha256"] == hashlib.sha256(b"21\n").hexdigest()
+    )
+
+    bad = zmesh(
+        "provenance", "0123456789abcdef", "--out", str(tmp_path / "x"), home=a.home, check=False
+    )
+    assert bad.returncode != 0 and "no campaign" in bad.stderr
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="campaign ownership (a client sees only its own campaigns) is not in this branch yet;"
+    " GetProvenance follows Get's access rule",
+)
+async def test_campaign_of_another_client_is_refused(tmp_path: Path) -> None:
+    import grpc
+
+    from zambeze_mesh.agent.bootstrap import issue_client, open_store
+    from zambeze_mesh.errors import NotPermitted
+
+    async with mesh(tmp_path, 1) as agents:
+        store = open_store(agents[0].home)
+        try:
+            bundles = [issue_client(store, n, tmp_path / n) for n in ("alice", "mallory")]
+        finally:
+            store.close()
+        clients = [
+            Client(
+                agents[0].address,
+                grpc.ssl_channel_credentials(
+                    b.ca.read_bytes(), b.key.read_bytes(), b.cert.read_bytes()
+                ),
+            )
+            for b in bundles
+        ]
+        alice, mallory = clients
+        res = await alice.submit("mine", [ShellActivity("one", cmd="true")])
+        _ = [ev async for ev in alice.watch(res.campaign_id)]
+        await export_crate(res.campaign_id, tmp_path / "ok", client=alice)
+        try:
+            with pytest.raises((NotFound, NotPermitted)):
+                await export_crate(res.campaign_id, tmp_path / "stolen", client=mallory)
+            assert not (tmp_path / "stolen").exists()
+        finally:
+            for c in clients:
+                await c.close()

@@ -18,7 +18,8 @@ Crate 0.5):
   :mod:`.params` applies); resource usage (duration, bytes moved, transfer method
   and rate) is ``resourceUsage``;
 * data are ``File``/``Dataset`` entities whose ``@id`` is their ``NAME://path``
-  URI, with ``contentSize`` and ``sha256``: the inputs are objects of the attempts
+  URI (see :func:`_entity_id` for names that are no URI scheme; the URI is also
+  their ``identifier``), with ``contentSize`` and ``sha256``: the inputs are objects of the attempts
   that read them and the outputs results of the attempts that produced them (an
   ``@output:`` input is the very entity its producer made). An output the monitor
   found missing or changed on its agent says so in ``creativeWorkStatus``.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -90,6 +92,19 @@ def _frag(*parts: object) -> str:
     return "#" + "-".join(quote(str(p), safe="") for p in parts)
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+")
+
+
+def _entity_id(uri: str) -> str:
+    """The ``@id`` of data at ``NAME://path``: that URI when NAME is a URI scheme of
+    two characters or more; otherwise (``A://x`` reads as a Windows drive, ``my_host``
+    is no scheme) ``urn:zmesh:data:<quoted URI>``. ``identifier`` is always the URI."""
+    scheme = uri.partition("://")[0]
+    if _SCHEME.fullmatch(scheme):
+        return uri
+    return "urn:zmesh:data:" + quote(uri, safe="/:")
+
+
 def _ref(entity_id: str) -> dict[str, str]:
     return {"@id": entity_id}
 
@@ -97,7 +112,13 @@ def _ref(entity_id: str) -> dict[str, str]:
 class _Builder:
     """Accumulates entities into one rocrate ``ROCrate``."""
 
-    def __init__(self, history: History, agents: Mapping[str, AgentInfo], license: str) -> None:
+    def __init__(
+        self,
+        history: History,
+        agents: Mapping[str, AgentInfo],
+        license: str,
+        included: Mapping[str, Path] | None = None,
+    ) -> None:
         from rocrate.rocrate import ROCrate
 
         self.h = history
@@ -109,6 +130,8 @@ class _Builder:
         self.data: dict[str, Any] = {}
         self.params: dict[str, list[str]] = {}
         self.produced: dict[str, None] = {}
+        self.key_of: dict[str, str] = {}
+        self.included = dict(included or {})
         self.specs = {s.name: s for s in self.rec.activities}
 
     # -- generic helpers ---------------------------------------------------------
@@ -123,18 +146,27 @@ class _Builder:
 
     # -- data entities -----------------------------------------------------------
     def datum(self, ref: DataRef) -> Any:
-        """The File/Dataset entity of ``ref`` (one per URI; digests merged in)."""
+        """The File/Dataset entity of ``ref`` (one per URI; digests merged in).
+
+        A file whose copy is in ``included`` goes into the crate (``data/NAME/path``)
+        and keeps its URI as ``identifier``."""
         is_dir = ref.is_dir or ref.uri.endswith("/")
-        eid = ref.uri.rstrip("/") + "/" if is_dir else ref.uri
-        ent = self.data.get(eid)
+        key = ref.uri.rstrip("/") + "/" if is_dir else ref.uri
+        ent = self.data.get(key)
         if ent is None:
-            props: dict[str, Any] = {"name": eid.rstrip("/").rsplit("/", 1)[-1] or eid}
+            props: dict[str, Any] = {"name": key.rstrip("/").rsplit("/", 1)[-1] or key}
             props["identifier"] = ref.uri.rstrip("/")
+            local = None if is_dir else self.included.get(ref.uri)
             if is_dir:
-                ent = self.crate.add_dataset(eid, properties=props)
+                ent = self.crate.add_dataset(_entity_id(key), properties=props)
+            elif local is not None:
+                holder, _, path = ref.uri.partition("://")
+                dest = f"data/{quote(holder, safe='')}/{path.lstrip('/')}"
+                ent = self.crate.add_file(str(local), dest, properties=props)
             else:
-                ent = self.crate.add_file(eid, properties=props)
-            self.data[eid] = ent
+                ent = self.crate.add_file(_entity_id(key), properties=props)
+            self.data[key] = ent
+            self.key_of[ent.id] = key
         if ref.size is not None and "contentSize" not in ent:
             ent["contentSize"] = str(ref.size)
         if ref.sha256 and "sha256" not in ent:
@@ -320,7 +352,7 @@ class _Builder:
                 if r.id != root.id and r.id not in parts:
                     root.append_to("hasPart", r)
             results.insert(0, root)
-        self.produced.update(dict.fromkeys(r.id for r in results))
+        self.produced.update(dict.fromkeys(self.key_of[r.id] for r in results))
         retries = spec.retries if spec is not None else 0
         action = self.crate.add_action(
             tool,
@@ -470,8 +502,13 @@ def build_crate(
     *,
     license: str = DEFAULT_LICENSE,
     out: str | os.PathLike[str],
+    included: Mapping[str, Path] | None = None,
 ) -> Path:
-    """Write the crate of ``record`` to ``out`` (a directory, or a file ending ``.zip``)."""
+    """Write the crate of ``record`` to ``out`` (a directory, or a file ending ``.zip``).
+
+    ``included`` maps output URIs (``NAME://path``) to local copies to put in the
+    crate (``--with-data``); other data are described by their URI only.
+    """
     if not record.status.campaign_id:
         raise InvalidInput("the provenance record has no campaign")
     target = Path(out)
@@ -480,7 +517,7 @@ def build_crate(
         raise InvalidInput(f"{target} is a directory, not a .zip file")
     if not is_zip and target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise InvalidInput(f"{target} exists and is not an empty directory")
-    builder = _Builder(history_of(record), agents or {}, license)
+    builder = _Builder(history_of(record), agents or {}, license, included)
     try:
         crate = builder.build()
         if is_zip:

@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -116,6 +117,14 @@ def validate(
         cache = Path(cache_dir) if cache_dir else Path(tmp) / "http-cache"
         seed_cache(cache)
         out = Path(tmp) / "report.json"
+        target = Path(crate)
+        if zipfile.is_zipfile(target):
+            # roc-validator 0.13 cannot write a JSON report for a zip: check its
+            # unpacked content (the same files) instead.
+            unpacked = Path(tmp) / "crate"
+            with zipfile.ZipFile(target) as z:
+                z.extractall(unpacked)
+            target = unpacked
         cmd = [
             *validator_command(),
             "validate",
@@ -132,20 +141,10 @@ def validate(
             "json",
             "-o",
             str(out),
-            str(crate),
+            str(target),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         text = out.read_text() if out.exists() else ""
-        if not text.strip():
-            # The JSON report cannot be written for some crates (zips, in 0.13):
-            # the text run's exit status is the verdict (0 valid, 1 not valid).
-            cmd = [c for c in cmd if c not in ("-f", "json", "-o", str(out))]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-            if proc.returncode in (0, 1):
-                issue = {"severity": severity, "message": proc.stdout[-4000:]}
-                return Report(
-                    passed=proc.returncode == 0, issues=[] if proc.returncode == 0 else [issue]
-                )
         if not text.strip():
             raise FailedPrecondition(
                 f"rocrate-validator failed (exit {proc.returncode}): {proc.stderr[-2000:]}"
