@@ -136,10 +136,10 @@ async def test_diamond_crate_validates_and_matches_what_happened(tmp_path: Path)
         control = g[f"#control-{act}-{n}"]
         assert ids(control["object"]) == [eid] and ids(control["instrument"]) == [f"#step-{act}"]
     failed = g["#attempt-A-1"]
-    assert failed["actionStatus"]["@id"].endswith("FailedActionStatus")
+    assert failed["actionStatus"] == "http://schema.org/FailedActionStatus"
     assert failed["exitCode"] == 3 and "first try fails" not in failed.get("name", "")
     assert "failed" in failed["error"]
-    assert g["#attempt-A-2"]["actionStatus"]["@id"].endswith("CompletedActionStatus")
+    assert g["#attempt-A-2"]["actionStatus"] == "http://schema.org/CompletedActionStatus"
     assert g["#attempt-A-2"]["retries"] == 1
     assert set(ids(g["#orchestration"]["object"])) == {f"#control-{a}-{n}" for a, n in happened}
 

@@ -26,7 +26,7 @@ from zambeze_mesh.errors import ResourceExhausted, ZmeshError
 
 log = logging.getLogger(__name__)
 
-MAX_LISTED = 256
+MAX_LISTED = 1000
 """Most output files listed one by one in an event (the rest are only counted)."""
 
 

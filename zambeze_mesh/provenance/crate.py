@@ -65,6 +65,9 @@ RO_CRATE_VERSION = "1.1"
 """The profiles above build on RO-Crate 1.1 (its context maps ``ComputationalWorkflow``
 to ``https://bioschemas.org/ComputationalWorkflow``, as they expect)."""
 DEFAULT_LICENSE = "https://spdx.org/licenses/CC-BY-4.0"
+QUDT = "http://qudt.org/vocab/unit/"
+ACTIVE = "http://schema.org/ActiveActionStatus"
+#: Action status by final state (strings, as the Process Run Crate profile checks them).
 STATUS = {
     "SUCCEEDED": "http://schema.org/CompletedActionStatus",
     "FAILED": "http://schema.org/FailedActionStatus",
@@ -131,6 +134,7 @@ class _Builder:
         self.params: dict[str, list[str]] = {}
         self.produced: dict[str, None] = {}
         self.key_of: dict[str, str] = {}
+        self.actions: list[Any] = []
         self.included = dict(included or {})
         self.specs = {s.name: s for s in self.rec.activities}
 
@@ -320,7 +324,7 @@ class _Builder:
         spec = self.specs.get(att.activity)
         usage: list[Any] = []
 
-        def use(key: str, value: object, unit: str | None = None) -> None:
+        def use(key: str, value: object, unit: str | None = None, code: str = "") -> None:
             usage.append(
                 self.context(
                     _frag("usage", att.activity, att.number, key),
@@ -330,14 +334,15 @@ class _Builder:
                         "name": key,
                         "value": str(value),
                         "unitText": unit,
+                        "unitCode": _ref(QUDT + code) if code else None,
                     },
                 )
             )
 
         if att.detail.get("duration_s"):
-            use("duration", att.detail["duration_s"], "s")
+            use("duration", att.detail["duration_s"], "s", "SEC")
         for i, tr in enumerate(att.transfers):
-            use(f"transfer{i}-bytes", tr.bytes, "byte")
+            use(f"transfer{i}-bytes", tr.bytes, "byte", "BYTE")
             use(f"transfer{i}-method", tr.method)
             use(f"transfer{i}-rate", tr.rate_mib_s, "MiB/s")
             use(f"transfer{i}-source", tr.uri)
@@ -363,7 +368,7 @@ class _Builder:
                 "name": f"{att.activity} (attempt {att.number})",
                 "startTime": _iso(att.start_ms),
                 "endTime": _iso(att.end_ms),
-                "actionStatus": _ref(STATUS.get(att.state, "http://schema.org/ActiveActionStatus")),
+                "actionStatus": STATUS.get(att.state, ACTIVE),
                 "error": att.message if att.state != "SUCCEEDED" and att.message else None,
                 "description": att.message if att.state == "SUCCEEDED" else None,
                 "exitCode": att.exit_code,
@@ -374,6 +379,7 @@ class _Builder:
                 "resourceUsage": usage or None,
             },
         )
+        self.actions.append(action)
         self.context(
             _frag("control", att.activity, att.number),
             {
@@ -461,13 +467,14 @@ class _Builder:
                 "name": f"Run of campaign {st.name}",
                 "startTime": _iso(self.h.start_ms),
                 "endTime": _iso(self.h.end_ms),
-                "actionStatus": _ref(
-                    STATUS.get(self.h.state, "http://schema.org/ActiveActionStatus")
-                ),
+                "actionStatus": STATUS.get(self.h.state, ACTIVE),
+                "description": f"campaign {st.campaign_id} of zambeze-mesh, monitored by "
+                f"{st.monitor}: {len(self.h.attempts)} attempts",
                 "error": st.message if self.h.state in ("FAILED", "CANCELLED") else None,
                 "identifier": st.campaign_id,
             },
         )
+        crate.root_dataset["mentions"] = [run, *self.actions]
         self.context(
             "#orchestration",
             {
