@@ -52,15 +52,7 @@ def function_info(
     ``params`` maps ``args[i]`` and keyword names to a bounded ``repr`` of each value
     (at most :data:`MAX_PARAMS`), secret-looking keyword names to ``<redacted>``.
     """
-    module = getattr(func, "__module__", None) or ""
-    qual = getattr(func, "__qualname__", None) or getattr(func, "__name__", "") or repr(func)
-    name = f"{module}:{qual}" if module else qual
-    try:
-        source = inspect.getsource(func)
-    except (OSError, TypeError):
-        source = ""
-    if len(source) > MAX_SOURCE:
-        source = ""
+    name, source = _described(func)
     params: dict[str, str] = {}
     for i, value in enumerate(args):
         if len(params) >= MAX_PARAMS:
@@ -70,4 +62,33 @@ def function_info(
         if len(params) >= MAX_PARAMS:
             break
         params[str(key)[:256]] = REDACTED if is_secret(str(key)) else _short_repr(value)
-    return name[:1024], source, params
+    return name, source, params
+
+
+_DESCRIBED: dict[object, tuple[str, str]] = {}
+
+
+def _described(func: Callable[..., Any]) -> tuple[str, str]:
+    """``(module:qualname, source)`` of a function, remembered per code object (a big
+    campaign ships the same function thousands of times; finding source is slow)."""
+    key = getattr(func, "__code__", None) or func
+    try:
+        found = _DESCRIBED.get(key)
+    except TypeError:  # an unhashable callable
+        key, found = None, None
+    if found is not None:
+        return found
+    module = getattr(func, "__module__", None) or ""
+    qual = getattr(func, "__qualname__", None) or getattr(func, "__name__", "") or repr(func)
+    name = (f"{module}:{qual}" if module else qual)[:1024]
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):
+        source = ""
+    if len(source) > MAX_SOURCE:
+        source = ""
+    if key is not None:
+        if len(_DESCRIBED) > 1024:
+            _DESCRIBED.clear()
+        _DESCRIBED[key] = (name, source)
+    return name, source

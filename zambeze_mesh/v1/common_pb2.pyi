@@ -757,7 +757,13 @@ class Event(_message.Message):
         output_dir (absolute, on `agent`), duration_s, stdout_path, stderr_path.
       RUNNING: pid (local processes) or job_id and scheduler (batch jobs).
       QUEUED: job_id (batch scheduler job).
-      STAGING: uri, then bytes, rate_mib_s and method once the input arrived.
+      STAGING: uri, then bytes, rate_mib_s and method once the input arrived
+        (and its size and sha256).
+      Provenance, on final events: plugin; inputs (JSON list of {uri, path, size,
+        sha256, role, ref} for every input and script read); on SUCCEEDED also
+        outputs (JSON list of [relpath, size, sha256] under outputs_dir, at most
+        1,000), outputs_files, outputs_bytes, outputs_sha256 (manifest digest) or
+        outputs_error, and result_sha256 for a function's return value.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
