@@ -135,6 +135,7 @@ class _Builder:
         self.produced: dict[str, None] = {}
         self.key_of: dict[str, str] = {}
         self.actions: list[Any] = []
+        self.entities: dict[str, Any] = {}
         self.included = dict(included or {})
         self.specs = {s.name: s for s in self.rec.activities}
 
@@ -142,11 +143,13 @@ class _Builder:
     def context(self, entity_id: str, props: dict[str, Any]) -> Any:
         from rocrate.model.contextentity import ContextEntity
 
-        existing = self.crate.get(entity_id)
+        existing = self.entities.get(entity_id)  # crate.get is O(entities): not in loops
         if existing is not None:
             return existing
         clean = {k: v for k, v in props.items() if v is not None}
-        return self.crate.add(ContextEntity(self.crate, entity_id, properties=clean))
+        entity = self.crate.add(ContextEntity(self.crate, entity_id, properties=clean))
+        self.entities[entity_id] = entity
+        return entity
 
     # -- data entities -----------------------------------------------------------
     def datum(self, ref: DataRef) -> Any:
@@ -278,7 +281,7 @@ class _Builder:
     # -- parameters ----------------------------------------------------------------
     def parameters(self, spec: common_pb2.ActivitySpec) -> list[Any]:
         if spec.name in self.params:
-            return [self.crate.get(i) for i in self.params[spec.name]]
+            return [self.entities[i] for i in self.params[spec.name]]
         values: dict[str, str] = {}
         body = spec.WhichOneof("body")
         if body == "shell":
@@ -442,7 +445,7 @@ class _Builder:
                 continue  # never placed (skipped or cancelled before an award)
             tool, step = step_of[att.activity]
             self.attempt(att, tool, step, checks)
-            controls.append(self.crate.get(_frag("control", att.activity, att.number)))
+            controls.append(self.entities[_frag("control", att.activity, att.number)])
         consumed_external = [
             ent
             for eid, ent in self.data.items()
