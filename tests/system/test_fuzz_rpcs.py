@@ -70,6 +70,7 @@ RPCS: dict[str, tuple[type[Message], str]] = {
     P + "Campaigns/Cancel": (campaigns_pb2.CancelCampaignRequest, "uu"),
     P + "Campaigns/ListCampaigns": (campaigns_pb2.ListCampaignsRequest, "uu"),
     P + "Campaigns/ListMembers": (campaigns_pb2.ListMembersRequest, "uu"),
+    P + "Campaigns/GetProvenance": (campaigns_pb2.GetProvenanceRequest, "uu"),
     P + "Membership/Join": (membership_pb2.JoinRequest, "uu"),
     P + "Membership/Ping": (membership_pb2.PingRequest, "uu"),
     P + "Membership/PingReq": (membership_pb2.PingReqRequest, "uu"),
