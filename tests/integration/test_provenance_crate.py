@@ -327,3 +327,28 @@ async def test_campaign_of_another_client_is_refused(tmp_path: Path) -> None:
         finally:
             for c in clients:
                 await c.close()
+
+
+async def test_running_campaign_exports_what_happened_so_far(tmp_path: Path) -> None:
+    async with mesh(tmp_path, 2) as agents:
+        client = Client(f"unix:{agents[0].home.socket}")
+        res = await client.submit(
+            "slow",
+            [
+                ShellActivity("quick", cmd='echo 1 > "$ZMESH_OUTPUT_DIR/one.txt"', agent="agent-1"),
+                ShellActivity("slow", cmd="sleep 60", depends_on=["quick"], agent="agent-1"),
+            ],
+        )
+        async for ev in client.watch(res.campaign_id):
+            if ev.activity == "slow" and ev.state == "RUNNING":
+                break
+        out = await export_crate(res.campaign_id, tmp_path / "crate", client=client)
+        await client.cancel(res.campaign_id)
+        await client.close()
+    assert validate(out).passed
+    g = graph(out)
+    assert g["#attempt-quick-1"]["actionStatus"] == "http://schema.org/CompletedActionStatus"
+    running = g["#attempt-slow-1"]
+    assert running["actionStatus"] == "http://schema.org/ActiveActionStatus"
+    assert "endTime" not in running and "endTime" not in g["#run"]
+    assert g["#run"]["actionStatus"] == "http://schema.org/ActiveActionStatus"

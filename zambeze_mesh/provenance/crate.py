@@ -108,6 +108,11 @@ def _entity_id(uri: str) -> str:
     return "urn:zmesh:data:" + quote(uri, safe="/:")
 
 
+def _clean(props: dict[str, Any]) -> dict[str, Any]:
+    """``props`` without the unknown (None) values (rocrate would write them as null)."""
+    return {k: v for k, v in props.items() if v is not None}
+
+
 def _ref(entity_id: str) -> dict[str, str]:
     return {"@id": entity_id}
 
@@ -367,20 +372,22 @@ class _Builder:
             identifier=_frag("attempt", att.activity, att.number),
             object=objects or None,
             result=results or None,
-            properties={
-                "name": f"{att.activity} (attempt {att.number})",
-                "startTime": _iso(att.start_ms),
-                "endTime": _iso(att.end_ms),
-                "actionStatus": STATUS.get(att.state, ACTIVE),
-                "error": att.message if att.state != "SUCCEEDED" and att.message else None,
-                "description": att.message if att.state == "SUCCEEDED" else None,
-                "exitCode": att.exit_code,
-                "attempt": att.number,
-                "retries": retries,
-                "plugin": att.plugin or None,
-                "agent": self.agent(att.agent) if att.agent else None,
-                "resourceUsage": usage or None,
-            },
+            properties=_clean(
+                {
+                    "name": f"{att.activity} (attempt {att.number})",
+                    "startTime": _iso(att.start_ms),
+                    "endTime": _iso(att.end_ms),
+                    "actionStatus": STATUS.get(att.state, ACTIVE),
+                    "error": att.message if att.state != "SUCCEEDED" and att.message else None,
+                    "description": att.message if att.state == "SUCCEEDED" else None,
+                    "exitCode": att.exit_code,
+                    "attempt": att.number,
+                    "retries": retries,
+                    "plugin": att.plugin or None,
+                    "agent": self.agent(att.agent) if att.agent else None,
+                    "resourceUsage": usage or None,
+                }
+            ),
         )
         self.actions.append(action)
         self.context(
@@ -466,16 +473,18 @@ class _Builder:
             identifier="#run",
             object=consumed_external or None,
             result=finals or None,
-            properties={
-                "name": f"Run of campaign {st.name}",
-                "startTime": _iso(self.h.start_ms),
-                "endTime": _iso(self.h.end_ms),
-                "actionStatus": STATUS.get(self.h.state, ACTIVE),
-                "description": f"campaign {st.campaign_id} of zambeze-mesh, monitored by "
-                f"{st.monitor}: {len(self.h.attempts)} attempts",
-                "error": st.message if self.h.state in ("FAILED", "CANCELLED") else None,
-                "identifier": st.campaign_id,
-            },
+            properties=_clean(
+                {
+                    "name": f"Run of campaign {st.name}",
+                    "startTime": _iso(self.h.start_ms),
+                    "endTime": _iso(self.h.end_ms),
+                    "actionStatus": STATUS.get(self.h.state, ACTIVE),
+                    "description": f"campaign {st.campaign_id} of zambeze-mesh, monitored by "
+                    f"{st.monitor}: {len(self.h.attempts)} attempts",
+                    "error": st.message if self.h.state in ("FAILED", "CANCELLED") else None,
+                    "identifier": st.campaign_id,
+                }
+            ),
         )
         crate.root_dataset["mentions"] = [run, *self.actions]
         self.context(
