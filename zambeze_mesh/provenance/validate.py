@@ -33,8 +33,8 @@ CONTEXTS = {
     ),
     "https://w3id.org/ro/crate/1.3/context": ("rocrate", "data/ro-crate.jsonld"),
 }
-"""The RO-Crate contexts served to the validator offline: 1.1 as published (a copy
-shipped with this package, taken from ``rocrate`` 0.9.0), 1.3 from ``rocrate``."""
+"""The RO-Crate contexts served to the validator offline: 1.1 as published (CC0; a
+copy shipped with this package, as ``rocrate`` 0.9.0 shipped it), 1.3 from ``rocrate``."""
 
 
 @dataclass
