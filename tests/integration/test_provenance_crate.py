@@ -195,20 +195,23 @@ async def test_missing_output_is_reported_not_fatal(tmp_path: Path) -> None:
         acts = [
             ShellActivity(
                 "make",
-                cmd='echo hi > "$ZMESH_OUTPUT_DIR/keep.txt"; echo x > "$ZMESH_OUTPUT_DIR/gone.txt"',
+                cmd='cd "$ZMESH_OUTPUT_DIR"; echo hi >keep.txt; echo x >gone.txt; echo a >edit.txt',
                 agent="agent-1",
             )
         ]
         client, cid, events = await run(agents[0], acts)
         assert events[-1].campaign_state == "SUCCEEDED"
-        gone = next(agents[1].data_dir.rglob("gone.txt"))
-        gone.unlink()
+        next(agents[1].data_dir.rglob("gone.txt")).unlink()
+        next(agents[1].data_dir.rglob("edit.txt")).write_text("changed since\n")
         out = await export_crate(cid, tmp_path / "crate", client=client)
         await client.close()
     g = graph(out)
     files = {Path(k).name: v for k, v in g.items() if k.startswith("agent-1://")}
     assert files["gone.txt"]["creativeWorkStatus"].startswith("Missing")
     assert files["keep.txt"]["creativeWorkStatus"] == "Available"
+    edited = files["edit.txt"]
+    assert edited["creativeWorkStatus"].startswith("Modified")
+    assert edited["sha256"] == hashlib.sha256(b"a\n").hexdigest()  # as it was produced
     assert validate(out).passed
 
 
