@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+ASSETS = ROOT / "scripts" / "demo_assets"
 DRIVER = ROOT / "scripts" / "demo_assets" / "run_demo.py"
 
 pytestmark = [
@@ -85,5 +86,10 @@ def test_quick_demo_stores_validated_models(tmp_path: Path) -> None:
         graph = {e["@id"]: e for e in json.loads(z.read("ro-crate-metadata.json"))["@graph"]}
     attempts = [e for k, e in graph.items() if k.startswith("#attempt-")]
     assert attempts and all(e["actionStatus"].endswith("ActionStatus") for e in attempts)
+    config = [e for e in graph.values() if e.get("name") == "wf_config"]
+    assert config and '"grid"' in config[0]["value"]  # the WFActivity's wf_config
+    script = graph[graph["#tool-train%20ml%20models"]["isBasedOn"]["@id"]]
+    assert script["identifier"].startswith("hpc:///") and script["identifier"].endswith("/train.py")
+    assert script["sha256"] == hashlib.sha256((ASSETS / "train.py").read_bytes()).hexdigest()
     stored = [e for e in graph.values() if str(e.get("identifier", "")).endswith("validation.json")]
     assert stored and stored[0]["sha256"] == hashlib.sha256(reports[0].read_bytes()).hexdigest()
