@@ -5,8 +5,9 @@ facility=olcf), ``cluster`` (role=cluster, facility=cades) and ``repository``
 (role=repository) under ``--root`` on free 127.0.0.1 ports, with the ``zmesh``
 CLI (init, token, join, agent start); places each agent's scripts in its data dir;
 runs ``campaign.py`` from the edge agent with the live status; draws the DAG;
-prints where the results are; stops the agents unless ``--keep`` (which also starts
-``zmesh ui`` on the edge agent and prints its URL).
+exports the campaign's Provenance Run Crate (``zmesh provenance``, validated
+offline with roc-validator); prints where the results are; stops the agents
+unless ``--keep`` (which also starts ``zmesh ui`` on the edge agent and prints its URL).
 """
 
 from __future__ import annotations
@@ -240,6 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--root", default=".zmesh-demo", help="where the agent homes go")
     p.add_argument("--graph", default="demo-dag.png", help="picture of the DAG")
     p.add_argument("--timeout", type=float, default=900.0, help="campaign time limit (s)")
+    p.add_argument(
+        "--crate", default="demo-crate.zip", help="the campaign's Provenance Run Crate (dir or zip)"
+    )
     args = p.parse_args(argv)
     started = time.monotonic()
     demo = Demo(Path(args.root).absolute())
@@ -260,10 +264,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 demo.say(f"DAG picture: {args.graph}")
             except RuntimeError as exc:
                 demo.say(f"could not draw the DAG: {exc}")
+        crate_ok = False
+        if cid:
+            crate = Path(args.crate).absolute()
+            if crate.is_dir():
+                shutil.rmtree(crate)
+            crate.unlink(missing_ok=True)
+            try:
+                out = demo.zmesh(
+                    "edge", "provenance", cid, "--out", str(crate), "--validate", timeout=600
+                )
+                demo.say(out.stdout.strip().replace("\n", "\n==> "))
+                crate_ok = True
+            except RuntimeError as exc:
+                demo.say(f"the provenance crate is missing or not valid: {exc}")
         repo = demo.data_dir("repository") / "user" / "repository"
         report = summarize(repo)
         wall = time.monotonic() - started
-        if rc == 0 and report:
+        if rc == 0 and report and crate_ok:
             best = report["best"]
             demo.say(f"campaign {cid} succeeded in {campaign_s:.1f} s (demo total {wall:.1f} s)")
             demo.say(
@@ -277,6 +295,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             demo.say(
                 "browse the runs: mlflow ui --backend-store-uri "
                 f"{(Path(report['_dir']) / 'mlruns').as_uri()}"
+            )
+            demo.say(
+                f"provenance: {args.crate} (open ro-crate-metadata.json, or "
+                "python -c 'from rocrate.rocrate import ROCrate; ...'; see the README)"
             )
             code = 0
         else:

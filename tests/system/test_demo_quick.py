@@ -7,15 +7,18 @@ agent's ``data/user/repository``.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+ASSETS = ROOT / "scripts" / "demo_assets"
 DRIVER = ROOT / "scripts" / "demo_assets" / "run_demo.py"
 
 pytestmark = [
@@ -32,7 +35,9 @@ def test_quick_demo_stores_validated_models(tmp_path: Path) -> None:
         if importlib.util.find_spec(mod) is None:
             pytest.fail(f"torch is installed but {mod} is not: the demo extra is incomplete")
     dag = tmp_path / "dag.png"
+    crate = tmp_path / "crate.zip"
     args = ["--quick", "--root", str(tmp_path / "mesh"), "--graph", str(dag), "--timeout", "400"]
+    args += ["--crate", str(crate)]
     proc = subprocess.run(
         [sys.executable, str(DRIVER), *args],
         cwd=tmp_path,
@@ -70,3 +75,21 @@ def test_quick_demo_stores_validated_models(tmp_path: Path) -> None:
     assert best["val_iou"] > report["baseline_iou"] + 0.05, report
     assert dag.stat().st_size > 5000
     assert "succeeded" in proc.stdout
+
+    # the campaign's Provenance Run Crate validates (offline, required checks) and
+    # records the validation report it stored, with the sha256 of the file
+    from zambeze_mesh.provenance.validate import validate
+
+    verdict = validate(crate)
+    assert verdict.passed, verdict.summary()
+    with zipfile.ZipFile(crate) as z:
+        graph = {e["@id"]: e for e in json.loads(z.read("ro-crate-metadata.json"))["@graph"]}
+    attempts = [e for k, e in graph.items() if k.startswith("#attempt-")]
+    assert attempts and all(e["actionStatus"].endswith("ActionStatus") for e in attempts)
+    config = [e for e in graph.values() if e.get("name") == "wf_config"]
+    assert config and '"grid"' in config[0]["value"]  # the WFActivity's wf_config
+    script = graph[graph["#tool-train%20ml%20models"]["isBasedOn"]["@id"]]
+    assert script["identifier"].startswith("hpc:///") and script["identifier"].endswith("/train.py")
+    assert script["sha256"] == hashlib.sha256((ASSETS / "train.py").read_bytes()).hexdigest()
+    stored = [e for e in graph.values() if str(e.get("identifier", "")).endswith("validation.json")]
+    assert stored and stored[0]["sha256"] == hashlib.sha256(reports[0].read_bytes()).hexdigest()

@@ -75,6 +75,7 @@ RPCS: dict[str, tuple[type[Message], str]] = {
     P + "Campaigns/ListData": (campaigns_pb2.ListDataRequest, "uu"),
     P + "Campaigns/StatData": (campaigns_pb2.StatDataRequest, "uu"),
     P + "Campaigns/ReadData": (campaigns_pb2.ReadDataRequest, "us"),
+    P + "Campaigns/GetProvenance": (campaigns_pb2.GetProvenanceRequest, "uu"),
     P + "Membership/Join": (membership_pb2.JoinRequest, "uu"),
     P + "Membership/Ping": (membership_pb2.PingRequest, "uu"),
     P + "Membership/PingReq": (membership_pb2.PingReqRequest, "uu"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zambeze_mesh.agent.campaign_wire import event, key_of
+from zambeze_mesh.agent.digests import output_detail, result_sha256
 from zambeze_mesh.agent.reporter import Reporter
 from zambeze_mesh.agent.staging import Prepared, Stager
 from zambeze_mesh.errors import InvalidInput, ZmeshError
@@ -79,6 +81,9 @@ class Job:
     def job_key(self) -> JobKey:
         """``(monitor, key)``: jobs of different monitors never share a key."""
         return (self.monitor, self.key)
+
+    inputs: list[dict[str, str]] = field(default_factory=list)
+    """What the attempt read (uri, size, sha256...), for its final event."""
 
 
 class Contractor:
@@ -359,7 +364,9 @@ class Contractor:
         spec = job.item.tender.spec
         prepared = await self.stager.prepare(job, self._emitter(job))
         if job.act.kind == "transfer":
-            return await self.stager.transfer(job, prepared, self._emitter(job))
+            outcome = await self.stager.transfer(job, prepared, self._emitter(job))
+            await self._digest_outputs(Path(outcome.detail["path"]), outcome)
+            return outcome
         plugin = self.registry.for_kind(job.act.kind, job.act.plugin)
         job.plugin_name = plugin.name
         req = RunRequest(
@@ -382,6 +389,11 @@ class Contractor:
         old = self._runtime.get(job.act.plugin)
         self._runtime[job.act.plugin] = elapsed if old is None else 0.8 * old + 0.2 * elapsed
         outcome.detail.setdefault("output_dir", str(prepared.output_dir))
+        if outcome.result:
+            outcome.detail["result_sha256"] = result_sha256(outcome.result)
+        shared = spec.WhichOneof("body") == "python" and spec.python.function
+        if not (shared and not spec.output_dir):  # functions share one default dir
+            await self._digest_outputs(prepared.output_dir, outcome)
         return outcome
 
     def _jail(self, job: Job, prepared: Prepared) -> Jail | None:
@@ -406,6 +418,15 @@ class Contractor:
             rw.append(campaign_dir)
         return sandbox.for_run(job.key.campaign_id, rw, ro)
 
+    async def _digest_outputs(self, path: Path, outcome: Outcome) -> None:
+        """Add the size and sha256 of what a successful attempt produced to its detail."""
+        if outcome.state != "SUCCEEDED":
+            return
+        from zambeze_mesh.agent.datasvc import for_agent
+
+        catalog = for_agent(self.agent).catalog
+        outcome.detail.update(await asyncio.to_thread(output_detail, catalog, path))
+
     def _emitter(self, job: Job):  # type: ignore[no-untyped-def]
         async def emit(state: str, message: str = "", detail: dict[str, str] | None = None) -> None:
             if job.cancelled:
@@ -422,6 +443,9 @@ class Contractor:
             detail["stderr_tail"] = outcome.stderr_tail
         if outcome.stdout_tail:
             detail["stdout_tail"] = outcome.stdout_tail
+        detail.setdefault("plugin", job.plugin_name or job.act.plugin or job.act.kind)
+        if job.inputs:
+            detail["inputs"] = json.dumps(job.inputs, separators=(",", ":"))
         self._emit(job, outcome.state, outcome.message, detail, outcome.result, final=True)
         if self.jobs.get(job.job_key) is job:
             del self.jobs[job.job_key]

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from zambeze_mesh.agent.digests import input_record, local_info
+from zambeze_mesh.data.catalog import ObjectInfo
 from zambeze_mesh.data.sandbox import check_path_text
 from zambeze_mesh.data.uris import expand_escapes, parse_uri
 from zambeze_mesh.errors import InvalidInput, NotFound, NotPermitted
@@ -116,9 +118,8 @@ class Stager:
         elif body == "workflow":
             script = spec.workflow.wf_uri
         if script:
-            env["ZMESH_SCRIPT"] = str(
-                _in_dir(await self.stage(job, script, working, emit), working)
-            )
+            staged_script = await self.stage(job, script, working, emit, role="script")
+            env["ZMESH_SCRIPT"] = str(_in_dir(staged_script, working))
         prepared.env = env
         prepared.spec = spec
         if body in ("python", "workflow"):
@@ -203,13 +204,21 @@ class Stager:
             return for_agent(self.agent).sandbox.resolve(parsed.path)
         return None
 
-    async def stage(self, job: Job, uri: str, into: Path, emit: Emit, name: str = "") -> Path:
-        """Make ``uri`` available locally (as ``into/name`` if fetched); returns the path."""
+    async def stage(
+        self, job: Job, uri: str, into: Path, emit: Emit, name: str = "", *, role: str = "input"
+    ) -> Path:
+        """Make ``uri`` available locally (as ``into/name`` if fetched); returns the path.
+
+        The input, its size and sha256 are recorded on ``job.inputs`` (``role``:
+        ``input``, ``script`` or ``source``) for the attempt's final event.
+        """
+        ref = uri
         uri = self._resolve_ref(job, uri)
         local = self._local_path(uri)
         if local is not None:
             if not local.exists():
                 raise NotFound(f"input {uri} does not exist on {self.agent.name}")
+            await self._record_local(job, ref, uri, local, role)
             return local
         parsed = parse_uri(uri)
         if parsed.scheme != "agent" or not parsed.agent:
@@ -222,18 +231,27 @@ class Stager:
         started = time.monotonic()
         result = await DataClient(self.agent).fetch(parsed.agent, parsed.path, dest)
         seconds = max(time.monotonic() - started, 1e-6)
-        await emit(
-            "STAGING",
-            f"staged {uri} ({result.bytes} bytes via {result.method})",
-            {
-                "uri": uri,
-                "bytes": str(result.bytes),
-                "rate_mib_s": f"{result.bytes / seconds / 2**20:.1f}",
-                "method": result.method,
-                "sent_twice": str(result.sent_twice),
-            },
-        )
+        detail = {
+            "uri": uri,
+            "bytes": str(result.bytes),
+            "rate_mib_s": f"{result.bytes / seconds / 2**20:.1f}",
+            "method": result.method,
+            "sent_twice": str(result.sent_twice),
+        }
+        if result.info is not None:
+            detail["size"] = str(result.info.size)
+            detail["sha256"] = result.info.sha256
+        await emit("STAGING", f"staged {uri} ({result.bytes} bytes via {result.method})", detail)
+        job.inputs.append(_record(ref, uri, dest, result.info, role))
         return dest
+
+    async def _record_local(self, job: Job, ref: str, uri: str, path: Path, role: str) -> None:
+        """Record an input used in place (its digest from the catalog, hashed if new)."""
+        from zambeze_mesh.agent.datasvc import for_agent
+
+        catalog = for_agent(self.agent).catalog
+        info = await asyncio.to_thread(local_info, catalog, path)
+        job.inputs.append(_record(ref, uri, path, info, role))
 
     async def transfer(self, job: Job, prepared: Prepared, emit: Emit) -> Outcome:
         """A TransferActivity: this agent (the destination) pulls from the source.
@@ -259,9 +277,10 @@ class Stager:
         local = self._local_path(source)
         if local is not None:  # same agent: a copy, not a no-op
             real = await asyncio.to_thread(sandbox.resolve, str(local))
+            await self._record_local(job, spec.source, source, real, "source")
             staged = await self._copy_local(source, real, target / name, emit)
         else:
-            staged = await self.stage(job, source, target, emit, name)
+            staged = await self.stage(job, spec.source, target, emit, name, role="source")
         return Outcome(
             "SUCCEEDED",
             message=f"transferred {source} to {spec.dest}",
@@ -280,6 +299,13 @@ class Stager:
         detail["rate_mib_s"] = f"{n / seconds / 2**20:.1f}"
         await emit("STAGING", f"copied {uri} ({n} bytes)", detail)
         return dest
+
+
+def _record(ref: str, uri: str, path: Path, info: ObjectInfo | None, role: str) -> dict[str, str]:
+    rec = input_record(uri, path, info, role)
+    if ref != uri:
+        rec["ref"] = ref
+    return rec
 
 
 def _copy(src: Path, dest: Path) -> int:

@@ -24,6 +24,7 @@ import cloudpickle
 from zambeze_mesh.campaign.futures import ActivityFuture
 from zambeze_mesh.campaign.refs import MAX_FUNCTION_BYTES, MAX_RETRIES, OutputRef, check_name
 from zambeze_mesh.errors import FailedPrecondition, InvalidInput
+from zambeze_mesh.provenance.params import function_info
 from zambeze_mesh.v1 import common_pb2
 
 __all__ = [
@@ -349,8 +350,10 @@ class PythonActivity(Activity):
             self.script_uri = ""
             self.args: list[str] = []
             self.function = b""
+            self._function_info: tuple[str, str, dict[str, str]] = ("", "", {})
             if func is not None:
                 self.function = _pickle_call(func, args, kwargs)
+                self._function_info = function_info(func, args, kwargs)
             else:
                 if kwargs:
                     raise InvalidInput("kwargs are only for func; pass script arguments in args")
@@ -366,7 +369,13 @@ class PythonActivity(Activity):
     def _fill(self, spec: common_pb2.ActivitySpec) -> None:
         spec.python.CopyFrom(
             common_pb2.PythonSpec(
-                script_uri=self.script_uri, args=self.args, function=self.function, env=self.env
+                script_uri=self.script_uri,
+                args=self.args,
+                function=self.function,
+                env=self.env,
+                function_name=self._function_info[0],
+                function_source=self._function_info[1],
+                function_params=self._function_info[2],
             )
         )
 

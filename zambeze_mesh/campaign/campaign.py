@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from zambeze_mesh.campaign.activities import Activity
 from zambeze_mesh.campaign.client import Client, default_client, is_final_wire
@@ -294,6 +296,18 @@ class Campaign:
     async def status_async(self) -> CampaignStatus:
         """Async twin of :meth:`status`."""
         return await self.client.get(self._require_id())
+
+    def provenance(self, path: str | os.PathLike[str], **options: Any) -> Path:
+        """Export the campaign's Provenance Run Crate to ``path`` (a directory or a
+        ``.zip``), finished or running; see :func:`zambeze_mesh.provenance.export_crate`
+        for ``options`` (``license``, ``check_outputs``). Needs the ``provenance`` extra."""
+        return bridge.run(self.provenance_async(path, **options))
+
+    async def provenance_async(self, path: str | os.PathLike[str], **options: Any) -> Path:
+        """Async twin of :meth:`provenance`."""
+        from zambeze_mesh.provenance.export import export_crate
+
+        return await export_crate(self._require_id(), path, client=self.client, **options)
 
     @property
     def done(self) -> bool:

@@ -216,6 +216,26 @@ class Client:
         finally:
             call.cancel()
 
+    async def provenance_record(
+        self, campaign_id: str, *, check_outputs: bool = True
+    ) -> campaigns_pb2.ProvenanceRecord:
+        """The campaign's whole provenance record (every journal page gathered into one
+        ``ProvenanceRecord``); see :mod:`zambeze_mesh.provenance` to turn it into a crate."""
+        req = campaigns_pb2.GetProvenanceRequest(
+            campaign_id=campaign_id, check_outputs=check_outputs
+        )
+        record: campaigns_pb2.ProvenanceRecord = await self._call("GetProvenance", req)
+        after = record.next_seq
+        while after:
+            page = await self._call(
+                "GetProvenance",
+                campaigns_pb2.GetProvenanceRequest(campaign_id=campaign_id, after_seq=after),
+            )
+            record.events.extend(page.events)
+            after = page.next_seq
+        record.next_seq = 0
+        return record
+
     def watch(
         self, campaign_id: str, after_seq: int = 0, *, follow: bool = True
     ) -> AsyncIterator[Event]:

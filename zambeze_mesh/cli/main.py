@@ -304,6 +304,21 @@ def cmd_pilot_cancel(args: argparse.Namespace) -> int:
     return pilots.cancel(_home(args), args.pilot, timeout=args.timeout)
 
 
+def cmd_provenance(args: argparse.Namespace) -> int:
+    from zambeze_mesh.cli.provenance import export
+
+    return export(
+        _home(args),
+        args.campaign,
+        args.out,
+        with_data=args.with_data,
+        max_data_mib=args.max_data,
+        check=not args.no_check,
+        license=args.license or "",
+        validate=args.validate,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``zmesh`` argument parser."""
     home_help = "agent home (default: $ZMESH_HOME or ~/.zmesh)"
@@ -389,6 +404,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     sp.add_argument("--port", type=int, default=0, help="port (default: any free port)")
     sp.add_argument("--open", action="store_true", help="open the page in a browser")
+
+    sp = add("provenance", cmd_provenance, help="export a campaign's Provenance Run Crate")
+    sp.add_argument("campaign")
+    sp.add_argument("--out", required=True, metavar="DIR|FILE.zip", help="crate directory or zip")
+    sp.add_argument("--with-data", action="store_true", help="copy output files into the crate")
+    sp.add_argument(
+        "--max-data", type=float, default=100.0, metavar="MIB", help="bound of --with-data"
+    )
+    sp.add_argument("--no-check", action="store_true", help="do not check outputs still exist")
+    sp.add_argument("--license", help="license URI of the crate (default CC-BY-4.0)")
+    sp.add_argument("--validate", action="store_true", help="run roc-validator (offline)")
 
     cert = sub.add_parser("cert", help="certificates").add_subparsers(dest="sub", required=True)
     sp = add("issue-client", cmd_cert_issue_client, cert, help="credentials for a client")

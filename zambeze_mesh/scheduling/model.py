@@ -339,6 +339,8 @@ def activity_from_spec(
         raise _bad(name, f"retries must be <= {MAX_RETRIES}, got {spec.retries}")
     req = spec.requires
     _check_map(name, "requires.labels", req.labels, MAX_LABELS)
+    if kind == "python":
+        _check_function_info(name, spec.python)
     return ActivityDef(
         name=name,
         kind=kind,
@@ -359,6 +361,19 @@ def activity_from_spec(
         spec=spec,
         is_function=kind == "python" and (bool(spec.python.function) or function_elided),
     )
+
+
+def _check_function_info(name: str, py: common_pb2.PythonSpec) -> None:
+    """Bounds of the provenance-only fields of a shipped function."""
+    if len(py.function_name) > 1024:
+        raise _bad(name, "function_name is longer than 1 KiB")
+    if len(py.function_source) > 64 * 1024:
+        raise _bad(name, "function_source is longer than 64 KiB")
+    if len(py.function_params) > 64:
+        raise _bad(name, "function_params has more than 64 entries")
+    for k, v in py.function_params.items():
+        if len(k) > 256 or len(v) > 1024:
+            raise _bad(name, "function_params keys must be <= 256 and values <= 1024 characters")
 
 
 def _whole_ref(value: str) -> str | None:

@@ -608,3 +608,162 @@ class DataChunk(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DataChunk: _TypeAlias = DataChunk  # noqa: Y015
+
+@_typing.final
+class GetProvenanceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    CHECK_OUTPUTS_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.str
+    """required"""
+    after_seq: _builtins.int
+    """events with seq > after_seq (0 = from the first)"""
+    limit: _builtins.int
+    """most events in this page; 0 = default (5,000), max 5,000"""
+    check_outputs: _builtins.bool
+    """stat the recorded outputs on their agents now"""
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.str = ...,
+        after_seq: _builtins.int = ...,
+        limit: _builtins.int = ...,
+        check_outputs: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "campaign_id", b"campaign_id", "check_outputs", b"check_outputs", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProvenanceRequest: _TypeAlias = GetProvenanceRequest  # noqa: Y015
+
+@_typing.final
+class OutputCheck(_message.Message):
+    """What the monitor found when it checked one recorded output file (or a
+    directory's manifest) on the agent that produced it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVITY_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    EXISTS_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    activity: _builtins.str
+    attempt: _builtins.int
+    agent: _builtins.str
+    """the agent holding it"""
+    path: _builtins.str
+    """absolute path on that agent"""
+    exists: _builtins.bool
+    size: _builtins.int
+    """now (when it exists)"""
+    sha256: _builtins.str
+    """now (when it exists; a directory: its manifest digest)"""
+    error: _builtins.str
+    """why it could not be checked, or "" (e.g. agent gone)"""
+    def __init__(
+        self,
+        *,
+        activity: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        agent: _builtins.str = ...,
+        path: _builtins.str = ...,
+        exists: _builtins.bool = ...,
+        size: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "agent", b"agent", "attempt", b"attempt", "error", b"error", "exists", b"exists", "path", b"path", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutputCheck: _TypeAlias = OutputCheck  # noqa: Y015
+
+@_typing.final
+class ProvenanceRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class FunctionSha256Entry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    ACTIVITIES_FIELD_NUMBER: _builtins.int
+    FUNCTION_SHA256_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_SEQ_FIELD_NUMBER: _builtins.int
+    OUTPUTS_FIELD_NUMBER: _builtins.int
+    MESH_FIELD_NUMBER: _builtins.int
+    FINISHED_UNIX_MS_FIELD_NUMBER: _builtins.int
+    next_seq: _builtins.int
+    """call again with after_seq = next_seq; 0 = no more events"""
+    mesh: _builtins.str
+    """the mesh name (trust domain of spiffe:// identities)"""
+    finished_unix_ms: _builtins.int
+    """when the campaign ended (0 while it runs)"""
+    @_builtins.property
+    def status(self) -> Global___CampaignStatus:
+        """as Get returns it (results left out)"""
+
+    @_builtins.property
+    def activities(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ActivitySpec]:
+        """as submitted; python.function emptied (see function_sha256)"""
+
+    @_builtins.property
+    def function_sha256(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """activity name -> sha256 of its cloudpickled blob"""
+
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Event]:
+        """journal page (results left out; see result_sha256 detail)"""
+
+    @_builtins.property
+    def outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutputCheck]:
+        """with check_outputs, on the first page"""
+
+    def __init__(
+        self,
+        *,
+        status: Global___CampaignStatus | None = ...,
+        activities: _abc.Iterable[_common_pb2.ActivitySpec] | None = ...,
+        function_sha256: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        events: _abc.Iterable[_common_pb2.Event] | None = ...,
+        next_seq: _builtins.int = ...,
+        outputs: _abc.Iterable[Global___OutputCheck] | None = ...,
+        mesh: _builtins.str = ...,
+        finished_unix_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activities", b"activities", "events", b"events", "finished_unix_ms", b"finished_unix_ms", "function_sha256", b"function_sha256", "mesh", b"mesh", "next_seq", b"next_seq", "outputs", b"outputs", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProvenanceRecord: _TypeAlias = ProvenanceRecord  # noqa: Y015

@@ -86,6 +86,11 @@ class CampaignsStub:
                 request_serializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.ReadDataRequest.SerializeToString,
                 response_deserializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.DataChunk.FromString,
                 _registered_method=True)
+        self.GetProvenance = channel.unary_unary(
+                '/zambeze_mesh.v1.Campaigns/GetProvenance',
+                request_serializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.GetProvenanceRequest.SerializeToString,
+                response_deserializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.ProvenanceRecord.FromString,
+                _registered_method=True)
 
 
 class CampaignsServicer:
@@ -210,6 +215,19 @@ class CampaignsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProvenance(self, request, context):
+        """Everything a provenance record (RO-Crate) of the campaign needs, finished or
+        running: its status, the activity specs as submitted (shipped functions
+        replaced by their sha256), and its journal from after_seq on, a page at a
+        time (call again with after_seq = next_seq while next_seq > 0). With
+        check_outputs, the monitor also asks each output's agent now whether the
+        files the events recorded still exist with the same sha256 (first page only).
+        Same access rule as Get. Errors: INVALID_ARGUMENT, NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CampaignsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -262,6 +280,11 @@ def add_CampaignsServicer_to_server(servicer, server):
                     servicer.ReadData,
                     request_deserializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.ReadDataRequest.FromString,
                     response_serializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.DataChunk.SerializeToString,
+            ),
+            'GetProvenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProvenance,
+                    request_deserializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.GetProvenanceRequest.FromString,
+                    response_serializer=zambeze__mesh_dot_v1_dot_campaigns__pb2.ProvenanceRecord.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -534,6 +557,33 @@ class Campaigns:
             '/zambeze_mesh.v1.Campaigns/ReadData',
             zambeze__mesh_dot_v1_dot_campaigns__pb2.ReadDataRequest.SerializeToString,
             zambeze__mesh_dot_v1_dot_campaigns__pb2.DataChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProvenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zambeze_mesh.v1.Campaigns/GetProvenance',
+            zambeze__mesh_dot_v1_dot_campaigns__pb2.GetProvenanceRequest.SerializeToString,
+            zambeze__mesh_dot_v1_dot_campaigns__pb2.ProvenanceRecord.FromString,
             options,
             channel_credentials,
             insecure,

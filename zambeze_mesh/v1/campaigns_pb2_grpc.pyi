@@ -162,6 +162,15 @@ class CampaignsStub:
     a directory or an offset past the end is INVALID_ARGUMENT. An offset at
     the end sends one empty chunk.
     """
+    GetProvenance: _grpc.UnaryUnaryMultiCallable[_campaigns_pb2.GetProvenanceRequest, _campaigns_pb2.ProvenanceRecord]
+    """Everything a provenance record (RO-Crate) of the campaign needs, finished or
+    running: its status, the activity specs as submitted (shipped functions
+    replaced by their sha256), and its journal from after_seq on, a page at a
+    time (call again with after_seq = next_seq while next_seq > 0). With
+    check_outputs, the monitor also asks each output's agent now whether the
+    files the events recorded still exist with the same sha256 (first page only).
+    Same access rule as Get. Errors: INVALID_ARGUMENT, NOT_FOUND.
+    """
 
 @_typing.type_check_only
 class CampaignsAsyncStub(CampaignsStub):
@@ -242,6 +251,15 @@ class CampaignsAsyncStub(CampaignsStub):
     end), in chunks of at most 1 MiB in offset order. Same rules as ListData;
     a directory or an offset past the end is INVALID_ARGUMENT. An offset at
     the end sends one empty chunk.
+    """
+    GetProvenance: _aio.UnaryUnaryMultiCallable[_campaigns_pb2.GetProvenanceRequest, _campaigns_pb2.ProvenanceRecord]  # type: ignore[assignment]
+    """Everything a provenance record (RO-Crate) of the campaign needs, finished or
+    running: its status, the activity specs as submitted (shipped functions
+    replaced by their sha256), and its journal from after_seq on, a page at a
+    time (call again with after_seq = next_seq while next_seq > 0). With
+    check_outputs, the monitor also asks each output's agent now whether the
+    files the events recorded still exist with the same sha256 (first page only).
+    Same access rule as Get. Errors: INVALID_ARGUMENT, NOT_FOUND.
     """
 
 class CampaignsServicer(metaclass=_abc_1.ABCMeta):
@@ -380,6 +398,21 @@ class CampaignsServicer(metaclass=_abc_1.ABCMeta):
         end), in chunks of at most 1 MiB in offset order. Same rules as ListData;
         a directory or an offset past the end is INVALID_ARGUMENT. An offset at
         the end sends one empty chunk.
+        """
+
+    @_abc_1.abstractmethod
+    def GetProvenance(
+        self,
+        request: _campaigns_pb2.GetProvenanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_campaigns_pb2.ProvenanceRecord, _abc.Awaitable[_campaigns_pb2.ProvenanceRecord]]:
+        """Everything a provenance record (RO-Crate) of the campaign needs, finished or
+        running: its status, the activity specs as submitted (shipped functions
+        replaced by their sha256), and its journal from after_seq on, a page at a
+        time (call again with after_seq = next_seq while next_seq > 0). With
+        check_outputs, the monitor also asks each output's agent now whether the
+        files the events recorded still exist with the same sha256 (first page only).
+        Same access rule as Get. Errors: INVALID_ARGUMENT, NOT_FOUND.
         """
 
 def add_CampaignsServicer_to_server(servicer: CampaignsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -500,14 +500,43 @@ class PythonSpec(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class FunctionParamsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     SCRIPT_URI_FIELD_NUMBER: _builtins.int
     ARGS_FIELD_NUMBER: _builtins.int
     FUNCTION_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
+    FUNCTION_NAME_FIELD_NUMBER: _builtins.int
+    FUNCTION_SOURCE_FIELD_NUMBER: _builtins.int
+    FUNCTION_PARAMS_FIELD_NUMBER: _builtins.int
     script_uri: _builtins.str
     """a data URI of a script, run as `python script args...`"""
     function: _builtins.bytes
     """cloudpickled (func, args, kwargs) instead of a script"""
+    function_name: _builtins.str
+    """optional: the function's module and qualified name"""
+    function_source: _builtins.str
+    """(provenance only; <= 1 KiB)
+    optional: its source text (provenance only; <= 64 KiB)
+    """
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """script arguments; may embed `@output:<activity>[/path]`"""
@@ -520,6 +549,10 @@ class PythonSpec(_message.Message):
         extra environment (<= 256 entries)
         """
 
+    @_builtins.property
+    def function_params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """optional: "args[i]" / kwarg name -> repr of the value"""
+
     def __init__(
         self,
         *,
@@ -527,10 +560,13 @@ class PythonSpec(_message.Message):
         args: _abc.Iterable[_builtins.str] | None = ...,
         function: _builtins.bytes = ...,
         env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        function_name: _builtins.str = ...,
+        function_source: _builtins.str = ...,
+        function_params: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "env", b"env", "function", b"function", "script_uri", b"script_uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "env", b"env", "function", b"function", "function_name", b"function_name", "function_params", b"function_params", "function_source", b"function_source", "script_uri", b"script_uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -721,7 +757,13 @@ class Event(_message.Message):
         output_dir (absolute, on `agent`), duration_s, stdout_path, stderr_path.
       RUNNING: pid (local processes) or job_id and scheduler (batch jobs).
       QUEUED: job_id (batch scheduler job).
-      STAGING: uri, then bytes, rate_mib_s and method once the input arrived.
+      STAGING: uri, then bytes, rate_mib_s and method once the input arrived
+        (and its size and sha256).
+      Provenance, on final events: plugin; inputs (JSON list of {uri, path, size,
+        sha256, role, ref} for every input and script read); on SUCCEEDED also
+        outputs (JSON list of [relpath, size, sha256] under outputs_dir, at most
+        1,000), outputs_files, outputs_bytes, outputs_sha256 (manifest digest) or
+        outputs_error, and result_sha256 for a function's return value.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

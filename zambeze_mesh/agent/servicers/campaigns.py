@@ -107,6 +107,17 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
         )
 
     @rpc_errors
+    async def GetProvenance(
+        self, request: campaigns_pb2.GetProvenanceRequest, context: grpc.aio.ServicerContext
+    ) -> campaigns_pb2.ProvenanceRecord:
+        from zambeze_mesh.agent.provenance import provenance_record
+
+        cid = self._owned(request.campaign_id)  # the access rule of Get
+        return await provenance_record(
+            self.agent, cid, request.after_seq, request.limit, request.check_outputs
+        )
+
+    @rpc_errors
     async def ListMembers(
         self, request: campaigns_pb2.ListMembersRequest, context: grpc.aio.ServicerContext
     ) -> campaigns_pb2.ListMembersResponse:
