@@ -505,6 +505,7 @@ class Monitor:
             last_seq=live.seq if live else row.last_seq,
             created_unix_ms=row.created_ms,
             message=live.message if live else row.message,
+            finished_unix_ms=0 if live else row.finished_ms,
         )
         for a in acts:  # in submission order
             pb = out.activities.add(

@@ -148,7 +148,8 @@ class Activity:
     """Base of every activity; holds the parameters all kinds share.
 
     Args:
-        name: unique within the campaign; letters, digits, ``_``, ``.``, ``-``.
+        name: unique within the campaign; letters, digits, ``_``, ``.``, ``-`` and
+            spaces (not at either end).
         data_uris: inputs: ``NAME://path``, ``file://path``, another activity's
             ``output_dir`` (or the activity / its future itself).
         working_dir: where it runs (default ``@agentdir/runs/<campaign>/<activity>``).

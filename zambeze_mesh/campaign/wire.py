@@ -125,6 +125,7 @@ class CampaignStatus:
     last_seq: int = 0
     created_unix_ms: int = 0
     message: str = ""
+    finished_unix_ms: int = 0  # 0 while running
 
     @property
     def states(self) -> dict[str, str]:
@@ -154,6 +155,7 @@ class CampaignStatus:
             last_seq=st.last_seq,
             created_unix_ms=st.created_unix_ms,
             message=st.message,
+            finished_unix_ms=st.finished_unix_ms,
         )
 
 

@@ -112,6 +112,7 @@ class CampaignRow:
     created_ms: int
     message: str
     last_seq: int
+    finished_ms: int = 0
 
 
 def insert_campaign(
@@ -196,7 +197,15 @@ def find_by_request_id(store: Store, request_id: str) -> str | None:
 
 
 def _campaign(r: sqlite3.Row) -> CampaignRow:
-    return CampaignRow(r["id"], r["name"], r["state"], r["created_ms"], r["message"], r["last_seq"])
+    return CampaignRow(
+        r["id"],
+        r["name"],
+        r["state"],
+        r["created_ms"],
+        r["message"],
+        r["last_seq"],
+        r["finished_ms"] or 0,
+    )
 
 
 def load_request(store: Store, cid: str) -> campaigns_pb2.SubmitRequest | None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from zambeze_mesh.v1 import common_pb2 as zambeze__mesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fzambeze_mesh/v1/campaigns.proto\x12\x0fzambeze_mesh.v1\x1a\x1czambeze_mesh/v1/common.proto\"k\n\rSubmitRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\nactivities\x18\x02 \x03(\x0b\x32\x1d.zambeze_mesh.v1.ActivitySpec\x12\x19\n\x11\x63lient_request_id\x18\x03 \x01(\t\"6\n\x0eSubmitResponse\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07monitor\x18\x02 \x01(\t\")\n\x12GetCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"\xfa\x01\n\x0e\x41\x63tivityStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.zambeze_mesh.v1.ActivityState\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\r\n\x05\x61gent\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12;\n\x06\x64\x65tail\x18\x06 \x03(\x0b\x32+.zambeze_mesh.v1.ActivityStatus.DetailEntry\x12\x0e\n\x06result\x18\x07 \x01(\x0c\x1a-\n\x0b\x44\x65tailEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe4\x01\n\x0e\x43\x61mpaignStatus\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.zambeze_mesh.v1.CampaignState\x12\x0f\n\x07monitor\x18\x04 \x01(\t\x12\x33\n\nactivities\x18\x05 \x03(\x0b\x32\x1f.zambeze_mesh.v1.ActivityStatus\x12\x10\n\x08last_seq\x18\x06 \x01(\x04\x12\x17\n\x0f\x63reated_unix_ms\x18\x07 \x01(\x03\x12\x0f\n\x07message\x18\x08 \x01(\t\"F\n\x0cWatchRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"4\n\nEventBatch\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.zambeze_mesh.v1.Event\",\n\x15\x43\x61ncelCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"%\n\x14ListCampaignsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"K\n\x15ListCampaignsResponse\x12\x32\n\tcampaigns\x18\x01 \x03(\x0b\x32\x1f.zambeze_mesh.v1.CampaignStatus\"\x14\n\x12ListMembersRequest\"\xae\x01\n\x06Member\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.zambeze_mesh.v1.MemberStatus\x12\x13\n\x0bincarnation\x18\x04 \x01(\x04\x12\x33\n\x0c\x63\x61pabilities\x18\x05 \x01(\x0b\x32\x1d.zambeze_mesh.v1.Capabilities\x12\x0c\n\x04self\x18\x06 \x01(\x08\"[\n\x13ListMembersResponse\x12(\n\x07members\x18\x01 \x03(\x0b\x32\x17.zambeze_mesh.v1.Member\x12\x0c\n\x04self\x18\x02 \x01(\t\x12\x0c\n\x04mesh\x18\x03 \x01(\t2\xc0\x04\n\tCampaigns\x12I\n\x06Submit\x12\x1e.zambeze_mesh.v1.SubmitRequest\x1a\x1f.zambeze_mesh.v1.SubmitResponse\x12K\n\x03Get\x12#.zambeze_mesh.v1.GetCampaignRequest\x1a\x1f.zambeze_mesh.v1.CampaignStatus\x12@\n\x05Watch\x12\x1d.zambeze_mesh.v1.WatchRequest\x1a\x16.zambeze_mesh.v1.Event0\x01\x12L\n\x0cWatchBatches\x12\x1d.zambeze_mesh.v1.WatchRequest\x1a\x1b.zambeze_mesh.v1.EventBatch0\x01\x12Q\n\x06\x43\x61ncel\x12&.zambeze_mesh.v1.CancelCampaignRequest\x1a\x1f.zambeze_mesh.v1.CampaignStatus\x12^\n\rListCampaigns\x12%.zambeze_mesh.v1.ListCampaignsRequest\x1a&.zambeze_mesh.v1.ListCampaignsResponse\x12X\n\x0bListMembers\x12#.zambeze_mesh.v1.ListMembersRequest\x1a$.zambeze_mesh.v1.ListMembersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fzambeze_mesh/v1/campaigns.proto\x12\x0fzambeze_mesh.v1\x1a\x1czambeze_mesh/v1/common.proto\"k\n\rSubmitRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\nactivities\x18\x02 \x03(\x0b\x32\x1d.zambeze_mesh.v1.ActivitySpec\x12\x19\n\x11\x63lient_request_id\x18\x03 \x01(\t\"6\n\x0eSubmitResponse\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07monitor\x18\x02 \x01(\t\")\n\x12GetCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"\xfa\x01\n\x0e\x41\x63tivityStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.zambeze_mesh.v1.ActivityState\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\r\n\x05\x61gent\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12;\n\x06\x64\x65tail\x18\x06 \x03(\x0b\x32+.zambeze_mesh.v1.ActivityStatus.DetailEntry\x12\x0e\n\x06result\x18\x07 \x01(\x0c\x1a-\n\x0b\x44\x65tailEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xfe\x01\n\x0e\x43\x61mpaignStatus\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.zambeze_mesh.v1.CampaignState\x12\x0f\n\x07monitor\x18\x04 \x01(\t\x12\x33\n\nactivities\x18\x05 \x03(\x0b\x32\x1f.zambeze_mesh.v1.ActivityStatus\x12\x10\n\x08last_seq\x18\x06 \x01(\x04\x12\x17\n\x0f\x63reated_unix_ms\x18\x07 \x01(\x03\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\x18\n\x10\x66inished_unix_ms\x18\t \x01(\x03\"F\n\x0cWatchRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"4\n\nEventBatch\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.zambeze_mesh.v1.Event\",\n\x15\x43\x61ncelCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"%\n\x14ListCampaignsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"K\n\x15ListCampaignsResponse\x12\x32\n\tcampaigns\x18\x01 \x03(\x0b\x32\x1f.zambeze_mesh.v1.CampaignStatus\"\x14\n\x12ListMembersRequest\"\xae\x01\n\x06Member\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.zambeze_mesh.v1.MemberStatus\x12\x13\n\x0bincarnation\x18\x04 \x01(\x04\x12\x33\n\x0c\x63\x61pabilities\x18\x05 \x01(\x0b\x32\x1d.zambeze_mesh.v1.Capabilities\x12\x0c\n\x04self\x18\x06 \x01(\x08\"[\n\x13ListMembersResponse\x12(\n\x07members\x18\x01 \x03(\x0b\x32\x17.zambeze_mesh.v1.Member\x12\x0c\n\x04self\x18\x02 \x01(\t\x12\x0c\n\x04mesh\x18\x03 \x01(\t2\xc0\x04\n\tCampaigns\x12I\n\x06Submit\x12\x1e.zambeze_mesh.v1.SubmitRequest\x1a\x1f.zambeze_mesh.v1.SubmitResponse\x12K\n\x03Get\x12#.zambeze_mesh.v1.GetCampaignRequest\x1a\x1f.zambeze_mesh.v1.CampaignStatus\x12@\n\x05Watch\x12\x1d.zambeze_mesh.v1.WatchRequest\x1a\x16.zambeze_mesh.v1.Event0\x01\x12L\n\x0cWatchBatches\x12\x1d.zambeze_mesh.v1.WatchRequest\x1a\x1b.zambeze_mesh.v1.EventBatch0\x01\x12Q\n\x06\x43\x61ncel\x12&.zambeze_mesh.v1.CancelCampaignRequest\x1a\x1f.zambeze_mesh.v1.CampaignStatus\x12^\n\rListCampaigns\x12%.zambeze_mesh.v1.ListCampaignsRequest\x1a&.zambeze_mesh.v1.ListCampaignsResponse\x12X\n\x0bListMembers\x12#.zambeze_mesh.v1.ListMembersRequest\x1a$.zambeze_mesh.v1.ListMembersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,23 +45,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTIVITYSTATUS_DETAILENTRY']._serialized_start=496
   _globals['_ACTIVITYSTATUS_DETAILENTRY']._serialized_end=541
   _globals['_CAMPAIGNSTATUS']._serialized_start=544
-  _globals['_CAMPAIGNSTATUS']._serialized_end=772
-  _globals['_WATCHREQUEST']._serialized_start=774
-  _globals['_WATCHREQUEST']._serialized_end=844
-  _globals['_EVENTBATCH']._serialized_start=846
-  _globals['_EVENTBATCH']._serialized_end=898
-  _globals['_CANCELCAMPAIGNREQUEST']._serialized_start=900
-  _globals['_CANCELCAMPAIGNREQUEST']._serialized_end=944
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=946
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=983
-  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=985
-  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=1060
-  _globals['_LISTMEMBERSREQUEST']._serialized_start=1062
-  _globals['_LISTMEMBERSREQUEST']._serialized_end=1082
-  _globals['_MEMBER']._serialized_start=1085
-  _globals['_MEMBER']._serialized_end=1259
-  _globals['_LISTMEMBERSRESPONSE']._serialized_start=1261
-  _globals['_LISTMEMBERSRESPONSE']._serialized_end=1352
-  _globals['_CAMPAIGNS']._serialized_start=1355
-  _globals['_CAMPAIGNS']._serialized_end=1931
+  _globals['_CAMPAIGNSTATUS']._serialized_end=798
+  _globals['_WATCHREQUEST']._serialized_start=800
+  _globals['_WATCHREQUEST']._serialized_end=870
+  _globals['_EVENTBATCH']._serialized_start=872
+  _globals['_EVENTBATCH']._serialized_end=924
+  _globals['_CANCELCAMPAIGNREQUEST']._serialized_start=926
+  _globals['_CANCELCAMPAIGNREQUEST']._serialized_end=970
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=972
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=1009
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=1011
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=1086
+  _globals['_LISTMEMBERSREQUEST']._serialized_start=1088
+  _globals['_LISTMEMBERSREQUEST']._serialized_end=1108
+  _globals['_MEMBER']._serialized_start=1111
+  _globals['_MEMBER']._serialized_end=1285
+  _globals['_LISTMEMBERSRESPONSE']._serialized_start=1287
+  _globals['_LISTMEMBERSRESPONSE']._serialized_end=1378
+  _globals['_CAMPAIGNS']._serialized_start=1381
+  _globals['_CAMPAIGNS']._serialized_end=1957
 # @@protoc_insertion_point(module_scope)

@@ -234,6 +234,7 @@ class CampaignStatus(_message.Message):
     LAST_SEQ_FIELD_NUMBER: _builtins.int
     CREATED_UNIX_MS_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    FINISHED_UNIX_MS_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.str
     name: _builtins.str
     state: _common_pb2.CampaignState.ValueType
@@ -246,6 +247,8 @@ class CampaignStatus(_message.Message):
     """submission time, Unix milliseconds"""
     message: _builtins.str
     """campaign message, e.g. the first failure and its stderr tail"""
+    finished_unix_ms: _builtins.int
+    """when it reached its final state, Unix milliseconds (0 while"""
     @_builtins.property
     def activities(self) -> _containers.RepeatedCompositeFieldContainer[Global___ActivityStatus]:
         """one per activity, in submission order"""
@@ -261,10 +264,11 @@ class CampaignStatus(_message.Message):
         last_seq: _builtins.int = ...,
         created_unix_ms: _builtins.int = ...,
         message: _builtins.str = ...,
+        finished_unix_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activities", b"activities", "campaign_id", b"campaign_id", "created_unix_ms", b"created_unix_ms", "last_seq", b"last_seq", "message", b"message", "monitor", b"monitor", "name", b"name", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activities", b"activities", "campaign_id", b"campaign_id", "created_unix_ms", b"created_unix_ms", "finished_unix_ms", b"finished_unix_ms", "last_seq", b"last_seq", "message", b"message", "monitor", b"monitor", "name", b"name", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
