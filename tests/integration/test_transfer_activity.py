@@ -37,7 +37,7 @@ async def run(
     async with grpc.aio.insecure_channel(f"unix:{agent.home.socket}") as ch:
         stub = campaigns_pb2_grpc.CampaignsStub(ch)
         resp = await stub.Submit(campaigns_pb2.SubmitRequest(name="t", activities=acts))
-        req = campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id)
+        req = campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id, follow=True)
         events = [ev async for ev in stub.Watch(req)]
         status = await stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=resp.campaign_id))
     return status, events

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 from zambeze_mesh.agent.campaign_wire import from_proto, now_ms
 from zambeze_mesh.agent.journal import CAMPAIGN_STATES, Journal, Live
 from zambeze_mesh.agent.logs import log_event
-from zambeze_mesh.errors import FailedPrecondition, InvalidInput, NotFound, ResourceExhausted
+from zambeze_mesh.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidInput,
+    NotFound,
+    ResourceExhausted,
+)
 from zambeze_mesh.scheduling import (
     MAX_ACTIVITIES,
     ActivityDef,
@@ -111,6 +117,12 @@ class Monitor:
                 raise InvalidInput("client_request_id is longer than 128 characters")
             existing = cstore.find_by_request_id(store, req.client_request_id)
             if existing:
+                if cstore.load_request(store, existing) != req:
+                    raise AlreadyExists(
+                        f"client_request_id {req.client_request_id!r} was already used for "
+                        f"campaign {existing} with a different request; use a new id for a "
+                        "new campaign"
+                    )
                 return existing
         if not req.name or len(req.name) > 256:
             raise InvalidInput("a campaign needs a name of 1 to 256 characters")

@@ -192,7 +192,7 @@ class Members:
                     address=m.address,
                     status=common_pb2.MemberStatus.Name(m.status).removeprefix("MEMBER_STATUS_"),
                     incarnation=m.incarnation,
-                    is_self=m.self,
+                    is_self=m.is_self,
                     plugins=tuple(m.capabilities.plugins),
                     labels=dict(m.capabilities.labels),
                     free_slots=m.capabilities.free_slots,
@@ -200,6 +200,6 @@ class Members:
                 )
                 for m in resp.members
             ),
-            self_name=resp.self,
+            self_name=resp.self_name,
             mesh=resp.mesh,
         )
