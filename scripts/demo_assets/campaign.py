@@ -54,7 +54,7 @@ act_3 = PythonActivity(
 act_4 = TransferActivity(
     name="store best models",
     source=act_3.output_dir,
-    dest="repository://user/repository",
+    dest="repository://user/repository/",
 )
 
 # Load the activities into the campaign

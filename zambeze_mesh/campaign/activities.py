@@ -445,6 +445,9 @@ class TransferActivity(Activity):
     """Move ``source`` (``NAME://path`` or an output reference) to ``dest`` (``NAME://path``).
 
     The destination agent pulls the data from the source (third-party transfer).
+    ``dest`` works like ``cp``: ``"C://repo/"`` (a trailing ``/``) or an existing
+    directory receives the data inside it under the source's name;
+    ``"C://copy/input.bin"`` is the exact path the data gets (parents are created).
     """
 
     kind = "transfer"

@@ -588,7 +588,7 @@ class TransferSpec(_message.Message):
     source: _builtins.str
     """NAME://path or "@output:<activity>[/path]" """
     dest: _builtins.str
-    """NAME://path (a directory or file on agent NAME)"""
+    """NAME://path on agent NAME, like `cp`: ending in '/' or"""
     def __init__(
         self,
         *,
