@@ -15,7 +15,7 @@ from rich.console import Console
 
 from zambeze_mesh.agent.home import Home
 from zambeze_mesh.cli.local import require_agent
-from zambeze_mesh.errors import InvalidInput, NotFound
+from zambeze_mesh.errors import InvalidInput
 
 #: Campaigns searched when a command is given an id prefix (the agent's ListCampaigns maximum).
 PREFIX_SEARCH = 1000
@@ -35,11 +35,13 @@ def resolve_id(client: Any, given: str) -> str:
     if not given:
         raise InvalidInput("give a campaign id (or a unique prefix of one)")
     rows = bridge.run(client.list_campaigns(PREFIX_SEARCH))
-    return match_id(given, [s.campaign_id for s in rows])
+    # no match among the newest campaigns: ask for it as a full id (the agent says if not)
+    return match_id(given, [s.campaign_id for s in rows]) or given
 
 
-def match_id(given: str, ids: list[str]) -> str:
-    """The one id of ``ids`` equal to ``given`` or starting with it; else a clear error."""
+def match_id(given: str, ids: list[str]) -> str | None:
+    """The one id of ``ids`` equal to ``given`` or starting with it, None if none does;
+    an ambiguous prefix is an error that lists the candidates."""
     if not given:
         raise InvalidInput("give a campaign id (or a unique prefix of one)")
     if given in ids:
@@ -51,7 +53,7 @@ def match_id(given: str, ids: list[str]) -> str:
         raise InvalidInput(
             f"campaign id prefix {given!r} is ambiguous: it matches {', '.join(matches)}"
         )
-    raise NotFound(f"no campaign {given!r} on this agent (see `zmesh campaigns`)")
+    return None
 
 
 def _check_syntax(script: Path) -> None:
