@@ -45,7 +45,7 @@ act_3 = PythonActivity(
     name="model validation",
     data_uris=[act_2.output_dir],
     script_uri="cluster://mod_select.py",
-    args=["-metric", "loss", "-k", "2", "--n-val", "12" if QUICK else "24"],
+    args=["-metric", "iou", "-k", "2", "--n-val", "12" if QUICK else "24"],
     output_dir="@agentdir/models",
     requires={"labels": {"role": "cluster"}},
 )
@@ -54,7 +54,7 @@ act_3 = PythonActivity(
 act_4 = TransferActivity(
     name="store best models",
     source=act_3.output_dir,
-    dest="repository://user/repository",
+    dest="repository://user/repository/",
 )
 
 # Load the activities into the campaign

@@ -223,6 +223,41 @@ class Demo:
         return proc.returncode, cid
 
 
+def shown(path: Path) -> str:
+    """``path`` relative to the working directory when inside it (as a user types it)."""
+    try:
+        rel = path.relative_to(Path.cwd())
+    except ValueError:
+        return str(path)
+    return str(rel) if str(rel) != "." else "."
+
+
+def write_env(root: Path) -> Path:
+    """``<root>/env``: puts ``zmesh`` on PATH and makes the edge agent the default home."""
+    env = root / "env"
+    bindir = Path(sys.executable).parent
+    env.write_text(
+        "# source this file: `zmesh` on PATH, the demo's edge agent as the default home\n"
+        f'export PATH="{bindir}:$PATH"\n'
+        f'export ZMESH_HOME="{root / "edge"}"\n'
+    )
+    return env
+
+
+def next_steps(root: Path, cid: str) -> list[str]:
+    """Copy-pasteable commands for the mesh left running by ``--keep``."""
+    home = shown(root)
+    return [
+        f"source {shown(root / 'env')}",
+        "zmesh members",
+        "zmesh campaigns",
+        f"zmesh status {cid or 'ID'}",
+        "zmesh data ls repository://user/repository",
+        f"zmesh --home {home}/hpc members",
+        f"for a in edge hpc cluster repository; do zmesh --home {home}/$a agent stop; done",
+    ]
+
+
 def summarize(repo: Path) -> dict[str, Any]:
     """The validation report found under the repository dir (``{}`` if none)."""
     found = sorted(repo.rglob("validation.json")) if repo.is_dir() else []
@@ -248,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     demo = Demo(Path(args.root).absolute())
     code = 1
+    cid = ""
     try:
         demo.create()
         demo.wait_members()
@@ -285,9 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             best = report["best"]
             demo.say(f"campaign {cid} succeeded in {campaign_s:.1f} s (demo total {wall:.1f} s)")
             demo.say(
-                f"best model {best['id']}: validation IoU {best['val_iou']:.3f} "
-                f"(all-background baseline {report['baseline_iou']:.3f}), "
-                f"loss {best['val_loss']:.3f}"
+                f"best model by validation {report.get('metric', 'iou')} {best['id']}: "
+                f"IoU {best['val_iou']:.3f} (all-background baseline "
+                f"{report['baseline_iou']:.3f}), loss {best['val_loss']:.3f}"
             )
             demo.say(f"results in {report['_dir']}:")
             for sub in ("models", "plots", "validation.json", "mlruns"):
@@ -307,7 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 demo.say(f"  agent log: {demo.home(name) / 'agent.out'}")
     finally:
         if args.keep:
-            demo.say(f"agents left running; homes in {demo.root} (`zmesh --home ... agent stop`)")
+            write_env(demo.root)
+            demo.say(f"agents left running (homes in {shown(demo.root)}); next steps:")
+            for line in next_steps(demo.root, cid):
+                print(f"    {line}", flush=True)
             if (demo.home("edge") / "ui.pid").exists():
                 pid = (demo.home("edge") / "ui.pid").read_text()
                 demo.say(f"web view left running (pid {pid}); it stops with the next demo run")

@@ -31,7 +31,10 @@ async def submit_and_watch(
 ) -> tuple[campaigns_pb2.CampaignStatus, list[S.Event]]:
     resp = await stub.Submit(campaigns_pb2.SubmitRequest(name=name, activities=acts))
     events = [
-        ev async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id))
+        ev
+        async for ev in stub.Watch(
+            campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id, follow=True)
+        )
     ]
     status = await stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=resp.campaign_id))
     return status, events
@@ -223,7 +226,9 @@ async def test_watch_resumes_from_any_sequence_number(tmp_path: Path) -> None:
             tail = [
                 ev
                 async for ev in stub.Watch(
-                    campaigns_pb2.WatchRequest(campaign_id=status.campaign_id, after_seq=7)
+                    campaigns_pb2.WatchRequest(
+                        campaign_id=status.campaign_id, after_seq=7, follow=True
+                    )
                 )
             ]
     assert [e.seq for e in tail] == [e.seq for e in events if e.seq > 7]
@@ -240,18 +245,28 @@ async def test_watch_batches_carry_the_same_events_in_batches(tmp_path: Path) ->
             acts = [shell(f"s{i}", "sleep 0.2") for i in range(6)]
             resp = await stub.Submit(campaigns_pb2.SubmitRequest(name="b", activities=acts))
             cid = resp.campaign_id
-            live = [b async for b in stub.WatchBatches(campaigns_pb2.WatchRequest(campaign_id=cid))]
-            single = [e async for e in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=cid))]
+            live = [
+                b
+                async for b in stub.WatchBatches(
+                    campaigns_pb2.WatchRequest(campaign_id=cid, follow=True)
+                )
+            ]
+            single = [
+                e
+                async for e in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=cid, follow=True))
+            ]
             tail = [
                 b
                 async for b in stub.WatchBatches(
-                    campaigns_pb2.WatchRequest(campaign_id=cid, after_seq=5)
+                    campaigns_pb2.WatchRequest(campaign_id=cid, after_seq=5, follow=True)
                 )
             ]
             past = [
                 b
                 async for b in stub.WatchBatches(
-                    campaigns_pb2.WatchRequest(campaign_id=cid, after_seq=single[-1].seq)
+                    campaigns_pb2.WatchRequest(
+                        campaign_id=cid, after_seq=single[-1].seq, follow=True
+                    )
                 )
             ]
     flat = [e for b in live for e in b.events]
@@ -303,7 +318,9 @@ async def test_reports_from_an_agent_that_was_not_awarded_are_ignored(tmp_path: 
             await sched.ReportStatus(forged, timeout=5)
             events = [
                 ev
-                async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id))
+                async for ev in stub.Watch(
+                    campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id, follow=True)
+                )
             ]
             status = await stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=resp.campaign_id))
     assert status.state == S.CAMPAIGN_STATE_SUCCEEDED
@@ -329,7 +346,9 @@ async def test_full_agents_defer_instead_of_failing(tmp_path: Path) -> None:
             acts = [shell(f"s{i}", "sleep 0.1") for i in range(12)]
             resp = await stub.Submit(campaigns_pb2.SubmitRequest(name="full", activities=acts))
             events = []
-            async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id)):
+            async for ev in stub.Watch(
+                campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id, follow=True)
+            ):
                 count()
                 events.append(ev)
     assert events[-1].campaign_state == S.CAMPAIGN_STATE_SUCCEEDED, events[-1].message

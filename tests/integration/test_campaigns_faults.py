@@ -60,7 +60,7 @@ async def test_contractor_killed_activity_reawarded(procmesh: ProcMesh, tmp_path
         cid = resp.campaign_id
         events: list[S.Event] = []
         victim = ""
-        async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=cid)):
+        async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=cid, follow=True)):
             events.append(ev)
             if ev.state == S.ACTIVITY_STATE_RUNNING and not victim:
                 victim = ev.agent
@@ -103,7 +103,7 @@ async def test_monitor_killed_and_restarted_continues(procmesh: ProcMesh, tmp_pa
         resp = await stub.Submit(campaigns_pb2.SubmitRequest(name="m", activities=acts))
         cid = resp.campaign_id
         try:
-            async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=cid)):
+            async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=cid, follow=True)):
                 seen.append(ev)
                 if ev.activity == "s1" and ev.state == S.ACTIVITY_STATE_RUNNING:
                     a.kill9()
@@ -114,7 +114,9 @@ async def test_monitor_killed_and_restarted_continues(procmesh: ProcMesh, tmp_pa
     async with grpc.aio.insecure_channel(f"unix:{a.home / 'agent.sock'}") as ch:
         stub = campaigns_pb2_grpc.CampaignsStub(ch)
         last = seen[-1].seq
-        async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=cid, after_seq=last)):
+        async for ev in stub.Watch(
+            campaigns_pb2.WatchRequest(campaign_id=cid, after_seq=last, follow=True)
+        ):
             seen.append(ev)
         status = await stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=cid))
     assert status.state == S.CAMPAIGN_STATE_SUCCEEDED, status
@@ -151,7 +153,9 @@ async def test_function_worker_dies_with_its_agent(procmesh: ProcMesh, tmp_path:
     async with grpc.aio.insecure_channel(f"unix:{a.home / 'agent.sock'}") as ch:
         stub = campaigns_pb2_grpc.CampaignsStub(ch)
         resp = await stub.Submit(campaigns_pb2.SubmitRequest(name="w", activities=[act]))
-        async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id)):
+        async for ev in stub.Watch(
+            campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id, follow=True)
+        ):
             if ev.state == S.ACTIVITY_STATE_RUNNING:
                 victim = ev.agent
                 break

@@ -18,7 +18,9 @@ def shell(name: str, cmd: str, **kw: object) -> common_pb2.ActivitySpec:
 async def run(stub: campaigns_pb2_grpc.CampaignsStub, acts: list[common_pb2.ActivitySpec]):
     resp = await stub.Submit(campaigns_pb2.SubmitRequest(name="t", activities=acts))
     events = []
-    async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id)):
+    async for ev in stub.Watch(
+        campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id, follow=True)
+    ):
         events.append(ev)
     status = await stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=resp.campaign_id))
     return status, events

@@ -157,7 +157,9 @@ async def test_both_offer_rsync_it_is_used_and_bytes_match(
             resp = await stub.Submit(campaigns_pb2.SubmitRequest(name="r", activities=[act]))
             events = [
                 e
-                async for e in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id))
+                async for e in stub.Watch(
+                    campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id, follow=True)
+                )
             ]
         staged = [e for e in events if e.state == common_pb2.ACTIVITY_STATE_STAGING and e.detail]
         done = [e for e in staged if "bytes" in e.detail]

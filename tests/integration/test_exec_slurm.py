@@ -135,7 +135,9 @@ async def test_failing_job_and_cancel_scancels(tmp_path: Path, slurm_conf: str) 
             )
             job_id = ""
             events = []
-            watch = stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id))
+            watch = stub.Watch(
+                campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id, follow=True)
+            )
             async with asyncio.timeout(60):
                 async for ev in watch:
                     events.append(ev)

@@ -55,7 +55,7 @@ async def test_client_cert_rules(tmp_path: Path) -> None:
             again = await campaigns_pb2_grpc.CampaignsStub(ch).ListMembers(
                 campaigns_pb2.ListMembersRequest(), timeout=10
             )
-            assert again.self == "agent-0"
+            assert again.self_name == "agent-0"
 
 
 @pytest.mark.parametrize("who", ["no-cert", "other-ca"])

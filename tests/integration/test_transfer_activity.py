@@ -37,7 +37,7 @@ async def run(
     async with grpc.aio.insecure_channel(f"unix:{agent.home.socket}") as ch:
         stub = campaigns_pb2_grpc.CampaignsStub(ch)
         resp = await stub.Submit(campaigns_pb2.SubmitRequest(name="t", activities=acts))
-        req = campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id)
+        req = campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id, follow=True)
         events = [ev async for ev in stub.Watch(req)]
         status = await stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=resp.campaign_id))
     return status, events
@@ -85,8 +85,8 @@ async def test_transfer_b_to_c_started_on_a_lands_dir_and_file(tmp_path: Path) -
         status, events = await run(
             a,
             [
-                transfer("dir", f"{b.name}://ds", f"{c.name}://user/repository"),
-                transfer("file", f"{b.name}://single.bin", f"{c.name}://user/repository"),
+                transfer("dir", f"{b.name}://ds", f"{c.name}://user/repository/"),
+                transfer("file", f"{b.name}://single.bin", f"{c.name}://user/repository/"),
             ],
         )
         assert status.state == S.CAMPAIGN_STATE_SUCCEEDED, status
@@ -116,13 +116,13 @@ async def test_transfer_source_as_output_ref_and_local_copy(tmp_path: Path) -> N
                     "mkdir $ZMESH_OUTPUT_DIR/d; echo hi > $ZMESH_OUTPUT_DIR/d/h.txt",
                     agent=b.name,
                 ),
-                transfer("ship", "@output:make", f"{c.name}://user/repository"),
-                transfer("one", "@output:make/d/h.txt", f"{c.name}://user/repository"),
+                transfer("ship", "@output:make", f"{c.name}://user/repository/"),
+                transfer("one", "@output:make/d/h.txt", f"{c.name}://user/repository/"),
                 # A transfer within agent-2 copies (it is not a no-op).
                 transfer(
                     "again",
                     f"{c.name}://user/repository/make",
-                    f"{c.name}://archive",
+                    f"{c.name}://archive",  # cp-like: the copy is named archive
                     depends_on=["ship"],
                 ),
             ],
@@ -133,7 +133,7 @@ async def test_transfer_source_as_output_ref_and_local_copy(tmp_path: Path) -> N
         assert sha(repo / "make" / "m.bin") == sha(out / "m.bin")
         assert (repo / "make" / "d" / "h.txt").read_text() == "hi\n"
         assert (repo / "h.txt").read_text() == "hi\n"
-        assert sha(c.data_dir / "archive" / "make" / "m.bin") == sha(out / "m.bin")
+        assert sha(c.data_dir / "archive" / "m.bin") == sha(out / "m.bin")
         methods = {
             e.activity: e.detail["method"]
             for e in events
@@ -235,7 +235,7 @@ async def test_transfer_between_rsync_agents_uses_rsync(tmp_path: Path) -> None:
         for rel, n in {"x.bin": 90 * KiB, "sub/y.bin": 5 * KiB}.items():
             write_random(ds / rel, n)
         status, events = await run(
-            a, [transfer("r", f"{b.name}://ds", f"{c.name}://user/repository")]
+            a, [transfer("r", f"{b.name}://ds", f"{c.name}://user/repository/")]
         )
         assert status.state == S.CAMPAIGN_STATE_SUCCEEDED, status
         repo = c.data_dir / "user" / "repository" / "ds"

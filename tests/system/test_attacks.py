@@ -87,7 +87,7 @@ async def still_serving(agent: Agent) -> None:
     async with local(agent) as ch:
         stub = campaigns_pb2_grpc.CampaignsStub(ch)
         members = await stub.ListMembers(campaigns_pb2.ListMembersRequest(), timeout=5)
-        assert members.self == agent.name
+        assert members.self_name == agent.name
         resp = await stub.Submit(
             campaigns_pb2.SubmitRequest(
                 name="after",
@@ -95,7 +95,9 @@ async def still_serving(agent: Agent) -> None:
             ),
             timeout=5,
         )
-        async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id)):
+        async for ev in stub.Watch(
+            campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id, follow=True)
+        ):
             last = ev
         assert last.campaign_state == S.CAMPAIGN_STATE_SUCCEEDED, last
 
@@ -420,7 +422,9 @@ async def run_one(
     stub: campaigns_pb2_grpc.CampaignsStub, act: S.ActivitySpec
 ) -> campaigns_pb2.ActivityStatus:
     resp = await stub.Submit(campaigns_pb2.SubmitRequest(name="evil", activities=[act]), timeout=5)
-    async for _ in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id)):
+    async for _ in stub.Watch(
+        campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id, follow=True)
+    ):
         pass
     status = await stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=resp.campaign_id))
     return status.activities[0]
@@ -778,7 +782,10 @@ async def test_floods_of_tenders_awards_and_reports(tmp_path: Path) -> None:
             assert elapsed < 60, elapsed
             assert a1.store is not None and a0.store is not None
             assert _rows(a1.home.db, "contracts") == 1  # only the genuine award
-            events = [ev async for ev in camp.Watch(campaigns_pb2.WatchRequest(campaign_id=cid))]
+            events = [
+                ev
+                async for ev in camp.Watch(campaigns_pb2.WatchRequest(campaign_id=cid, follow=True))
+            ]
             assert events[-1].campaign_state == S.CAMPAIGN_STATE_SUCCEEDED, events[-1]
             assert all(ev.agent != a2.name and ev.message != "pwned" for ev in events), events
             con = sqlite3.connect(f"file:{a0.home.db}?mode=ro", uri=True)

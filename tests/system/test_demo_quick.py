@@ -1,8 +1,8 @@
-"""``scripts/demo --quick`` end to end: four real agents run the paper's campaign.
+"""``scripts/demo --quick --keep`` end to end: four real agents run the paper's campaign.
 
 Runs the demo's driver (what ``./scripts/demo`` executes once the venv is ready)
-with its agent homes under a temp dir, then checks what landed in the repository
-agent's ``data/user/repository``.
+with its agent homes under a temp dir, checks what landed in the repository agent's
+``data/user/repository``, then runs the README's next steps as written.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -35,34 +37,46 @@ def test_quick_demo_stores_validated_models(tmp_path: Path) -> None:
         if importlib.util.find_spec(mod) is None:
             pytest.fail(f"torch is installed but {mod} is not: the demo extra is incomplete")
     dag = tmp_path / "dag.png"
+    mesh = tmp_path / ".zmesh-demo"  # the default --root, relative to the working directory
     crate = tmp_path / "crate.zip"
-    args = ["--quick", "--root", str(tmp_path / "mesh"), "--graph", str(dag), "--timeout", "400"]
-    args += ["--crate", str(crate)]
-    proc = subprocess.run(
-        [sys.executable, str(DRIVER), *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=500,
-        check=False,
-    )
-    logs = f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
-    assert proc.returncode == 0, logs
-    repo = tmp_path / "mesh" / "repository" / "data" / "user" / "repository"
+    args = ["--quick", "--keep", "--graph", str(dag), "--timeout", "400", "--crate", str(crate)]
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(DRIVER), *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=500,
+            check=False,
+        )
+        logs = f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+        assert proc.returncode == 0, logs
+        _check_results(mesh, proc.stdout, dag, logs)
+        _check_crate(crate, mesh)
+        _run_readme_next_steps(tmp_path, proc.stdout)
+    finally:
+        for name in ("edge", "hpc", "cluster", "repository"):
+            cli = [sys.executable, "-m", "zambeze_mesh.cli.main", "--home", str(mesh / name)]
+            subprocess.run([*cli, "agent", "stop"], capture_output=True, timeout=60, check=False)
+
+
+def _check_results(mesh: Path, stdout: str, dag: Path, logs: str) -> None:
+    repo = mesh / "repository" / "data" / "user" / "repository"
     reports = sorted(repo.rglob("validation.json"))
     assert len(reports) == 1, logs
     result = reports[0].parent
     report = json.loads(reports[0].read_text())
 
-    # the selected models (top 2 by validation loss) with their metadata
+    # the selected models (top 2 by validation IoU, the figure reported) with their metadata
     selected = report["selected"]
-    assert len(selected) == 2 and report["metric"] == "loss"
+    assert len(selected) == 2 and report["metric"] == "iou"
     for mid in selected:
         assert (result / "models" / f"{mid}.pt").stat().st_size > 1000
         meta = json.loads((result / "models" / f"{mid}.json").read_text())
         assert meta["hyperparameters"]["epochs"] >= 1
-    losses = [m["val_loss"] for m in report["models"]]
-    assert losses == sorted(losses) and len(losses) >= 2
+    ious = [m["val_iou"] for m in report["models"]]
+    assert ious == sorted(ious, reverse=True) and len(ious) >= 2
+    assert report["best"]["val_iou"] == max(ious)  # the headline is the best figure
 
     # plots and the MLflow file store with one run per trained model
     for name in ("loss_curves.png", "validation_iou.png", "best_predictions.png"):
@@ -74,8 +88,13 @@ def test_quick_demo_stores_validated_models(tmp_path: Path) -> None:
     best = report["best"]
     assert best["val_iou"] > report["baseline_iou"] + 0.05, report
     assert dag.stat().st_size > 5000
-    assert "succeeded" in proc.stdout
+    assert "succeeded" in stdout
+    assert f"best model by validation iou {best['id']}: IoU {best['val_iou']:.3f}" in stdout
 
+
+def _check_crate(crate: Path, mesh: Path) -> None:
+    repo = mesh / "repository" / "data" / "user" / "repository"
+    reports = sorted(repo.rglob("validation.json"))
     # the campaign's Provenance Run Crate validates (offline, required checks) and
     # records the validation report it stored, with the sha256 of the file
     from zambeze_mesh.provenance.validate import validate
@@ -93,3 +112,29 @@ def test_quick_demo_stores_validated_models(tmp_path: Path) -> None:
     assert script["sha256"] == hashlib.sha256((ASSETS / "train.py").read_bytes()).hexdigest()
     stored = [e for e in graph.values() if str(e.get("identifier", "")).endswith("validation.json")]
     assert stored and stored[0]["sha256"] == hashlib.sha256(reports[0].read_bytes()).hexdigest()
+
+
+def _run_readme_next_steps(cwd: Path, stdout: str) -> None:
+    """The README's block after ``./scripts/demo --keep``, pasted into a shell."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- demo-next-steps -->\n```bash\n(.*?)```", readme, re.S)
+    assert block, "README.md has no demo next-steps block"
+    lines = [ln.split("#")[0].strip() for ln in block.group(1).splitlines()]
+    script = "\n".join(ln for ln in lines if ln and not ln.startswith("./scripts/demo"))
+    cid = re.search(r"zmesh status ([0-9a-f]{16})", stdout)
+    assert cid, stdout[-2000:]  # the demo printed its own next steps, with the id
+    script = script.replace("zmesh status ID", f"zmesh status {cid.group(1)[:6]}")
+    env = {k: v for k, v in os.environ.items() if k != "ZMESH_HOME"}
+    env["PATH"] = "/usr/bin:/bin"  # the env file must put zmesh on PATH by itself
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("edge", "hpc", "cluster", "repository"):
+        assert name in proc.stdout
+    assert "SUCCEEDED" in proc.stdout and "model validation" in proc.stdout

@@ -40,7 +40,10 @@ async def test_retry_avoids_the_agent_that_failed_the_attempt(tmp_path: Path) ->
             stub = campaigns_pb2_grpc.CampaignsStub(ch)
             resp = await stub.Submit(campaigns_pb2.SubmitRequest(name="retry", activities=acts))
             cid = resp.campaign_id
-            events = [ev async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=cid))]
+            events = [
+                ev
+                async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=cid, follow=True))
+            ]
             status = await stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=cid))
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert status.state == S.CAMPAIGN_STATE_SUCCEEDED, status.message

@@ -21,6 +21,7 @@ from zambeze_mesh.agent.journal import CAMPAIGN_STATES, Journal, Live
 from zambeze_mesh.agent.logs import log_event
 from zambeze_mesh.agent.submit_gate import SubmitGate, settle
 from zambeze_mesh.errors import (
+    AlreadyExists,
     FailedPrecondition,
     InvalidInput,
     NotFound,
@@ -144,6 +145,12 @@ class Monitor:
             # An equal request admitted just before this one may have created it.
             existing = cstore.find_by_request_id(store, rid, owner) if rid else None
             if existing:
+                if cstore.load_request(store, existing) != req:
+                    raise AlreadyExists(
+                        f"client_request_id {req.client_request_id!r} was already used for "
+                        f"campaign {existing} with a different request; use a new id for a "
+                        "new campaign"
+                    )
                 return existing
             acts, dag = await asyncio.to_thread(_build, req)
             self._check_plugins(acts)
@@ -580,6 +587,7 @@ class Monitor:
             last_seq=live.seq if live else row.last_seq,
             created_unix_ms=row.created_ms,
             message=live.message if live else row.message,
+            finished_unix_ms=0 if live else row.finished_ms,
         )
         for a in acts:  # in submission order
             pb = out.activities.add(

@@ -256,8 +256,10 @@ class Stager:
     async def transfer(self, job: Job, prepared: Prepared, emit: Emit) -> Outcome:
         """A TransferActivity: this agent (the destination) pulls from the source.
 
-        The data lands in the destination directory under the source's basename
-        (the producing activity's name for ``@output:<name>``). Both ends must be
+        ``dest`` works like ``cp``: when it ends with ``/`` or names an existing
+        directory, the data lands inside it under the source's basename (the
+        producing activity's name for ``@output:<name>``); otherwise it lands at
+        exactly the path named (missing parents are created). Both ends must be
         inside this agent's sandbox (@agentdir or an exported root) when local.
         """
         from zambeze_mesh.agent.datasvc import for_agent
@@ -267,13 +269,10 @@ class Stager:
         dest = parse_uri(spec.dest)
         if dest.scheme != "agent" or dest.agent != self.agent.name:
             raise InvalidInput(f"transfer destination {spec.dest!r} is not on {self.agent.name}")
-        target = Path(dest.path)
-        if not target.is_absolute():
-            target = self.agent.data_dir / target
+        target, name = transfer_target(self.agent.data_dir, spec.dest, dest.path, spec.source)
         sandbox = for_agent(self.agent).sandbox
         sandbox.root_of(Path(os.path.realpath(target)))  # NotPermitted outside the sandbox
         target.mkdir(parents=True, exist_ok=True)
-        name = _input_name(spec.source, set())
         local = self._local_path(source)
         if local is not None:  # same agent: a copy, not a no-op
             real = await asyncio.to_thread(sandbox.resolve, str(local))
@@ -306,6 +305,22 @@ def _record(ref: str, uri: str, path: Path, info: ObjectInfo | None, role: str) 
     if ref != uri:
         rec["ref"] = ref
     return rec
+
+
+def transfer_target(
+    agent_dir: Path, dest_uri: str, dest_path: str, source: str
+) -> tuple[Path, str]:
+    """``(directory, name)`` a transfer writes to: ``cp`` semantics for ``dest``.
+
+    ``NAME://dir/`` or an existing directory: inside it, under the source's basename;
+    anything else: the path named itself (``NAME://copy/input.bin`` is that file).
+    """
+    path = Path(dest_path)
+    if not path.is_absolute():
+        path = agent_dir / path
+    if dest_uri.endswith("/") or path.is_dir() or not path.name:
+        return path, _input_name(source, set())
+    return path.parent, path.name
 
 
 def _copy(src: Path, dest: Path) -> int:

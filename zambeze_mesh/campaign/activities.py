@@ -149,7 +149,8 @@ class Activity:
     """Base of every activity; holds the parameters all kinds share.
 
     Args:
-        name: unique within the campaign; letters, digits, ``_``, ``.``, ``-``.
+        name: unique within the campaign; letters, digits, ``_``, ``.``, ``-`` and
+            spaces (not at either end).
         data_uris: inputs: ``NAME://path``, ``file://path``, another activity's
             ``output_dir`` (or the activity / its future itself).
         working_dir: where it runs (default ``@agentdir/runs/<monitor>/<campaign>/<activity>``).
@@ -453,6 +454,9 @@ class TransferActivity(Activity):
     """Move ``source`` (``NAME://path`` or an output reference) to ``dest`` (``NAME://path``).
 
     The destination agent pulls the data from the source (third-party transfer).
+    ``dest`` works like ``cp``: ``"C://repo/"`` (a trailing ``/``) or an existing
+    directory receives the data inside it under the source's name;
+    ``"C://copy/input.bin"`` is the exact path the data gets (parents are created).
     """
 
     kind = "transfer"

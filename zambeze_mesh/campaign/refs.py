@@ -28,22 +28,26 @@ def valid_name(name: str) -> bool:
     return bool(_NAME_RE.fullmatch(name)) and name != MONITOR and name not in (".", "..")
 
 
+#: How a valid activity name is described to users (one wording everywhere).
+NAME_RULE = "letters, digits, '_', '.', '-' and spaces (not at either end)"
+
+
 def check_name(name: object, what: str = "activity name") -> str:
     """Return ``name`` if it is a valid activity name, else raise :class:`InvalidInput`.
 
-    Valid names have 1-128 characters of ``[A-Za-z0-9_.-]`` (they appear in URIs
-    such as ``@output:<name>``); the message suggests a fixed spelling.
+    Valid names have 1-128 characters of ``[A-Za-z0-9_.-]`` and inner spaces (not
+    at either end); the message suggests a fixed spelling.
     """
     if not isinstance(name, str):
         raise InvalidInput(f"{what} must be a string, got {type(name).__name__}")
     if not name:
         raise InvalidInput(f"{what} is empty")
     if not valid_name(name):
-        hint = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name.strip()).strip("_.-")[:MAX_NAME]
+        hint = re.sub(r"[^A-Za-z0-9_. \-]+", "_", name.strip()).strip("_.- ")[:MAX_NAME]
         suggestion = f"; try {hint!r}" if hint and valid_name(hint) else ""
         raise InvalidInput(
             f"{what} {name[:MAX_NAME]!r} is invalid: use 1-{MAX_NAME} characters of "
-            f"letters, digits, '_', '.' or '-' (and not {MONITOR!r}){suggestion}"
+            f"{NAME_RULE} (and not {MONITOR!r}){suggestion}"
         )
     return name
 

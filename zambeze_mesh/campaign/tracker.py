@@ -52,6 +52,7 @@ class CampaignSnapshot:
     last_seq: int
     rows: tuple[ActivityRow, ...]
     started_unix_ms: int = 0
+    finished_unix_ms: int = 0  # when the campaign reached its final state (0 before)
 
     @property
     def final(self) -> bool:
@@ -75,6 +76,7 @@ class Tracker:
         self.message = ""
         self.last_seq = 0
         self.started_unix_ms = 0
+        self.finished_unix_ms = 0
         self._rows: dict[str, ActivityRow] = {n: ActivityRow(n) for n in activity_names}
 
     def add(self, name: str) -> None:
@@ -96,6 +98,7 @@ class Tracker:
             self.state = status.state
             self.message = status.message
             self.started_unix_ms = status.created_unix_ms
+            self.finished_unix_ms = status.finished_unix_ms
             for a in status.activities:
                 self._rows[a.name] = ActivityRow(
                     a.name, a.state, a.attempt, a.agent, a.message, 0, dict(a.detail), a.result
@@ -150,6 +153,8 @@ class Tracker:
         if not activity:
             if campaign_state:
                 self.state = campaign_state
+                if campaign_state in FINAL_CAMPAIGN_STATES and time_unix_ms:
+                    self.finished_unix_ms = self.finished_unix_ms or time_unix_ms
             self.message = message
             return None
         old = self._rows.get(activity)
@@ -179,4 +184,5 @@ class Tracker:
                 last_seq=self.last_seq,
                 rows=tuple(self._rows.values()),
                 started_unix_ms=self.started_unix_ms,
+                finished_unix_ms=self.finished_unix_ms,
             )

@@ -59,7 +59,9 @@ def build_table(snap: CampaignSnapshot, now_ms: int) -> Table:
         (snap.state, state_style),
     )
     if snap.started_unix_ms:
-        title.append(f"  {format_age(now_ms - snap.started_unix_ms)}", style="dim")
+        # an ended campaign shows its real duration, a running one the time so far
+        end = snap.finished_unix_ms if snap.final and snap.finished_unix_ms else now_ms
+        title.append(f"  {format_age(end - snap.started_unix_ms)}", style="dim")
     table = Table(title=title, title_justify="left", expand=False)
     table.add_column("activity", no_wrap=True)
     table.add_column("state", no_wrap=True)

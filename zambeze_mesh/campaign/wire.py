@@ -126,6 +126,7 @@ class CampaignStatus:
     last_seq: int = 0
     created_unix_ms: int = 0
     message: str = ""
+    finished_unix_ms: int = 0  # 0 while running
 
     @property
     def states(self) -> dict[str, str]:
@@ -156,6 +157,7 @@ class CampaignStatus:
             last_seq=st.last_seq,
             created_unix_ms=st.created_unix_ms,
             message=st.message,
+            finished_unix_ms=st.finished_unix_ms,
         )
 
 
@@ -194,7 +196,7 @@ class Members:
                     address=m.address,
                     status=common_pb2.MemberStatus.Name(m.status).removeprefix("MEMBER_STATUS_"),
                     incarnation=m.incarnation,
-                    is_self=m.self,
+                    is_self=m.is_self,
                     plugins=tuple(m.capabilities.plugins),
                     labels=dict(m.capabilities.labels),
                     free_slots=m.capabilities.free_slots,
@@ -203,6 +205,6 @@ class Members:
                 )
                 for m in resp.members
             ),
-            self_name=resp.self,
+            self_name=resp.self_name,
             mesh=resp.mesh,
         )

@@ -120,8 +120,27 @@ def _last_error(path: os.PathLike[str] | str) -> str:
     return lines[-1] if lines else ""
 
 
+def process_alive(pid: int) -> bool:
+    """True while process ``pid`` exists and has not exited (a zombie counts as exited)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in (b"Z", b"X")
+
+
 def stop(home: Home, *, leave: bool = False) -> int | None:
-    """Stop the agent of ``home`` (leaving the mesh first with ``leave``) and wait for it."""
+    """Stop the agent of ``home`` (leaving the mesh first with ``leave``) and wait for it.
+
+    Returns once the process has exited, not merely released the home's lock.
+    """
     home.require()
     pid = home.running_pid()
     if pid is None:
@@ -133,7 +152,7 @@ def stop(home: Home, *, leave: bool = False) -> int | None:
             return None
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < deadline:
-        if home.running_pid() is None:
+        if home.running_pid() is None and (pid <= 0 or not process_alive(pid)):
             return pid
-        time.sleep(0.05)
+        time.sleep(0.02)
     raise Unavailable(f"agent (pid {pid}) did not stop within {STOP_TIMEOUT_S:.0f} s")

@@ -44,6 +44,15 @@ def agent_uri(text: str) -> tuple[str, str]:
     return uri.agent, uri.path
 
 
+def listing_uri(text: str) -> tuple[str, str]:
+    """Like :func:`agent_uri`, but ``NAME://`` (no path) means the agent's top directory."""
+    name, sep, rest = text.partition("://")
+    if sep and name and not rest and name.lower() not in ("file", "output"):
+        agent_uri(f"{name}://.")  # the same checks of the name
+        return name, "."
+    return agent_uri(text)
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
@@ -77,8 +86,8 @@ def _progress(quiet: bool) -> Progress:
 
 
 def ls(home: Home, target: str, *, as_json: bool, limit: int) -> int:
-    """List a directory (or describe a file) on an agent."""
-    name, path = agent_uri(target)
+    """List a directory (or describe a file) on an agent; ``NAME://`` lists its top directory."""
+    name, path = listing_uri(target)
     entries, truncated = _run(home, lambda c: c.list(name, path, limit))
     if as_json:
         docs = [

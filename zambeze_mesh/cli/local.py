@@ -9,13 +9,22 @@ from zambeze_mesh.errors import Unavailable, from_rpc_error
 from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc
 
 
+def require_agent(home: Home) -> None:
+    """Raise one clear error when no agent runs on ``home`` (every command that needs one).
+
+    Checked before connecting, so a stopped agent never surfaces as a raw gRPC message.
+    """
+    home.require()
+    if home.running_pid() is None or not home.socket.exists():
+        raise Unavailable(
+            f"no agent is running on {home.root} (start one with "
+            f"`zmesh --home {home.root} agent start`)"
+        )
+
+
 def local_channel(home: Home) -> grpc.aio.Channel:
     """An insecure channel over the home's Unix socket (file mode 0600)."""
-    home.require()
-    if not home.socket.exists():
-        raise Unavailable(
-            f"no agent is running on {home.root} (start one with `zmesh agent start`)"
-        )
+    require_agent(home)
     return grpc.aio.insecure_channel(f"unix:{home.socket}")
 
 

@@ -20,6 +20,8 @@ from zambeze_mesh.agent.home import Home
 from zambeze_mesh.errors import InvalidInput, ZmeshError
 
 Handler = Callable[[argparse.Namespace], int]
+JSON_HELP = "print JSON instead of a table"
+ID_HELP = "campaign id, or any unique prefix of it (see `zmesh campaigns`)"
 
 
 def _labels(values: list[str] | None) -> dict[str, str]:
@@ -378,27 +380,37 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("stop", cmd_agent_stop, ag, help="stop the agent gracefully")
     sp.add_argument("--leave", action="store_true", help="announce leaving the mesh first")
     sp = add("status", cmd_agent_status, ag, help="is the agent running?")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help=JSON_HELP)
 
     sp = add("members", cmd_members, help="the mesh as this agent sees it")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help=JSON_HELP)
     sp.add_argument("--watch", action="store_true", help="follow changes live")
 
     sp = add("plugins", cmd_plugins, help="execution plugins: loaded, failed (and why)")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help=JSON_HELP)
 
     sp = add("run", cmd_run, help="run a campaign file and follow it to the end")
-    sp.add_argument("file")
+    sp.add_argument(
+        "file",
+        metavar="FILE",
+        help="a Python file that builds and dispatches campaigns with zambeze_mesh "
+        "(run as __main__ against this agent); zmesh then follows each to its end",
+    )
     sp.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the file")
     sp = add("campaigns", cmd_campaigns, help="campaigns this agent monitors")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help=JSON_HELP)
     sp = add("status", cmd_status, help="one campaign's state")
-    sp.add_argument("campaign")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("campaign", metavar="ID", help=ID_HELP)
+    sp.add_argument(
+        "--json",
+        action="store_true",
+        help="print the campaign as one JSON object (id, state, created/finished times, "
+        "activities with state, agent, attempt, message, detail)",
+    )
     sp.add_argument("--watch", action="store_true", help="follow live until it ends")
     sp.add_argument("--graph", metavar="FILE", help="also draw the DAG into FILE (.png, .svg)")
     sp = add("cancel", cmd_cancel, help="cancel a campaign")
-    sp.add_argument("campaign")
+    sp.add_argument("campaign", metavar="ID", help=ID_HELP)
 
     sp = add("ui", cmd_ui, help="serve the live web view of the mesh and its campaigns")
     sp.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -425,8 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     dat = sub.add_parser("data", help="data held by agents (NAME://path)")
     dsub = dat.add_subparsers(dest="sub", required=True)
     sp = add("ls", cmd_data_ls, dsub, help="list a directory on an agent")
-    sp.add_argument("target", metavar="NAME://path")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument(
+        "target", metavar="NAME://path", help="a directory on agent NAME; NAME:// is its top"
+    )
+    sp.add_argument("--json", action="store_true", help=JSON_HELP)
     sp.add_argument("--limit", type=int, default=0, help="most entries (default 1000)")
     sp = add("get", cmd_data_get, dsub, help="fetch a file or directory from an agent")
     sp.add_argument("source", metavar="NAME://path")

@@ -34,7 +34,7 @@ def member_dicts(resp: campaigns_pb2.ListMembersResponse) -> list[dict[str, Any]
                 "address": m.address,
                 "status": STATUS_NAMES.get(m.status, "unknown"),
                 "incarnation": m.incarnation,
-                "self": m.self,
+                "self": m.is_self,
                 "plugins": list(caps.plugins),
                 "slots": caps.slots,
                 "free_slots": caps.free_slots,
@@ -52,7 +52,7 @@ def member_dicts(resp: campaigns_pb2.ListMembersResponse) -> list[dict[str, Any]
 
 def members_table(resp: campaigns_pb2.ListMembersResponse) -> Table:
     """A rich table of the members."""
-    t = Table(title=f"mesh {resp.mesh} as seen by {resp.self}")
+    t = Table(title=f"mesh {resp.mesh} as seen by {resp.self_name}")
     for col in ("name", "address", "status", "inc", "plugins", "slots", "labels"):
         t.add_column(col)
     for m in member_dicts(resp):

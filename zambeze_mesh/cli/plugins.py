@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 from zambeze_mesh.agent.config import AgentConfig
@@ -38,6 +39,7 @@ def describe(cfg: AgentConfig, registry: PluginRegistry) -> dict[str, Any]:
         "agent": cfg.name,
         "loaded": loaded,
         "failed": dict(sorted(registry.failed.items())),
+        "missing": dict(sorted(registry.missing.items())),
         "disabled": dict(sorted(disabled.items())),
         "scheduler": scheduler,
         "partitions": partitions,
@@ -46,9 +48,15 @@ def describe(cfg: AgentConfig, registry: PluginRegistry) -> dict[str, Any]:
 
 
 def show_plugins(home: Home, as_json: bool = False) -> int:
-    """Print the plugin report for ``home``; exit code 0 (1 when some plugin failed)."""
+    """Print the plugin report for ``home``; exit code 0 (1 when some plugin failed).
+
+    Optional plugins whose dependency is not installed are listed as ``not installed``
+    with the ``pip install`` that adds them; they do not make the exit code non-zero.
+    """
     home.require()
     cfg = AgentConfig.load(home.config)
+    # the report below gives every reason once; the registry's log lines would repeat them
+    logging.getLogger("zambeze_mesh.execution.registry").setLevel(logging.ERROR)
     registry = load_registry(cfg, (home.root / cfg.data_dir).absolute())
     try:
         doc = describe(cfg, registry)
@@ -63,6 +71,7 @@ def show_plugins(home: Home, as_json: bool = False) -> int:
 
 def _print(doc: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -75,10 +84,13 @@ def _print(doc: dict[str, Any]) -> None:
         if p["name"] == BATCH:
             extra += f" (scheduler {doc['scheduler']}; partitions {','.join(doc['partitions'])})"
         table.add_row(p["name"], "[green]loaded[/green]", extra)
+    # reasons are plain text: `pip install 'zambeze-mesh[dask]'` must not be read as markup
     for name, reason in doc["failed"].items():
-        table.add_row(name, "[red]failed[/red]", reason)
+        table.add_row(escape(name), "[red]failed[/red]", escape(reason))
+    for name, reason in doc.get("missing", {}).items():
+        table.add_row(escape(name), "[yellow]not installed[/yellow]", escape(reason))
     for name, reason in doc["disabled"].items():
-        table.add_row(name, "[yellow]disabled[/yellow]", reason)
+        table.add_row(escape(name), "[yellow]disabled[/yellow]", escape(reason))
     console.print(table)
     for kind, plugin in doc["routed"].items():
         console.print(f"{kind} activities run through {plugin}")

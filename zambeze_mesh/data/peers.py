@@ -134,7 +134,7 @@ class HomePeers:
         for m in resp.members:
             if m.name == name:
                 return str(m.address)
-        raise NotFound(f"no agent named {name!r} in the mesh (as {resp.self} sees it)")
+        raise NotFound(f"no agent named {name!r} in the mesh (as {resp.self_name} sees it)")
 
     def _from_store(self, name: str) -> str:
         from zambeze_mesh.store import Store

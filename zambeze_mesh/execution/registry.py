@@ -3,7 +3,9 @@
 Plugins come from the entry-point group ``zambeze_mesh.plugins`` (the built-ins
 and any installed package) and from ``"module:Class"`` strings in the agent
 config. A plugin that fails to import or construct is recorded in ``failed``
-with the reason and logged; it never stops the agent. The first plugin of a
+with the reason and logged; it never stops the agent. A plugin whose optional
+dependency is not installed (its constructor raises :class:`Unavailable`) is recorded
+in ``missing`` instead: that is a choice of the installation, not an error. The first plugin of a
 name wins; later ones of the same name are recorded as failed.
 """
 
@@ -16,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
-from zambeze_mesh.errors import NotFound
+from zambeze_mesh.errors import NotFound, Unavailable
 from zambeze_mesh.execution.plugin import Plugin
 
 log = logging.getLogger(__name__)
@@ -40,11 +42,13 @@ def import_object(spec: str) -> Any:
 
 
 class PluginRegistry:
-    """The plugins this agent loaded (``loaded``) and those that failed (``failed``)."""
+    """The plugins this agent loaded (``loaded``), those that failed (``failed``) and
+    those whose optional dependency is not installed (``missing``), with the reasons."""
 
     def __init__(self) -> None:
         self.loaded: dict[str, Plugin] = {}
         self.failed: dict[str, str] = {}
+        self.missing: dict[str, str] = {}
 
     @classmethod
     def load(
@@ -106,6 +110,10 @@ class PluginRegistry:
             return
         try:
             plugin = factory(options=dict(options.get(pname, {})))
+        except Unavailable as exc:
+            log.info("plugin %s not available: %s", pname, exc)
+            self.missing[pname] = str(exc)
+            return
         except Exception as exc:
             self._fail(pname, f"cannot construct {source}: {_reason(exc)}")
             return
@@ -133,7 +141,7 @@ class PluginRegistry:
         if plugin_name:
             plugin = self.loaded.get(plugin_name)
             if plugin is None:
-                why = self.failed.get(plugin_name)
+                why = self.failed.get(plugin_name) or self.missing.get(plugin_name)
                 extra = f" (failed to load: {why})" if why else ""
                 raise NotFound(f"no plugin {plugin_name!r} on this agent{extra}")
             if kind not in plugin.kinds:

@@ -76,6 +76,7 @@ class SimNode:
     swim: Swim
     up: bool = True
     generation: int = 0
+    stalled_until: float = 0.0  # see Simulation.stall
 
 
 @dataclass
@@ -167,6 +168,14 @@ class Simulation:
             self.now, i, Start([(None, a) for a in self.seed_addresses if a != node.address])
         )
 
+    def stall(self, i: int, seconds: float) -> None:
+        """Freeze node ``i`` for ``seconds`` from now, as a process starved of CPU or an
+        event loop blocked by a long call: nothing it should handle meanwhile is handled
+        until the stall ends; then its due timers fire first and the messages that
+        arrived meanwhile are processed just after (they need another loop pass)."""
+        node = self.nodes[i]
+        node.stalled_until = max(node.stalled_until, self.now + seconds)
+
     def leave(self, i: int) -> None:
         """Ask node ``i`` to leave gracefully (it keeps running to spread the news)."""
         self._push(self.now, i, LeaveRequest())
@@ -231,6 +240,10 @@ class Simulation:
             self.now = at
             node = nodes[i]
             if not node.up or node.generation != gen:
+                continue
+            if at < node.stalled_until:
+                resume = node.stalled_until + (0.0 if isinstance(inp, TimerFired) else 1e-3)
+                self._push(resume, i, inp)
                 continue
             self._handle(i, node, node.swim.step(at, inp))
         self.now = until

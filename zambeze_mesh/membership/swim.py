@@ -59,6 +59,7 @@ class _Probe:
         "indirect",
         "nacks",
         "seq",
+        "stalled",
         "target",
     )
 
@@ -71,6 +72,7 @@ class _Probe:
         self.indirect = False
         self.expected_nacks = 0
         self.nacks = 0
+        self.stalled = False  # its round was already extended once for a local stall
 
 
 class Swim(UpdateRules):
@@ -114,6 +116,7 @@ class Swim(UpdateRules):
         self._suspicions: dict[str, Suspicion] = {}
         self._queue = BroadcastQueue()
         self.awareness = Awareness(config.awareness_max_multiplier)
+        self._probe_due = 0.0  # when the current probe round is meant to close
         self._seq = 0
         self._seeds: list[str] = []
         self._started = False
@@ -210,7 +213,8 @@ class Swim(UpdateRules):
         if not self._started:
             self._started = True
             cfg, now, uniform = self.config, self._now, self._rng.uniform
-            self._timer(now + uniform(0.0, cfg.probe_interval), "probe")
+            self._probe_due = now + uniform(0.0, cfg.probe_interval)
+            self._timer(self._probe_due, "probe")
             self._timer(now + uniform(0.0, cfg.gossip_interval), "gossip")
             first = cfg.probe_interval if cfg.startup_syncs else cfg.push_pull_interval
             self._timer(now + uniform(0.5, 1.0) * first, "push_pull")
@@ -298,13 +302,26 @@ class Swim(UpdateRules):
 
     def _probe_tick(self) -> None:
         p = self._probe
+        cfg, now = self.config, self._now
+        if p is not None and not p.acked and not p.stalled:
+            if now - self._probe_due > cfg.probe_timeout:
+                # Lifeguard local health: this round closes far later than it was due,
+                # so our own process stalled (CPU load, a blocked event loop) and an ack
+                # that arrived meanwhile may not be processed yet. That is evidence
+                # against us, not the target: raise our health score and give the probe
+                # a fresh (scaled) timeout instead of accusing the target.
+                p.stalled = True
+                self.awareness.apply(1)
+                self._probe_due = now + self.awareness.scale(cfg.probe_timeout)
+                self._timer(self._probe_due, "probe")
+                return
         if p is not None and not p.acked:
             self._probe_failed(p)
         self._probe = None
         if self._leaving:
             return
-        cfg, now = self.config, self._now
-        self._timer(now + self.awareness.scale(cfg.probe_interval), "probe")
+        self._probe_due = now + self.awareness.scale(cfg.probe_interval)
+        self._timer(self._probe_due, "probe")
         target = self._table.next_probe_target()
         if target is None:
             return

@@ -313,7 +313,7 @@ def activity_from_spec(
         shown = name[:MAX_NAME] + ("..." if len(name) > MAX_NAME else "")
         raise InvalidInput(
             f"activity name {shown!r} is invalid: use 1-{MAX_NAME} characters of "
-            f"[A-Za-z0-9_.-] (and not {MONITOR!r})"
+            f"letters, digits, '_', '.', '-' and spaces (not at either end; not {MONITOR!r})"
         )
     kind = _validate_body(name, spec, function_elided)
     data_uris = _check_list(name, "data_uris", spec.data_uris, MAX_DATA_URIS)

@@ -143,6 +143,7 @@ class CampaignRow:
     message: str
     last_seq: int
     owner: str = ""
+    finished_ms: int = 0
 
 
 def insert_campaign(
@@ -231,7 +232,14 @@ def find_by_request_id(store: Store, request_id: str, owner: str = "") -> str | 
 
 def _campaign(r: sqlite3.Row) -> CampaignRow:
     return CampaignRow(
-        r["id"], r["name"], r["state"], r["created_ms"], r["message"], r["last_seq"], r["owner"]
+        r["id"],
+        r["name"],
+        r["state"],
+        r["created_ms"],
+        r["message"],
+        r["last_seq"],
+        owner=r["owner"],
+        finished_ms=r["finished_ms"] or 0,
     )
 
 

@@ -26,13 +26,14 @@ from zambeze_mesh.v1 import common_pb2 as zambeze__mesh_dot_v1_dot_common__pb2
 from zambeze_mesh.v1 import data_pb2 as zambeze__mesh_dot_v1_dot_data__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fzambeze_mesh/v1/campaigns.proto\x12\x0fzambeze_mesh.v1\x1a\x1czambeze_mesh/v1/common.proto\x1a\x1azambeze_mesh/v1/data.proto\"k\n\rSubmitRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\nactivities\x18\x02 \x03(\x0b\x32\x1d.zambeze_mesh.v1.ActivitySpec\x12\x19\n\x11\x63lient_request_id\x18\x03 \x01(\t\"6\n\x0eSubmitResponse\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07monitor\x18\x02 \x01(\t\")\n\x12GetCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"\x8e\x02\n\x0e\x41\x63tivityStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.zambeze_mesh.v1.ActivityState\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\r\n\x05\x61gent\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12;\n\x06\x64\x65tail\x18\x06 \x03(\x0b\x32+.zambeze_mesh.v1.ActivityStatus.DetailEntry\x12\x0e\n\x06result\x18\x07 \x01(\x0c\x12\x12\n\ndepends_on\x18\x08 \x03(\t\x1a-\n\x0b\x44\x65tailEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe4\x01\n\x0e\x43\x61mpaignStatus\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.zambeze_mesh.v1.CampaignState\x12\x0f\n\x07monitor\x18\x04 \x01(\t\x12\x33\n\nactivities\x18\x05 \x03(\x0b\x32\x1f.zambeze_mesh.v1.ActivityStatus\x12\x10\n\x08last_seq\x18\x06 \x01(\x04\x12\x17\n\x0f\x63reated_unix_ms\x18\x07 \x01(\x03\x12\x0f\n\x07message\x18\x08 \x01(\t\"F\n\x0cWatchRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"4\n\nEventBatch\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.zambeze_mesh.v1.Event\",\n\x15\x43\x61ncelCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"%\n\x14ListCampaignsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"K\n\x15ListCampaignsResponse\x12\x32\n\tcampaigns\x18\x01 \x03(\x0b\x32\x1f.zambeze_mesh.v1.CampaignStatus\"\x14\n\x12ListMembersRequest\"\xae\x01\n\x06Member\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.zambeze_mesh.v1.MemberStatus\x12\x13\n\x0bincarnation\x18\x04 \x01(\x04\x12\x33\n\x0c\x63\x61pabilities\x18\x05 \x01(\x0b\x32\x1d.zambeze_mesh.v1.Capabilities\x12\x0c\n\x04self\x18\x06 \x01(\x08\"[\n\x13ListMembersResponse\x12(\n\x07members\x18\x01 \x03(\x0b\x32\x17.zambeze_mesh.v1.Member\x12\x0c\n\x04self\x18\x02 \x01(\t\x12\x0c\n\x04mesh\x18\x03 \x01(\t\"-\n\x0fListDataRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"b\n\x10ListDataResponse\x12,\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1b.zambeze_mesh.v1.ObjectInfo\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\r\n\x05\x61gent\x18\x03 \x01(\t\"\x1e\n\x0fStatDataRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\"<\n\x0fReadDataRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04size\x18\x03 \x01(\x04\"<\n\tDataChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x11\n\tfile_size\x18\x03 \x01(\x04\"d\n\x14GetProvenanceRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x15\n\rcheck_outputs\x18\x04 \x01(\x08\"\x8a\x01\n\x0bOutputCheck\x12\x10\n\x08\x61\x63tivity\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x0e\n\x06\x65xists\x18\x05 \x01(\x08\x12\x0c\n\x04size\x18\x06 \x01(\x04\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"\x8e\x03\n\x10ProvenanceRecord\x12/\n\x06status\x18\x01 \x01(\x0b\x32\x1f.zambeze_mesh.v1.CampaignStatus\x12\x31\n\nactivities\x18\x02 \x03(\x0b\x32\x1d.zambeze_mesh.v1.ActivitySpec\x12N\n\x0f\x66unction_sha256\x18\x03 \x03(\x0b\x32\x35.zambeze_mesh.v1.ProvenanceRecord.FunctionSha256Entry\x12&\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x16.zambeze_mesh.v1.Event\x12\x10\n\x08next_seq\x18\x05 \x01(\x04\x12-\n\x07outputs\x18\x06 \x03(\x0b\x32\x1c.zambeze_mesh.v1.OutputCheck\x12\x0c\n\x04mesh\x18\x07 \x01(\t\x12\x18\n\x10\x66inished_unix_ms\x18\x08 \x01(\x03\x1a\x35\n\x13\x46unctionSha256Entry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\x83\x07\n\tCampaigns\x12I\n\x06Submit\x12\x1e.zambeze_mesh.v1.SubmitRequest\x1a\x1f.zambeze_mesh.v1.SubmitResponse\x12K\n\x03Get\x12#.zambeze_mesh.v1.GetCampaignRequest\x1a\x1f.zambeze_mesh.v1.CampaignStatus\x12@\n\x05Watch\x12\x1d.zambeze_mesh.v1.WatchRequest\x1a\x16.zambeze_mesh.v1.Event0\x01\x12L\n\x0cWatchBatches\x12\x1d.zambeze_mesh.v1.WatchRequest\x1a\x1b.zambeze_mesh.v1.EventBatch0\x01\x12Q\n\x06\x43\x61ncel\x12&.zambeze_mesh.v1.CancelCampaignRequest\x1a\x1f.zambeze_mesh.v1.CampaignStatus\x12^\n\rListCampaigns\x12%.zambeze_mesh.v1.ListCampaignsRequest\x1a&.zambeze_mesh.v1.ListCampaignsResponse\x12X\n\x0bListMembers\x12#.zambeze_mesh.v1.ListMembersRequest\x1a$.zambeze_mesh.v1.ListMembersResponse\x12O\n\x08ListData\x12 .zambeze_mesh.v1.ListDataRequest\x1a!.zambeze_mesh.v1.ListDataResponse\x12I\n\x08StatData\x12 .zambeze_mesh.v1.StatDataRequest\x1a\x1b.zambeze_mesh.v1.ObjectInfo\x12J\n\x08ReadData\x12 .zambeze_mesh.v1.ReadDataRequest\x1a\x1a.zambeze_mesh.v1.DataChunk0\x01\x12Y\n\rGetProvenance\x12%.zambeze_mesh.v1.GetProvenanceRequest\x1a!.zambeze_mesh.v1.ProvenanceRecordb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fzambeze_mesh/v1/campaigns.proto\x12\x0fzambeze_mesh.v1\x1a\x1czambeze_mesh/v1/common.proto\x1a\x1azambeze_mesh/v1/data.proto\"k\n\rSubmitRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\nactivities\x18\x02 \x03(\x0b\x32\x1d.zambeze_mesh.v1.ActivitySpec\x12\x19\n\x11\x63lient_request_id\x18\x03 \x01(\t\"6\n\x0eSubmitResponse\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07monitor\x18\x02 \x01(\t\")\n\x12GetCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"\x8e\x02\n\x0e\x41\x63tivityStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.zambeze_mesh.v1.ActivityState\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\r\n\x05\x61gent\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12;\n\x06\x64\x65tail\x18\x06 \x03(\x0b\x32+.zambeze_mesh.v1.ActivityStatus.DetailEntry\x12\x0e\n\x06result\x18\x07 \x01(\x0c\x12\x12\n\ndepends_on\x18\x08 \x03(\t\x1a-\n\x0b\x44\x65tailEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xfe\x01\n\x0e\x43\x61mpaignStatus\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.zambeze_mesh.v1.CampaignState\x12\x0f\n\x07monitor\x18\x04 \x01(\t\x12\x33\n\nactivities\x18\x05 \x03(\x0b\x32\x1f.zambeze_mesh.v1.ActivityStatus\x12\x10\n\x08last_seq\x18\x06 \x01(\x04\x12\x17\n\x0f\x63reated_unix_ms\x18\x07 \x01(\x03\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\x18\n\x10\x66inished_unix_ms\x18\t \x01(\x03\"F\n\x0cWatchRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"4\n\nEventBatch\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.zambeze_mesh.v1.Event\",\n\x15\x43\x61ncelCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\"%\n\x14ListCampaignsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"K\n\x15ListCampaignsResponse\x12\x32\n\tcampaigns\x18\x01 \x03(\x0b\x32\x1f.zambeze_mesh.v1.CampaignStatus\"\x14\n\x12ListMembersRequest\"\xb1\x01\n\x06Member\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.zambeze_mesh.v1.MemberStatus\x12\x13\n\x0bincarnation\x18\x04 \x01(\x04\x12\x33\n\x0c\x63\x61pabilities\x18\x05 \x01(\x0b\x32\x1d.zambeze_mesh.v1.Capabilities\x12\x0f\n\x07is_self\x18\x06 \x01(\x08\"`\n\x13ListMembersResponse\x12(\n\x07members\x18\x01 \x03(\x0b\x32\x17.zambeze_mesh.v1.Member\x12\x11\n\tself_name\x18\x02 \x01(\t\x12\x0c\n\x04mesh\x18\x03 \x01(\t\"-\n\x0fListDataRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"b\n\x10ListDataResponse\x12,\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1b.zambeze_mesh.v1.ObjectInfo\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\r\n\x05\x61gent\x18\x03 \x01(\t\"\x1e\n\x0fStatDataRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\"<\n\x0fReadDataRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04size\x18\x03 \x01(\x04\"<\n\tDataChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x11\n\tfile_size\x18\x03 \x01(\x04\"d\n\x14GetProvenanceRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x15\n\rcheck_outputs\x18\x04 \x01(\x08\"\x8a\x01\n\x0bOutputCheck\x12\x10\n\x08\x61\x63tivity\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x0e\n\x06\x65xists\x18\x05 \x01(\x08\x12\x0c\n\x04size\x18\x06 \x01(\x04\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"\x8e\x03\n\x10ProvenanceRecord\x12/\n\x06status\x18\x01 \x01(\x0b\x32\x1f.zambeze_mesh.v1.CampaignStatus\x12\x31\n\nactivities\x18\x02 \x03(\x0b\x32\x1d.zambeze_mesh.v1.ActivitySpec\x12N\n\x0f\x66unction_sha256\x18\x03 \x03(\x0b\x32\x35.zambeze_mesh.v1.ProvenanceRecord.FunctionSha256Entry\x12&\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x16.zambeze_mesh.v1.Event\x12\x10\n\x08next_seq\x18\x05 \x01(\x04\x12-\n\x07outputs\x18\x06 \x03(\x0b\x32\x1c.zambeze_mesh.v1.OutputCheck\x12\x0c\n\x04mesh\x18\x07 \x01(\t\x12\x18\n\x10\x66inished_unix_ms\x18\x08 \x01(\x03\x1a\x35\n\x13\x46unctionSha256Entry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\x83\x07\n\tCampaigns\x12I\n\x06Submit\x12\x1e.zambeze_mesh.v1.SubmitRequest\x1a\x1f.zambeze_mesh.v1.SubmitResponse\x12K\n\x03Get\x12#.zambeze_mesh.v1.GetCampaignRequest\x1a\x1f.zambeze_mesh.v1.CampaignStatus\x12@\n\x05Watch\x12\x1d.zambeze_mesh.v1.WatchRequest\x1a\x16.zambeze_mesh.v1.Event0\x01\x12L\n\x0cWatchBatches\x12\x1d.zambeze_mesh.v1.WatchRequest\x1a\x1b.zambeze_mesh.v1.EventBatch0\x01\x12Q\n\x06\x43\x61ncel\x12&.zambeze_mesh.v1.CancelCampaignRequest\x1a\x1f.zambeze_mesh.v1.CampaignStatus\x12^\n\rListCampaigns\x12%.zambeze_mesh.v1.ListCampaignsRequest\x1a&.zambeze_mesh.v1.ListCampaignsResponse\x12X\n\x0bListMembers\x12#.zambeze_mesh.v1.ListMembersRequest\x1a$.zambeze_mesh.v1.ListMembersResponse\x12O\n\x08ListData\x12 .zambeze_mesh.v1.ListDataRequest\x1a!.zambeze_mesh.v1.ListDataResponse\x12I\n\x08StatData\x12 .zambeze_mesh.v1.StatDataRequest\x1a\x1b.zambeze_mesh.v1.ObjectInfo\x12J\n\x08ReadData\x12 .zambeze_mesh.v1.ReadDataRequest\x1a\x1a.zambeze_mesh.v1.DataChunk0\x01\x12Y\n\rGetProvenance\x12%.zambeze_mesh.v1.GetProvenanceRequest\x1a!.zambeze_mesh.v1.ProvenanceRecordB\xa5\x01\n\x12org.zambezemesh.v1B\x0e\x43\x61mpaignsProtoP\x01ZCgithub.com/zambeze-mesh/zambeze-mesh/gen/go/zambeze_mesh/v1;zmeshv1\xa2\x02\x03ZMV\xaa\x02\x0eZambezeMesh.V1\xca\x02\x0eZambezeMesh\\V1\xea\x02\x0fZambezeMesh::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'zambeze_mesh.v1.campaigns_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\022org.zambezemesh.v1B\016CampaignsProtoP\001ZCgithub.com/zambeze-mesh/zambeze-mesh/gen/go/zambeze_mesh/v1;zmeshv1\242\002\003ZMV\252\002\016ZambezeMesh.V1\312\002\016ZambezeMesh\\V1\352\002\017ZambezeMesh::V1'
   _globals['_ACTIVITYSTATUS_DETAILENTRY']._loaded_options = None
   _globals['_ACTIVITYSTATUS_DETAILENTRY']._serialized_options = b'8\001'
   _globals['_PROVENANCERECORD_FUNCTIONSHA256ENTRY']._loaded_options = None
@@ -48,41 +49,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTIVITYSTATUS_DETAILENTRY']._serialized_start=544
   _globals['_ACTIVITYSTATUS_DETAILENTRY']._serialized_end=589
   _globals['_CAMPAIGNSTATUS']._serialized_start=592
-  _globals['_CAMPAIGNSTATUS']._serialized_end=820
-  _globals['_WATCHREQUEST']._serialized_start=822
-  _globals['_WATCHREQUEST']._serialized_end=892
-  _globals['_EVENTBATCH']._serialized_start=894
-  _globals['_EVENTBATCH']._serialized_end=946
-  _globals['_CANCELCAMPAIGNREQUEST']._serialized_start=948
-  _globals['_CANCELCAMPAIGNREQUEST']._serialized_end=992
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=994
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=1031
-  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=1033
-  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=1108
-  _globals['_LISTMEMBERSREQUEST']._serialized_start=1110
-  _globals['_LISTMEMBERSREQUEST']._serialized_end=1130
-  _globals['_MEMBER']._serialized_start=1133
-  _globals['_MEMBER']._serialized_end=1307
-  _globals['_LISTMEMBERSRESPONSE']._serialized_start=1309
-  _globals['_LISTMEMBERSRESPONSE']._serialized_end=1400
-  _globals['_LISTDATAREQUEST']._serialized_start=1402
-  _globals['_LISTDATAREQUEST']._serialized_end=1447
-  _globals['_LISTDATARESPONSE']._serialized_start=1449
-  _globals['_LISTDATARESPONSE']._serialized_end=1547
-  _globals['_STATDATAREQUEST']._serialized_start=1549
-  _globals['_STATDATAREQUEST']._serialized_end=1579
-  _globals['_READDATAREQUEST']._serialized_start=1581
-  _globals['_READDATAREQUEST']._serialized_end=1641
-  _globals['_DATACHUNK']._serialized_start=1643
-  _globals['_DATACHUNK']._serialized_end=1703
-  _globals['_GETPROVENANCEREQUEST']._serialized_start=1705
-  _globals['_GETPROVENANCEREQUEST']._serialized_end=1805
-  _globals['_OUTPUTCHECK']._serialized_start=1808
-  _globals['_OUTPUTCHECK']._serialized_end=1946
-  _globals['_PROVENANCERECORD']._serialized_start=1949
-  _globals['_PROVENANCERECORD']._serialized_end=2347
-  _globals['_PROVENANCERECORD_FUNCTIONSHA256ENTRY']._serialized_start=2294
-  _globals['_PROVENANCERECORD_FUNCTIONSHA256ENTRY']._serialized_end=2347
-  _globals['_CAMPAIGNS']._serialized_start=2350
-  _globals['_CAMPAIGNS']._serialized_end=3249
+  _globals['_CAMPAIGNSTATUS']._serialized_end=846
+  _globals['_WATCHREQUEST']._serialized_start=848
+  _globals['_WATCHREQUEST']._serialized_end=918
+  _globals['_EVENTBATCH']._serialized_start=920
+  _globals['_EVENTBATCH']._serialized_end=972
+  _globals['_CANCELCAMPAIGNREQUEST']._serialized_start=974
+  _globals['_CANCELCAMPAIGNREQUEST']._serialized_end=1018
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=1020
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=1057
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=1059
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=1134
+  _globals['_LISTMEMBERSREQUEST']._serialized_start=1136
+  _globals['_LISTMEMBERSREQUEST']._serialized_end=1156
+  _globals['_MEMBER']._serialized_start=1159
+  _globals['_MEMBER']._serialized_end=1336
+  _globals['_LISTMEMBERSRESPONSE']._serialized_start=1338
+  _globals['_LISTMEMBERSRESPONSE']._serialized_end=1434
+  _globals['_LISTDATAREQUEST']._serialized_start=1436
+  _globals['_LISTDATAREQUEST']._serialized_end=1481
+  _globals['_LISTDATARESPONSE']._serialized_start=1483
+  _globals['_LISTDATARESPONSE']._serialized_end=1581
+  _globals['_STATDATAREQUEST']._serialized_start=1583
+  _globals['_STATDATAREQUEST']._serialized_end=1613
+  _globals['_READDATAREQUEST']._serialized_start=1615
+  _globals['_READDATAREQUEST']._serialized_end=1675
+  _globals['_DATACHUNK']._serialized_start=1677
+  _globals['_DATACHUNK']._serialized_end=1737
+  _globals['_GETPROVENANCEREQUEST']._serialized_start=1739
+  _globals['_GETPROVENANCEREQUEST']._serialized_end=1839
+  _globals['_OUTPUTCHECK']._serialized_start=1842
+  _globals['_OUTPUTCHECK']._serialized_end=1980
+  _globals['_PROVENANCERECORD']._serialized_start=1983
+  _globals['_PROVENANCERECORD']._serialized_end=2381
+  _globals['_PROVENANCERECORD_FUNCTIONSHA256ENTRY']._serialized_start=2328
+  _globals['_PROVENANCERECORD_FUNCTIONSHA256ENTRY']._serialized_end=2381
+  _globals['_CAMPAIGNS']._serialized_start=2384
+  _globals['_CAMPAIGNS']._serialized_end=3283
 # @@protoc_insertion_point(module_scope)

@@ -241,6 +241,7 @@ class CampaignStatus(_message.Message):
     LAST_SEQ_FIELD_NUMBER: _builtins.int
     CREATED_UNIX_MS_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    FINISHED_UNIX_MS_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.str
     name: _builtins.str
     state: _common_pb2.CampaignState.ValueType
@@ -253,6 +254,8 @@ class CampaignStatus(_message.Message):
     """submission time, Unix milliseconds"""
     message: _builtins.str
     """campaign message, e.g. the first failure and its stderr tail"""
+    finished_unix_ms: _builtins.int
+    """when it reached its final state, Unix milliseconds (0 while"""
     @_builtins.property
     def activities(self) -> _containers.RepeatedCompositeFieldContainer[Global___ActivityStatus]:
         """one per activity, in submission order"""
@@ -268,10 +271,11 @@ class CampaignStatus(_message.Message):
         last_seq: _builtins.int = ...,
         created_unix_ms: _builtins.int = ...,
         message: _builtins.str = ...,
+        finished_unix_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activities", b"activities", "campaign_id", b"campaign_id", "created_unix_ms", b"created_unix_ms", "last_seq", b"last_seq", "message", b"message", "monitor", b"monitor", "name", b"name", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activities", b"activities", "campaign_id", b"campaign_id", "created_unix_ms", b"created_unix_ms", "finished_unix_ms", b"finished_unix_ms", "last_seq", b"last_seq", "message", b"message", "monitor", b"monitor", "name", b"name", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -289,7 +293,7 @@ class WatchRequest(_message.Message):
     after_seq: _builtins.int
     """stream events with seq > after_seq; 0 = from the beginning"""
     follow: _builtins.bool
-    """set true: keep streaming until the campaign ends. Agents"""
+    """true: keep streaming until the campaign ends (what a"""
     def __init__(
         self,
         *,
@@ -417,7 +421,7 @@ class Member(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     INCARNATION_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
-    SELF_FIELD_NUMBER: _builtins.int
+    IS_SELF_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """agent name (unique in the mesh)"""
     address: _builtins.str
@@ -426,25 +430,25 @@ class Member(_message.Message):
     """ALIVE, SUSPECT, DEAD or LEFT"""
     incarnation: _builtins.int
     """SWIM incarnation number (grows on refutation/restart)"""
-    self: _builtins.bool
-    """true for the agent answering"""
+    is_self: _builtins.bool
+    """true for the agent answering (named `self` before"""
     @_builtins.property
     def capabilities(self) -> _common_pb2.Capabilities:
         """plugins, resources, labels, free slots..."""
 
     def __init__(
-        self_,  # pyright: ignore[reportSelfClsParameterName]
+        self,
         *,
         name: _builtins.str = ...,
         address: _builtins.str = ...,
         status: _common_pb2.MemberStatus.ValueType = ...,
         incarnation: _builtins.int = ...,
         capabilities: _common_pb2.Capabilities | None = ...,
-        self: _builtins.bool = ...,
+        is_self: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capabilities", b"capabilities", "incarnation", b"incarnation", "name", b"name", "self", b"self", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capabilities", b"capabilities", "incarnation", b"incarnation", "is_self", b"is_self", "name", b"name", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -455,10 +459,10 @@ class ListMembersResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MEMBERS_FIELD_NUMBER: _builtins.int
-    SELF_FIELD_NUMBER: _builtins.int
+    SELF_NAME_FIELD_NUMBER: _builtins.int
     MESH_FIELD_NUMBER: _builtins.int
-    self: _builtins.str
-    """name of the answering agent"""
+    self_name: _builtins.str
+    """name of the answering agent (was `self`, same number)"""
     mesh: _builtins.str
     """mesh name (the trust domain in spiffe:// identities)"""
     @_builtins.property
@@ -466,15 +470,15 @@ class ListMembersResponse(_message.Message):
         """every known member, including the answering agent"""
 
     def __init__(
-        self_,  # pyright: ignore[reportSelfClsParameterName]
+        self,
         *,
         members: _abc.Iterable[Global___Member] | None = ...,
-        self: _builtins.str = ...,
+        self_name: _builtins.str = ...,
         mesh: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members", "mesh", b"mesh", "self", b"self"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members", "mesh", b"mesh", "self_name", b"self_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -105,8 +105,11 @@ class CampaignsServicer:
         cycles, bad URIs, out-of-range fields), FAILED_PRECONDITION (no live agent
         offers the plugin an activity needs), RESOURCE_EXHAUSTED (more than 10,000
         activities, or a message over the size limit).
-        Idempotent with client_request_id: a retried Submit with the same id
-        returns the campaign created the first time.
+        Idempotent with client_request_id: a retried Submit with the same id and
+        the same request (name and activities, byte for byte) returns the campaign
+        created the first time, whatever its state. The same id with a different
+        request is a client bug and fails with ALREADY_EXISTS (the message names
+        the existing campaign); nothing is created.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -94,8 +94,11 @@ class CampaignsStub:
     cycles, bad URIs, out-of-range fields), FAILED_PRECONDITION (no live agent
     offers the plugin an activity needs), RESOURCE_EXHAUSTED (more than 10,000
     activities, or a message over the size limit).
-    Idempotent with client_request_id: a retried Submit with the same id
-    returns the campaign created the first time.
+    Idempotent with client_request_id: a retried Submit with the same id and
+    the same request (name and activities, byte for byte) returns the campaign
+    created the first time, whatever its state. The same id with a different
+    request is a client bug and fails with ALREADY_EXISTS (the message names
+    the existing campaign); nothing is created.
     """
     Get: _grpc.UnaryUnaryMultiCallable[_campaigns_pb2.GetCampaignRequest, _campaigns_pb2.CampaignStatus]
     """Current state of a campaign and of each of its activities (a snapshot;
@@ -184,8 +187,11 @@ class CampaignsAsyncStub(CampaignsStub):
     cycles, bad URIs, out-of-range fields), FAILED_PRECONDITION (no live agent
     offers the plugin an activity needs), RESOURCE_EXHAUSTED (more than 10,000
     activities, or a message over the size limit).
-    Idempotent with client_request_id: a retried Submit with the same id
-    returns the campaign created the first time.
+    Idempotent with client_request_id: a retried Submit with the same id and
+    the same request (name and activities, byte for byte) returns the campaign
+    created the first time, whatever its state. The same id with a different
+    request is a client bug and fails with ALREADY_EXISTS (the message names
+    the existing campaign); nothing is created.
     """
     Get: _aio.UnaryUnaryMultiCallable[_campaigns_pb2.GetCampaignRequest, _campaigns_pb2.CampaignStatus]  # type: ignore[assignment]
     """Current state of a campaign and of each of its activities (a snapshot;
@@ -277,8 +283,11 @@ class CampaignsServicer(metaclass=_abc_1.ABCMeta):
         cycles, bad URIs, out-of-range fields), FAILED_PRECONDITION (no live agent
         offers the plugin an activity needs), RESOURCE_EXHAUSTED (more than 10,000
         activities, or a message over the size limit).
-        Idempotent with client_request_id: a retried Submit with the same id
-        returns the campaign created the first time.
+        Idempotent with client_request_id: a retried Submit with the same id and
+        the same request (name and activities, byte for byte) returns the campaign
+        created the first time, whatever its state. The same id with a different
+        request is a client bug and fails with ALREADY_EXISTS (the message names
+        the existing campaign); nothing is created.
         """
 
     @_abc_1.abstractmethod

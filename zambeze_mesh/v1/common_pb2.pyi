@@ -624,7 +624,7 @@ class TransferSpec(_message.Message):
     source: _builtins.str
     """NAME://path or "@output:<activity>[/path]" """
     dest: _builtins.str
-    """NAME://path (a directory or file on agent NAME)"""
+    """NAME://path on agent NAME, like `cp`: ending in '/' or"""
     def __init__(
         self,
         *,
@@ -752,9 +752,17 @@ class Event(_message.Message):
         `state` is UNSPECIFIED.
       * activity-level: `activity` names the activity, `state` is set,
         `campaign_state` is UNSPECIFIED.
-    Detail keys (all values are strings; keys may be added, so ignore unknown ones):
-      SUCCEEDED/FAILED: exit_code, stdout_tail, stderr_tail (last few KiB),
-        output_dir (absolute, on `agent`), duration_s, stdout_path, stderr_path.
+    Detail keys (keys may be added, so ignore unknown ones). Every value is a
+    string on the wire; each key always holds one type, to parse as follows:
+      integer (base-10, optional leading '-'): exit_code, pid, bytes
+      decimal number (e.g. "1.25", parse as a double): duration_s, rate_mib_s
+      text: stdout_tail, stderr_tail (last few KiB, UTF-8 with invalid bytes
+        replaced), output_dir, stdout_path, stderr_path (absolute paths on
+        `agent`), job_id (the scheduler's job id: text, not always a number),
+        scheduler, uri, method, and keys a plugin adds (e.g. reason)
+    Where they appear:
+      SUCCEEDED/FAILED: exit_code, stdout_tail, stderr_tail, output_dir,
+        duration_s, stdout_path, stderr_path.
       RUNNING: pid (local processes) or job_id and scheduler (batch jobs).
       QUEUED: job_id (batch scheduler job).
       STAGING: uri, then bytes, rate_mib_s and method once the input arrived

@@ -193,13 +193,13 @@ class FakeCampaigns(campaigns_pb2_grpc.CampaignsServicer):
     async def ListMembers(
         self, request: campaigns_pb2.ListMembersRequest, context: grpc.aio.ServicerContext
     ) -> campaigns_pb2.ListMembersResponse:
-        resp = campaigns_pb2.ListMembersResponse(mesh="testmesh", self="agent-0")
+        resp = campaigns_pb2.ListMembersResponse(mesh="testmesh", self_name="agent-0")
         resp.members.add(
             name="agent-0",
             address="127.0.0.1:1",
             status=A.MEMBER_STATUS_ALIVE,
             incarnation=3,
-            self=True,
+            is_self=True,
             capabilities=common_pb2.Capabilities(plugins=["shell", "python"], slots=4),
         )
         return resp

@@ -39,7 +39,7 @@ class Campaigns(campaigns_pb2_grpc.CampaignsServicer):
         assert caller is not None
         ident = peer_identity(context)
         return campaigns_pb2.ListMembersResponse(
-            self=f"{caller.kind}:{caller.name}", mesh=ident.mesh if ident else ""
+            self_name=f"{caller.kind}:{caller.name}", mesh=ident.mesh if ident else ""
         )
 
 
@@ -107,7 +107,7 @@ async def test_mtls_and_authorization(ca: MeshCA, rogue_ca: MeshCA, server: Serv
     async with _secure(server, client) as ch:
         camp = campaigns_pb2_grpc.CampaignsStub(ch)
         resp = await camp.ListMembers(campaigns_pb2.ListMembersRequest(), timeout=TIMEOUT)
-        assert resp.self == "client:alice" and resp.mesh == "alpha"
+        assert resp.self_name == "client:alice" and resp.mesh == "alpha"
         mem = membership_pb2_grpc.MembershipStub(ch)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await mem.Ping(membership_pb2.PingRequest(seq=1), timeout=TIMEOUT)
@@ -124,7 +124,7 @@ async def test_mtls_and_authorization(ca: MeshCA, rogue_ca: MeshCA, server: Serv
         resp = await campaigns_pb2_grpc.CampaignsStub(ch).ListMembers(
             campaigns_pb2.ListMembersRequest(), timeout=TIMEOUT
         )
-        assert resp.self == "agent:a2"
+        assert resp.self_name == "agent:a2"
         # an unimplemented method passes authorization and reaches the base servicer
         code = await _code(
             membership_pb2_grpc.MembershipStub(ch).Gossip(

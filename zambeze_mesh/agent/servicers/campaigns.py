@@ -78,7 +78,8 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
         self, request: campaigns_pb2.WatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[common_pb2.Event]:
         monitor = self._monitor()
-        async for ev in monitor.watch(self._owned(request.campaign_id), request.after_seq):
+        cid = self._owned(request.campaign_id)
+        async for ev in monitor.watch(cid, request.after_seq, request.follow):
             yield ev
 
     @rpc_errors
@@ -87,7 +88,7 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
     ) -> AsyncIterator[campaigns_pb2.EventBatch]:
         monitor = self._monitor()
         cid = self._owned(request.campaign_id)
-        async for batch in monitor.watch_batches(cid, request.after_seq):
+        async for batch in monitor.watch_batches(cid, request.after_seq, request.follow):
             yield campaigns_pb2.EventBatch(events=batch)
 
     @rpc_errors
@@ -124,14 +125,14 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
         gossip = self.agent.gossip
         if gossip is None:
             raise Unavailable("membership is not running yet")
-        resp = campaigns_pb2.ListMembersResponse(self=self.agent.name, mesh=self.agent.mesh)
+        resp = campaigns_pb2.ListMembersResponse(self_name=self.agent.name, mesh=self.agent.mesh)
         for m in gossip.members():
             member = resp.members.add(
                 name=m.name,
                 address=m.address,
                 status=STATUS.get(m.status, common_pb2.MEMBER_STATUS_UNSPECIFIED),
                 incarnation=m.incarnation,
-                self=m.name == self.agent.name,
+                is_self=m.name == self.agent.name,
             )
             if m.record is not None:
                 member.capabilities.CopyFrom(m.record.capabilities)
