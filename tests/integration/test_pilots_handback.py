@@ -31,7 +31,9 @@ async def test_handed_back_attempt_is_reoffered_not_failed(tmp_path: Path) -> No
             resp = await stub.Submit(campaigns_pb2.SubmitRequest(name="c", activities=[act]))
             handed = False
             async with asyncio.timeout(60):
-                watch = stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id))
+                watch = stub.Watch(
+                    campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id, follow=True)
+                )
                 async for ev in watch:
                     events.append(ev)
                     if ev.state == S.ACTIVITY_STATE_RUNNING and not handed:

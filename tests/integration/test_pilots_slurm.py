@@ -177,7 +177,9 @@ async def watch_campaign(
     """Submit ``acts`` and follow the campaign to its end, calling ``on_event(ev)``."""
     resp = await stub.Submit(campaigns_pb2.SubmitRequest(name="p", activities=acts))
     events = []
-    async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id)):
+    async for ev in stub.Watch(
+        campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id, follow=True)
+    ):
         events.append(ev)
         if on_event is not None:
             await on_event(ev)  # type: ignore[operator]

@@ -47,7 +47,9 @@ def _run(
     stub: campaigns_pb2_grpc.CampaignsStub, acts: list[S.ActivitySpec]
 ) -> campaigns_pb2.CampaignStatus:
     resp = stub.Submit(campaigns_pb2.SubmitRequest(name="evil", activities=acts), timeout=10)
-    for _ in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id), timeout=90):
+    for _ in stub.Watch(
+        campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id, follow=True), timeout=90
+    ):
         pass
     return stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=resp.campaign_id), timeout=10)
 
@@ -339,7 +341,9 @@ async def test_run_as_user_cannot_read_agent_secrets() -> None:
                 resp = await stub.Submit(
                     campaigns_pb2.SubmitRequest(name="r", activities=[shell("steal", cmd)])
                 )
-                async for _ in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id)):
+                async for _ in stub.Watch(
+                    campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id, follow=True)
+                ):
                     pass
                 status = await stub.Get(
                     campaigns_pb2.GetCampaignRequest(campaign_id=resp.campaign_id)
@@ -374,7 +378,9 @@ async def test_local_batch_job_runs_in_the_sandbox(tmp_path: Path) -> None:
             resp = await stub.Submit(
                 campaigns_pb2.SubmitRequest(name="b", activities=[shell("steal", cmd)])
             )
-            async for _ in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id)):
+            async for _ in stub.Watch(
+                campaigns_pb2.WatchRequest(campaign_id=resp.campaign_id, follow=True)
+            ):
                 pass
             status = await stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=resp.campaign_id))
         act = status.activities[0]

@@ -58,7 +58,9 @@ async def _wait_state(
 
 
 async def _final(stub: campaigns_pb2_grpc.CampaignsStub, cid: str) -> campaigns_pb2.CampaignStatus:
-    async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=cid), timeout=60):
+    async for ev in stub.Watch(
+        campaigns_pb2.WatchRequest(campaign_id=cid, follow=True), timeout=60
+    ):
         if ev.campaign_state in (
             S.CAMPAIGN_STATE_SUCCEEDED,
             S.CAMPAIGN_STATE_FAILED,

@@ -133,24 +133,16 @@ class Monitor:
         in a worker thread, one campaign at a time, admitted by :attr:`gate` (which
         answers RESOURCE_EXHAUSTED with a retry hint when ``owner`` has too much
         waiting): the event loop keeps serving meanwhile."""
-        store = self.agent.require_store()
-        rid = req.client_request_id
-        if len(rid) > 128:
+        if len(req.client_request_id) > 128:
             raise InvalidInput("client_request_id is longer than 128 characters")
-        existing = cstore.find_by_request_id(store, rid, owner) if rid else None
+        existing = self._resubmitted(req, owner)
         if existing:
             return existing
         self._check_sizes(req)
         async with self.gate.admit(owner, len(req.activities)):
             # An equal request admitted just before this one may have created it.
-            existing = cstore.find_by_request_id(store, rid, owner) if rid else None
+            existing = self._resubmitted(req, owner)
             if existing:
-                if cstore.load_request(store, existing) != req:
-                    raise AlreadyExists(
-                        f"client_request_id {req.client_request_id!r} was already used for "
-                        f"campaign {existing} with a different request; use a new id for a "
-                        "new campaign"
-                    )
                 return existing
             acts, dag = await asyncio.to_thread(_build, req)
             self._check_plugins(acts)
@@ -172,6 +164,21 @@ class Monitor:
         log_event(log, "campaign.submitted", campaign=cid, name=req.name, activities=len(acts))
         self._offer(live, offer)
         return cid
+
+    def _resubmitted(self, req: campaigns_pb2.SubmitRequest, owner: str) -> str | None:
+        """The campaign ``owner`` already submitted with this ``client_request_id``
+        (the same request again), or None; AlreadyExists for a different request."""
+        rid = req.client_request_id
+        if not rid:
+            return None
+        store = self.agent.require_store()
+        existing = cstore.find_by_request_id(store, rid, owner)
+        if existing and cstore.load_request(store, existing) != req:
+            raise AlreadyExists(
+                f"client_request_id {rid!r} was already used for campaign {existing} with a "
+                "different request; use a new id for a new campaign"
+            )
+        return existing
 
     def _journal_new(
         self, live: Live, req: campaigns_pb2.SubmitRequest, acts: builtins.list[ActivityDef]
