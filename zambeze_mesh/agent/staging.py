@@ -219,17 +219,17 @@ class Stager:
         started = time.monotonic()
         result = await DataClient(self.agent).fetch(parsed.agent, parsed.path, dest)
         seconds = max(time.monotonic() - started, 1e-6)
-        await emit(
-            "STAGING",
-            f"staged {uri} ({result.bytes} bytes via {result.method})",
-            {
-                "uri": uri,
-                "bytes": str(result.bytes),
-                "rate_mib_s": f"{result.bytes / seconds / 2**20:.1f}",
-                "method": result.method,
-                "sent_twice": str(result.sent_twice),
-            },
-        )
+        detail = {
+            "uri": uri,
+            "bytes": str(result.bytes),
+            "rate_mib_s": f"{result.bytes / seconds / 2**20:.1f}",
+            "method": result.method,
+            "streams": str(result.streams),
+            "sent_twice": str(result.sent_twice),
+        }
+        if result.fallback_from:
+            detail["fallback_from"] = result.fallback_from
+        await emit("STAGING", f"staged {uri} ({result.bytes} bytes via {result.method})", detail)
         return dest
 
     async def transfer(self, job: Job, prepared: Prepared, emit: Emit) -> Outcome:
