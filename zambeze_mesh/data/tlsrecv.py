@@ -3,7 +3,7 @@
 :class:`StripedReceive` fetches the rest of one file (from ``sink.offset``) over
 one or more TLS connections. Reader threads (one per stripe) ``recv_into``
 preallocated frame buffers; the calling thread takes frames in offset order,
-checks each crc32 and hands it to the sink (a
+checks each checksum (CRC-32C, else CRC-32) and hands it to the sink (a
 :class:`~zambeze_mesh.data.receive.FileReceiver`: sha256, part file, checkpoints).
 TLS decryption, crc32, sha256 and file writes all release the GIL, so reading
 and hashing/writing overlap on two cores. Each stripe owns a few buffers, so a
@@ -20,13 +20,13 @@ import queue
 import socket
 import ssl
 import threading
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from zambeze_mesh.data.receive import ChunkCorrupt
 from zambeze_mesh.data.tlswire import (
+    CHECKS,
     DEFAULT_FRAME,
     ERROR_LEN,
     FRAME,
@@ -139,6 +139,8 @@ class StripedReceive:
         self._conns: list[ssl.SSLSocket] = []
         self._free: list[queue.SimpleQueue[bytearray | None]] = []
         self._stopped = False
+        self.check = "crc32"
+        """The frame checksum the holder chose (``crc32c`` or ``crc32``)."""
 
     def cancel(self, reason: BaseException | None = None) -> None:
         """Stop: record ``reason`` (default: cancelled), drop the connections."""
@@ -199,20 +201,25 @@ class StripedReceive:
             raise error_from(answer)
         if answer.get("size") != self.size or answer.get("sha256") != self.sha256:
             raise FailedPrecondition(f"{self.relpath or 'the object'} changed at the holder")
+        check = answer.get("check", "crc32")
+        if check not in CHECKS:
+            raise Unavailable(f"tls-stream: the holder uses an unknown checksum {check!r}")
+        self.check = check
         return conn
 
     def _write_in_order(self, start: int) -> None:
         expected = start
+        check = CHECKS[self.check]
         while expected < self.size:
             with self._cond:
                 while expected not in self._pending and self._error is None:
                     self._cond.wait()
-                if self._error is not None:
-                    raise self._error
+                if expected not in self._pending:  # frames already here are kept
+                    raise self._error or Unavailable("tls-stream: stopped")
                 stripe, buf, n, crc = self._pending.pop(expected)
             data = memoryview(buf)[:n]
-            if zlib.crc32(data) != crc:
-                raise ChunkCorrupt(f"frame at offset {expected} does not match its crc32")
+            if check(data) != crc:
+                raise ChunkCorrupt(f"frame at offset {expected} does not match its {self.check}")
             self.sink.write(expected, data)  # type: ignore[arg-type]
             self._free[stripe].put(buf)
             expected += n

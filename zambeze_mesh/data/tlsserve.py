@@ -7,7 +7,7 @@ the handshake); the certificate must name an agent of this mesh; then the reques
 (grant, file, range) is checked by the same ``resolve`` callable ``Fetch`` uses
 (grant signature, identity, expiry, sandbox), under the same per-peer stream
 limit; then frames are read with ``preadv`` into one reused buffer, given a
-crc32 and sent with one ``sendall`` each. A reader that takes nothing for
+checksum (CRC-32C or CRC-32) and sent with one ``sendall`` each. A reader that takes nothing for
 ``idle_timeout_s`` loses the connection.
 """
 
@@ -20,7 +20,6 @@ import os
 import socket
 import ssl
 import threading
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -29,6 +28,7 @@ from cryptography import x509
 
 from zambeze_mesh.data.sandbox import open_regular
 from zambeze_mesh.data.tlswire import (
+    CHECKS,
     ERROR_LEN,
     FRAME,
     MAGIC,
@@ -262,7 +262,8 @@ class DataListener:
                     self.refused += 1
                     write_json(conn, error_json(exc))
                     return
-                write_json(conn, {"ok": True, "size": target.size, "sha256": target.sha256})
+                answer = {"ok": True, "size": target.size, "sha256": target.sha256}
+                write_json(conn, {**answer, "check": req.checks[0]})
                 conn.settimeout(self.idle_timeout_s)
                 self._send(conn, target, req)
         except ResourceExhausted as exc:
@@ -275,6 +276,7 @@ class DataListener:
         buf = bytearray(hl + frame)
         view = memoryview(buf)
         fault = self._fault() if self._fault is not None else None
+        check = CHECKS[req.checks[0]]
         fd = open_regular(target.path)
         try:
             offsets = stripe_frames(req.offset, req.end, frame, req.stripe, req.stripes)
@@ -287,7 +289,7 @@ class DataListener:
                     raw = json.dumps(error_json(err)).encode()
                     conn.sendall(FRAME.pack(len(raw), ERROR_LEN, 0) + raw)
                     return
-                FRAME.pack_into(buf, 0, off, n, zlib.crc32(data))
+                FRAME.pack_into(buf, 0, off, n, check(data))
                 if fault is not None:
                     fault(index, off, data)
                 conn.sendall(view[: hl + n])
