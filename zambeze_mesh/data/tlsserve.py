@@ -50,9 +50,12 @@ from zambeze_mesh.errors import (
 )
 from zambeze_mesh.security.certcache import CertCache, default_cache
 
-__all__ = ["DataListener", "FrameFault", "Target"]
+__all__ = ["MAX_CONNECTIONS", "DataListener", "FrameFault", "Target"]
 
 log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 512
+"""Connections (handshaking or serving) one listener holds at once; more are closed."""
 
 FrameFault = Callable[[int, int, memoryview], None]
 """Test hook: ``(index in connection, offset, frame bytes)``; may alter the bytes
@@ -203,6 +206,10 @@ class DataListener:
                 if self._closed:
                     raw.close()
                     return
+                if len(self._conns) >= MAX_CONNECTIONS:  # handshakes included
+                    self.refused += 1
+                    raw.close()
+                    continue
                 self._conns.add(raw)
             threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
 
@@ -215,7 +222,7 @@ class DataListener:
             try:
                 conn = self.context.wrap_socket(raw, server_side=True)
             except (ssl.SSLError, OSError) as exc:
-                self.refused += 1
+                self._refuse()
                 log.info("tls-stream: handshake refused: %s", exc)
                 return
             with conn:
@@ -227,6 +234,10 @@ class DataListener:
                 self._conns.discard(raw)
             with contextlib.suppress(OSError):
                 raw.close()
+
+    def _refuse(self) -> None:
+        with self._lock:
+            self.refused += 1
 
     def _caller(self, conn: ssl.SSLSocket) -> str:
         der = conn.getpeercert(binary_form=True)
@@ -246,7 +257,7 @@ class DataListener:
                 raise InvalidInput("tls-stream: not a data request")
             req = RangeRequest.from_json(read_json(conn))
         except ZmeshError as exc:
-            self.refused += 1
+            self._refuse()
             with contextlib.suppress(OSError):
                 write_json(conn, error_json(exc))
             return
@@ -259,7 +270,7 @@ class DataListener:
                             f"range end {req.end} is past the end ({target.size} bytes)"
                         )
                 except ZmeshError as exc:
-                    self.refused += 1
+                    self._refuse()
                     write_json(conn, error_json(exc))
                     return
                 answer = {"ok": True, "size": target.size, "sha256": target.sha256}
@@ -267,7 +278,7 @@ class DataListener:
                 conn.settimeout(self.idle_timeout_s)
                 self._send(conn, target, req)
         except ResourceExhausted as exc:
-            self.refused += 1
+            self._refuse()
             write_json(conn, error_json(exc))
 
     def _send(self, conn: ssl.SSLSocket, target: Target, req: RangeRequest) -> None:
