@@ -70,3 +70,8 @@ def test_quick_demo_stores_validated_models(tmp_path: Path) -> None:
     assert best["val_iou"] > report["baseline_iou"] + 0.05, report
     assert dag.stat().st_size > 5000
     assert "succeeded" in proc.stdout
+
+    # data moved between agents over tls-stream, with its rate in the event stream
+    moved = [ln for ln in proc.stdout.splitlines() if "  transfer " in ln]
+    assert moved, logs
+    assert all("via tls-stream" in ln and " MiB/s" in ln for ln in moved), moved
