@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from zambeze_mesh.data.methods import TLS_STREAM
 from zambeze_mesh.data.receive import ChunkCorrupt, FileReceiver, already_present, manifest_dest
 from zambeze_mesh.data.stream import FetchStats, default_backoff
+from zambeze_mesh.data.tlsbio import TLSConn
 from zambeze_mesh.data.tlsrecv import StripedReceive
 from zambeze_mesh.data.tlswire import DEFAULT_FRAME, client_context, tune_socket
 from zambeze_mesh.data.wire import info_from_pb, manifest_from_pb
@@ -81,10 +82,10 @@ def tls_context(client: DataClient) -> ssl.SSLContext:
 
 def connector(
     ctx: ssl.SSLContext, host: str, port: int, *, idle_s: float = IDLE_TIMEOUT_S
-) -> Callable[[], ssl.SSLSocket]:
+) -> Callable[[], TLSConn]:
     """A function opening a tuned, handshaken TLS connection to ``host``: ``port``."""
 
-    def connect() -> ssl.SSLSocket:
+    def connect() -> TLSConn:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
             family, kind, proto, _, addr = infos[0]
@@ -95,7 +96,8 @@ def connector(
             tune_socket(raw)  # before connect, so the window scale can use the buffers
             raw.settimeout(CONNECT_TIMEOUT_S)
             raw.connect(addr)
-            conn = ctx.wrap_socket(raw, server_hostname=host)
+            conn = TLSConn(raw, ctx, server_side=False, server_hostname=host)
+            conn.handshake()
         except (OSError, ssl.SSLError) as exc:
             raw.close()
             raise Unreachable(f"tls-stream: cannot reach {host}:{port}: {exc}") from None

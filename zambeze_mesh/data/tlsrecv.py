@@ -18,13 +18,13 @@ import hashlib
 import json
 import queue
 import socket
-import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from zambeze_mesh.data.receive import ChunkCorrupt
+from zambeze_mesh.data.tlsbio import TLSConn
 from zambeze_mesh.data.tlswire import (
     CHECKS,
     DEFAULT_FRAME,
@@ -43,7 +43,7 @@ from zambeze_mesh.errors import DataIntegrityError, FailedPrecondition, Unavaila
 
 __all__ = ["DigestSink", "RangeStats", "Sink", "StripedReceive"]
 
-Connect = Callable[[], ssl.SSLSocket]
+Connect = Callable[[], TLSConn]
 """Open a handshaken TLS connection to the holder's data port."""
 
 BUFFERS_PER_STRIPE = 3
@@ -136,7 +136,7 @@ class StripedReceive:
         self._cond = threading.Condition()
         self._pending: dict[int, tuple[int, bytearray, int, int]] = {}
         self._error: BaseException | None = None
-        self._conns: list[ssl.SSLSocket] = []
+        self._conns: list[TLSConn] = []
         self._free: list[queue.SimpleQueue[bytearray | None]] = []
         self._stopped = False
         self.check = "crc32"
@@ -188,7 +188,7 @@ class StripedReceive:
                     c.close()
         return self.stats
 
-    def _open(self, start: int, stripe: int, stripes: int) -> ssl.SSLSocket:
+    def _open(self, start: int, stripe: int, stripes: int) -> TLSConn:
         conn = self.connect()
         with self._cond:
             self._conns.append(conn)
@@ -226,7 +226,7 @@ class StripedReceive:
             if self.on_write is not None:
                 self.on_write(expected)
 
-    def _read(self, conn: ssl.SSLSocket, stripe: int, stripes: int, start: int) -> None:
+    def _read(self, conn: TLSConn, stripe: int, stripes: int, start: int) -> None:
         head = bytearray(FRAME.size)
         hv = memoryview(head)
         try:

@@ -40,7 +40,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from zambeze_mesh import errors
 from zambeze_mesh.errors import InvalidInput, Unavailable, ZmeshError
@@ -55,6 +55,7 @@ __all__ = [
     "MAX_JSON",
     "MAX_STRIPES",
     "SOCKET_BUFFER",
+    "Conn",
     "RangeRequest",
     "choose_check",
     "client_context",
@@ -115,6 +116,18 @@ _ERRORS: dict[str, type[ZmeshError]] = {
         errors.DataIntegrityError,
     )
 }
+
+
+class Conn(Protocol):
+    """What the wire helpers need of a connection (``SSLSocket`` or ``TLSConn``)."""
+
+    def recv_into(self, view: memoryview) -> int:
+        """Read into ``view``; 0 at the end of stream."""
+        ...
+
+    def sendall(self, data: bytes) -> None:
+        """Send all of ``data``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +194,7 @@ def stripe_frames(offset: int, end: int, frame: int, stripe: int, stripes: int) 
         pos += step
 
 
-def recv_exact(sock: socket.socket, view: memoryview) -> None:
+def recv_exact(sock: Conn, view: memoryview) -> None:
     """Fill ``view`` from ``sock``; :class:`Unavailable` if the peer closes first."""
     got = 0
     n = len(view)
@@ -192,13 +205,13 @@ def recv_exact(sock: socket.socket, view: memoryview) -> None:
         got += k
 
 
-def write_json(sock: socket.socket, obj: Any, prefix: bytes = b"") -> None:
+def write_json(sock: Conn, obj: Any, prefix: bytes = b"") -> None:
     """Send ``prefix``, a 4-byte length and ``obj`` as JSON."""
     body = json.dumps(obj, separators=(",", ":")).encode()
     sock.sendall(prefix + _LEN.pack(len(body)) + body)
 
 
-def read_json(sock: socket.socket) -> Any:
+def read_json(sock: Conn) -> Any:
     """Read a 4-byte length and that much JSON (at most :data:`MAX_JSON` bytes)."""
     head = bytearray(_LEN.size)
     recv_exact(sock, memoryview(head))
