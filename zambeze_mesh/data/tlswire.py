@@ -54,6 +54,7 @@ __all__ = [
     "MAX_FRAME",
     "MAX_JSON",
     "MAX_STRIPES",
+    "MIN_FRAME",
     "SOCKET_BUFFER",
     "Conn",
     "RangeRequest",
