@@ -11,9 +11,10 @@ fast stripe cannot starve the one the writer waits for, and memory stays bounded
 at ``stripes * buffers * frame``.
 
 ``pipeline=False`` receives one stream in one thread instead (receive a frame,
-check, hash and write it, receive the next). On the 2-core machines here, shared
-with the sender and with other work, the two-thread pipeline measured faster
-(0.82 against 0.62 of the raw socket in one run), so it is the default.
+check, hash and write it, receive the next). On the loaded 2-core machine these
+were measured on, two benchmark runs did not separate the two (0.82 against 0.62
+of the raw socket in one, 0.70 against 1.12 in the next); the pipeline is the
+default because it can use a second core where one is free.
 """
 
 from __future__ import annotations
