@@ -258,6 +258,36 @@ def next_steps(root: Path, cid: str) -> list[str]:
     ]
 
 
+def transfers(home: Path, cid: str) -> list[str]:
+    """One line per completed input staging of ``cid`` (bytes, method, streams, rate),
+    from the campaign's event stream on ``home``'s Unix socket."""
+    import asyncio
+
+    import grpc
+
+    from zambeze_mesh.agent.home import Home
+    from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2
+
+    async def watch() -> list[str]:
+        lines = []
+        async with grpc.aio.insecure_channel(f"unix:{Home(home).socket}") as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            async for ev in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=cid), timeout=30):
+                d = ev.detail
+                if ev.state == common_pb2.ACTIVITY_STATE_STAGING and "method" in d:
+                    lines.append(
+                        f"{ev.activity} on {ev.agent}: {d.get('uri', '?')}, {d['bytes']} bytes "
+                        f"via {d['method']} ({d.get('streams', '1')} streams) "
+                        f"at {d.get('rate_mib_s', '?')} MiB/s"
+                    )
+        return lines
+
+    try:
+        return asyncio.run(watch())
+    except grpc.RpcError as exc:
+        return [f"(events unavailable: {exc})"]
+
+
 def summarize(repo: Path) -> dict[str, Any]:
     """The validation report found under the repository dir (``{}`` if none)."""
     found = sorted(repo.rglob("validation.json")) if repo.is_dir() else []
@@ -300,6 +330,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 demo.say(f"DAG picture: {args.graph}")
             except RuntimeError as exc:
                 demo.say(f"could not draw the DAG: {exc}")
+        if cid:
+            moved = transfers(demo.home("edge"), cid)
+            demo.say(f"data staged between agents ({len(moved)} transfers):")
+            for line in moved:
+                demo.say(f"  transfer {line}")
         crate_ok = False
         if cid:
             crate = Path(args.crate).absolute()

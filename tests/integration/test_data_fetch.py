@@ -17,8 +17,13 @@ from zambeze_mesh.v1 import data_pb2, data_pb2_grpc
 MiB = 1 << 20
 
 
+def grpc_only(i: int) -> dict[str, object]:
+    """These tests are about grpc-stream (tls-stream has its own in test_data_tls.py)."""
+    return {"transfer_methods": ["grpc-stream"]}
+
+
 async def test_fetch_file_and_directory_then_identical_not_resent(tmp_path: Path) -> None:
-    async with mesh(tmp_path, 2) as (a, b):
+    async with mesh(tmp_path, 2, configure=grpc_only) as (a, b):
         src = write_random(a.data_dir / "big.bin", 5 * MiB + 123)
         tree = a.data_dir / "tree"
         write_random(tree / "x.bin", 300_000)
@@ -51,7 +56,7 @@ async def test_fetch_file_and_directory_then_identical_not_resent(tmp_path: Path
 
 
 async def test_resume_after_broken_stream_sends_little_twice(tmp_path: Path) -> None:
-    async with mesh(tmp_path, 2) as (a, b):
+    async with mesh(tmp_path, 2, configure=grpc_only) as (a, b):
         src = write_random(a.data_dir / "f.bin", 8 * MiB + 7)
         broken: list[int] = []
 
@@ -72,7 +77,7 @@ async def test_resume_after_broken_stream_sends_little_twice(tmp_path: Path) -> 
 
 
 async def test_corrupted_chunk_detected_refetched_never_installed(tmp_path: Path) -> None:
-    async with mesh(tmp_path, 2) as (a, b):
+    async with mesh(tmp_path, 2, configure=grpc_only) as (a, b):
         src = write_random(a.data_dir / "f.bin", 4 * MiB)
         hits: list[int] = []
 
@@ -116,7 +121,7 @@ async def test_corrupted_chunk_detected_refetched_never_installed(tmp_path: Path
 
 
 async def test_slow_reader_holder_does_not_buffer_the_file(tmp_path: Path) -> None:
-    async with mesh(tmp_path, 2) as (a, b):
+    async with mesh(tmp_path, 2, configure=grpc_only) as (a, b):
         write_random(a.data_dir / "f.bin", 64 * MiB)
         produced: list[int] = []
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers.procs import ProcAgent, ProcMesh, zmesh
 from zambeze_mesh.agent.home import Home
-from zambeze_mesh.data.client import DataClient
+from zambeze_mesh.data.client import METHODS, DataClient
 
 MiB = 1 << 20
 
@@ -54,7 +54,10 @@ def two_agents(procmesh: ProcMesh) -> tuple[ProcAgent, ProcAgent]:
 
 
 @pytest.mark.slow
-async def test_holder_killed_mid_transfer_resumes_from_offset(procmesh: ProcMesh) -> None:
+@pytest.mark.parametrize("method", ["tls-stream", "grpc-stream"])
+async def test_holder_killed_mid_transfer_resumes_from_offset(
+    procmesh: ProcMesh, method: str
+) -> None:
     a = procmesh.init("a")
     a.start()
     b = procmesh.join("b", a)  # b's home only lends its identity to this test process
@@ -71,13 +74,19 @@ async def test_holder_killed_mid_transfer_resumes_from_offset(procmesh: ProcMesh
             restarted.append(asyncio.get_running_loop().create_task(asyncio.to_thread(a.start)))
 
     client = DataClient.from_home(
-        Home(b.home), addresses={"a": a.address}, max_retries=240, backoff=lambda n: 0.25
+        Home(b.home),
+        addresses={"a": a.address},
+        methods={method: METHODS[method]},
+        max_retries=240,
+        backoff=lambda n: 0.25,
+        transfer_streams=1,
     )
     try:
         res = await client.fetch("a", "big.bin", dest, on_progress=on_progress)
     finally:
         await client.close()
     await restarted[0]
+    assert res.method == method, res
     assert killed_at and killed_at[0] < size, killed_at
     assert res.retries >= 1, res
     assert res.sent_twice < 2 * MiB, res  # resumed from its offset, not from zero

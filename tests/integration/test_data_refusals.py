@@ -58,7 +58,8 @@ async def test_offer_and_fetch_refusals(tmp_path: Path, export: Path) -> None:
     secret.write_text("top secret")
 
     def configure(i: int) -> dict[str, object]:
-        return {"exported_roots": [str(export)]} if i == 0 else {}
+        grpc_only = {"transfer_methods": ["grpc-stream"]}  # tls-stream: test_data_tls.py
+        return {"exported_roots": [str(export)], **grpc_only} if i == 0 else grpc_only
 
     async with mesh(tmp_path, 2, configure=configure) as (a, b):
         data = a.data_dir

@@ -1,8 +1,9 @@
 """TransferActivity and cross-agent inputs on real in-process meshes (gRPC, mTLS, files).
 
 Campaigns are submitted on agent-0 over its Unix socket; data moves between the
-other agents. Movement is counted twice: STAGING events (requester side) and a
-``data_fault`` hook on every holder that sees each outgoing ``Fetch`` chunk.
+other agents. Movement is counted twice: STAGING events (requester side) and hooks
+on every holder that see each outgoing ``Fetch`` chunk (``data_fault``) and
+``tls-stream`` frame (``tls_data_fault``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tests.helpers.files import sha, write_random
 from tests.helpers.inproc import mesh
 from zambeze_mesh.agent.agent import Agent
 from zambeze_mesh.agent.servicers.data import DataFault
+from zambeze_mesh.data.tlsserve import FrameFault
 from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2, data_pb2
 
 S = common_pb2
@@ -55,13 +57,23 @@ def staged(events: list[S.Event]) -> Counter[str]:
 
 
 class Served:
-    """Counts Fetch streams and bytes each holder sends (hook on every agent)."""
+    """Counts Fetch streams / data connections and bytes each holder sends (hooks on
+    every agent: grpc-stream chunks and tls-stream frames)."""
 
     def __init__(self, agents: list[Agent]) -> None:
         self.streams: Counter[str] = Counter()
         self.bytes: Counter[str] = Counter()
         for a in agents:
             a.data_fault = self._hook(a.name)  # type: ignore[attr-defined]
+            a.tls_data_fault = self._frames(a.name)  # type: ignore[attr-defined]
+
+    def _frames(self, name: str) -> FrameFault:
+        def hook(index: int, offset: int, data: memoryview) -> None:
+            if index == 0:
+                self.streams[name] += 1
+            self.bytes[name] += len(data)
+
+        return hook
 
     def _hook(self, name: str) -> DataFault:
         def hook(index: int, chunk: data_pb2.Chunk) -> data_pb2.Chunk:
@@ -101,7 +113,8 @@ async def test_transfer_b_to_c_started_on_a_lands_dir_and_file(tmp_path: Path) -
         assert served.bytes[b.name] == sum(files.values()) + single.stat().st_size
         assert served.bytes[a.name] == served.bytes[c.name] == 0
         done = [e for e in events if e.state == S.ACTIVITY_STATE_STAGING and "method" in e.detail]
-        assert {e.detail["method"] for e in done} == {"grpc-stream"}
+        assert {e.detail["method"] for e in done} == {"tls-stream"}
+        assert all(float(e.detail["rate_mib_s"]) > 0 for e in done)
 
 
 async def test_transfer_source_as_output_ref_and_local_copy(tmp_path: Path) -> None:
@@ -139,7 +152,7 @@ async def test_transfer_source_as_output_ref_and_local_copy(tmp_path: Path) -> N
             for e in events
             if e.state == S.ACTIVITY_STATE_STAGING and "method" in e.detail
         }
-        assert methods == {"ship": "grpc-stream", "one": "grpc-stream", "again": "local-copy"}
+        assert methods == {"ship": "tls-stream", "one": "tls-stream", "again": "local-copy"}
 
 
 async def test_transfer_outside_the_sandbox_is_refused(tmp_path: Path) -> None:

@@ -91,6 +91,11 @@ def _check_results(mesh: Path, stdout: str, dag: Path, logs: str) -> None:
     assert "succeeded" in stdout
     assert f"best model by validation iou {best['id']}: IoU {best['val_iou']:.3f}" in stdout
 
+    # data moved between agents over tls-stream, with its rate in the event stream
+    moved = [ln for ln in stdout.splitlines() if "  transfer " in ln]
+    assert moved, logs
+    assert all("via tls-stream" in ln and " MiB/s" in ln for ln in moved), moved
+
 
 def _check_crate(crate: Path, mesh: Path) -> None:
     repo = mesh / "repository" / "data" / "user" / "repository"

@@ -20,11 +20,13 @@ from grpc_reflection.v1alpha import reflection
 
 from zambeze_mesh.agent.config import AgentConfig, join_hostport, split_hostport
 from zambeze_mesh.agent.contractor import Contractor
+from zambeze_mesh.agent.datalistener import start_data_listener
 from zambeze_mesh.agent.gossip import Gossip
 from zambeze_mesh.agent.home import Home, HomeLock
 from zambeze_mesh.agent.logs import log_event, setup_logging
 from zambeze_mesh.agent.monitor import Monitor
 from zambeze_mesh.agent.placement import Placement
+from zambeze_mesh.data.tlsserve import DataListener
 from zambeze_mesh.errors import AlreadyExists, Unavailable
 from zambeze_mesh.execution import PluginRegistry
 from zambeze_mesh.execution.loading import load_registry, scheduler_facts
@@ -107,6 +109,7 @@ class Agent:
         self.advertiser: Advertiser | None = None
         self.web_view: EmbeddedUi | None = None  # `ui_listen`
         self.pilot_scaler: PilotScaler | None = None
+        self.data_listener: DataListener | None = None
 
     @property
     def name(self) -> str:
@@ -175,6 +178,7 @@ class Agent:
         finally:
             os.umask(old_umask)
         os.chmod(sock, 0o600)
+        self.data_listener = await asyncio.to_thread(start_data_listener, self)
         await self._start_services()
         for service in (*SERVICE_NAMES, ""):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -355,6 +359,9 @@ class Agent:
             await self.gossip.stop()
         if self.registry is not None:
             await self.registry.close()
+        if self.data_listener is not None:
+            listener, self.data_listener = self.data_listener, None
+            await asyncio.to_thread(listener.close)
         if self.server is not None:
             await self.server.stop(grace)
         if self.channels is not None:

@@ -62,7 +62,14 @@ class AgentConfig:
     max_queued: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     exported_roots: list[str] = field(default_factory=list)
-    transfer_methods: list[str] = field(default_factory=lambda: ["grpc-stream"])
+    transfer_methods: list[str] = field(default_factory=lambda: ["tls-stream", "grpc-stream"])
+    # tls-stream (data/tlsserve.py): the data port beside gRPC. ``data_listen`` is
+    # host:port (default: the listen host, any free port); ``data_ports`` = [lo, hi]
+    # picks the first free port of that range instead. ``transfer_streams`` is how
+    # many TLS connections a fetch uses at once (stripes of a big file, or files).
+    data_listen: str = ""
+    data_ports: list[int] = field(default_factory=list)
+    transfer_streams: int = 2
     # rsync method (data/rsync.py), used when "rsync" is in transfer_methods. As a
     # requester: the ssh command with its identity (the holder's port is added).
     # As a holder: where others pull from (default: advertise host, the agent's
@@ -168,6 +175,7 @@ class AgentConfig:
         from zambeze_mesh.security.policy import ExecutionPolicy
 
         ExecutionPolicy.from_config(self.policy)
+        self._check_data()
         from zambeze_mesh.execution.batch_spec import check_scheduler, parse_walltime
 
         check_scheduler(self.scheduler)
@@ -186,6 +194,19 @@ class AgentConfig:
             if not self.scheduler:
                 raise InvalidInput("[pilots] needs a scheduler")
             PilotPolicy.from_table(self.pilots)
+
+    def _check_data(self) -> None:
+        if self.data_listen:
+            split_hostport(self.data_listen)
+        ports = self.data_ports
+        if ports and (
+            len(ports) != 2
+            or not all(isinstance(p, int) and 0 < p < 65536 for p in ports)
+            or not 0 <= ports[1] - ports[0] < 1024
+        ):
+            raise InvalidInput(f"data_ports must be [lo, hi], lo <= hi < lo + 1024: {ports}")
+        if not isinstance(self.transfer_streams, int) or not 1 <= self.transfer_streams <= 16:
+            raise InvalidInput("transfer_streams must be between 1 and 16")
 
     def _check_rsync(self) -> None:
         from zambeze_mesh.data.rsync import check_host, check_user

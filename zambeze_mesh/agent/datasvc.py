@@ -36,7 +36,13 @@ from zambeze_mesh.data.catalog import (
     digest_of_manifest,
 )
 from zambeze_mesh.data.grants import GrantIssuer
-from zambeze_mesh.data.methods import GRPC_STREAM, RSYNC, choose_method, normalize_methods
+from zambeze_mesh.data.methods import (
+    GRPC_STREAM,
+    RSYNC,
+    TLS_STREAM,
+    choose_method,
+    normalize_methods,
+)
 from zambeze_mesh.data.receive import FileReceiver
 from zambeze_mesh.data.sandbox import Sandbox, check_path_text
 from zambeze_mesh.data.stream import DEFAULT_CHUNK, MAX_CHUNK
@@ -152,6 +158,13 @@ class DataService:
         self.address = address
         self.rsync_endpoint = dict(rsync_endpoint or {})
         self.now_ms = now_ms
+        self.data_port = 0
+
+    def serve_tls_stream(self, port: int) -> None:
+        """Offer ``tls-stream`` (first) from now on, on data port ``port``."""
+        self.data_port = port
+        if TLS_STREAM not in self.methods:
+            self.methods.insert(0, TLS_STREAM)
 
     # -- Offer / Fetch ---------------------------------------------------------------
 
@@ -177,6 +190,8 @@ class DataService:
             params = {"host": split_hostport(self.address)[0]} if self.address else {}
             params.update(self.rsync_endpoint)
             params["path"] = str(real)
+        elif chosen == TLS_STREAM:
+            params = {"port": str(self.data_port)}
         return OfferResult(info, list(self.methods), chosen, token, expires, manifest, params)
 
     def fetch_target(self, caller_uri: str, token: bytes, relpath: str) -> FetchTarget:

@@ -236,8 +236,11 @@ class Stager:
             "bytes": str(result.bytes),
             "rate_mib_s": f"{result.bytes / seconds / 2**20:.1f}",
             "method": result.method,
+            "streams": str(result.streams),
             "sent_twice": str(result.sent_twice),
         }
+        if result.fallback_from:
+            detail["fallback_from"] = result.fallback_from
         if result.info is not None:
             detail["size"] = str(result.info.size)
             detail["sha256"] = result.info.sha256

@@ -20,6 +20,7 @@ from zambeze_mesh.data.methods import (
     GRPC_STREAM,
     KNOWN_METHODS,
     RSYNC,
+    TLS_STREAM,
     choose_method,
     normalize_methods,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "MAX_CHUNK",
     "OUTPUTDIR",
     "RSYNC",
+    "TLS_STREAM",
     "WORKINGDIR",
     "Catalog",
     "ChunkCorrupt",

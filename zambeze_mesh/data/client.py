@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from zambeze_mesh.data.catalog import ObjectInfo, sha256_file
-from zambeze_mesh.data.methods import GRPC_STREAM, RSYNC, normalize_methods
+from zambeze_mesh.data.methods import GRPC_STREAM, RSYNC, TLS_STREAM, normalize_methods
 from zambeze_mesh.data.peers import AgentPeers, HomePeers, Peers, looks_like_address
 from zambeze_mesh.data.receive import FileReceiver, already_present, manifest_dest
 from zambeze_mesh.data.rsync import RsyncSettings, rsync_fetch
@@ -38,6 +38,7 @@ from zambeze_mesh.data.stream import (
     fetch_file,
     pieces_from_messages,
 )
+from zambeze_mesh.data.tlsfetch import tls_stream_fetch
 from zambeze_mesh.data.wire import info_from_pb, manifest_from_pb
 from zambeze_mesh.errors import (
     FailedPrecondition,
@@ -85,6 +86,10 @@ class FetchResult:
     """Files not fetched because an identical copy was already in place."""
     retries: int = 0
     info: ObjectInfo | None = None
+    streams: int = 1
+    """Most connections used at once (parallel stripes or files)."""
+    fallback_from: str = ""
+    """The method that was chosen but could not run (then ``method`` is ``grpc-stream``)."""
 
 
 @dataclass(slots=True)
@@ -125,7 +130,8 @@ class DataClient:
     of preference (default: for an agent, its ``transfer_methods`` that
     :data:`METHODS` knows, in the config's order; else :data:`METHODS`).
     ``rsync`` is this side's ssh identity for the ``rsync`` method (default: from the
-    agent's config, else plain ``ssh``).
+    agent's config, else plain ``ssh``). ``transfer_streams`` is how many TLS
+    connections ``tls-stream`` uses at once (default: the agent's config, else 1).
     """
 
     def __init__(
@@ -138,6 +144,7 @@ class DataClient:
         backoff: Callable[[int], float] | None = None,
         rpc_timeout: float = 600.0,
         rsync: RsyncSettings | None = None,
+        transfer_streams: int | None = None,
     ) -> None:
         is_peers = hasattr(source, "channel") and hasattr(source, "address_of")
         self.peers: Peers = source if is_peers else AgentPeers(source)  # type: ignore[assignment,arg-type]
@@ -155,6 +162,9 @@ class DataClient:
         self.max_retries = max_retries
         self.backoff = backoff
         self.rpc_timeout = rpc_timeout
+        if transfer_streams is None:
+            transfer_streams = getattr(cfg, "transfer_streams", 1) if cfg is not None else 1
+        self.transfer_streams = max(1, int(transfer_streams))
 
     @classmethod
     def from_home(
@@ -220,7 +230,9 @@ class DataClient:
             log.warning(
                 "%s from %s failed, falling back to %s: %s", method, holder, GRPC_STREAM, exc
             )
-            return await self.methods[GRPC_STREAM](job)
+            result = await self.methods[GRPC_STREAM](job)
+            result.fallback_from = method
+            return result
 
     async def stat(self, holder: str, path: str) -> ObjectInfo:
         """Size, mtime and sha256 of ``path`` at ``holder``."""
@@ -422,5 +434,9 @@ async def _stream(
         call.cancel()
 
 
-METHODS: dict[str, FetchMethod] = {GRPC_STREAM: grpc_stream_fetch, RSYNC: rsync_fetch}
+METHODS: dict[str, FetchMethod] = {
+    TLS_STREAM: tls_stream_fetch,
+    GRPC_STREAM: grpc_stream_fetch,
+    RSYNC: rsync_fetch,
+}
 """Transfer methods this process can run, by name, in order of preference."""

@@ -19,6 +19,7 @@ __all__ = [
     "KNOWN_METHODS",
     "MAX_METHODS",
     "RSYNC",
+    "TLS_STREAM",
     "choose_method",
     "normalize_methods",
 ]
@@ -27,8 +28,10 @@ GRPC_STREAM = "grpc-stream"
 """Chunked, resumable, sha256-checked streaming over the Data service (always available)."""
 RSYNC = "rsync"
 """rsync over ssh; parameters travel in ``OfferResponse.method_params``."""
-KNOWN_METHODS: tuple[str, ...] = (GRPC_STREAM, RSYNC)
-DEFAULT_METHODS: tuple[str, ...] = (GRPC_STREAM,)
+TLS_STREAM = "tls-stream"
+"""Bulk bytes over a TLS data port beside gRPC (same identities, grant, framing, resume)."""
+KNOWN_METHODS: tuple[str, ...] = (TLS_STREAM, GRPC_STREAM, RSYNC)
+DEFAULT_METHODS: tuple[str, ...] = (TLS_STREAM, GRPC_STREAM)
 MAX_METHODS = 32
 """Most methods a single list may name."""
 

@@ -57,6 +57,15 @@ class AgentPeers:
             raise Unavailable("agent is not running")
         return self.agent.channels.get(address)
 
+    def tls_identity(self) -> tuple[bytes, bytes, bytes]:
+        """The agent's key, certificate and CA certificate (PEM), for data sockets."""
+        from zambeze_mesh.security.keys import der_to_pem
+
+        ident = self.agent.identity
+        if ident is None:
+            raise Unavailable("agent is not running")
+        return ident.key_pem, der_to_pem(ident.cert_der), der_to_pem(ident.ca_cert_der)
+
     async def address_of(self, name: str) -> str:
         """Look ``name`` up in the gossip view."""
         if name == self.agent.name:
@@ -99,11 +108,14 @@ class HomePeers:
             ident = idstore.load_identity(store)
         finally:
             store.close()
-        self._creds = channel_credentials(
-            ident.key_pem, der_to_pem(ident.cert_der), der_to_pem(ident.ca_cert_der)
-        )
+        self._pems = (ident.key_pem, der_to_pem(ident.cert_der), der_to_pem(ident.ca_cert_der))
+        self._creds = channel_credentials(*self._pems)
         self._options = channel_options(self.config.max_message_bytes)
         self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def tls_identity(self) -> tuple[bytes, bytes, bytes]:
+        """The home's key, certificate and CA certificate (PEM), for data sockets."""
+        return self._pems
 
     def channel(self, address: str) -> grpc.aio.Channel:
         """A channel to ``address`` presenting the home's agent certificate."""
