@@ -52,7 +52,7 @@ def diamond(tmp: Path) -> list[Any]:
         agent="agent-1",
         retries=1,
     )
-    b = TransferActivity("B", source="@output:A", dest="agent-2://moved")
+    b = TransferActivity("B", source="@output:A", dest="agent-2://moved/")
     c = PythonActivity(
         "C",
         func=summarize,
