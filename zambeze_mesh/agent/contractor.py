@@ -365,8 +365,8 @@ class Contractor:
         campaign's dir readable. Shipped functions share warm workers, so their jail
         is wider (``sandbox_functions``): the owner's whole dir under ``runs/``
         (``"owner"``: one warm worker serves every campaign of that owner through
-        that monitor), the campaign's (``"campaign"``) or every campaign's
-        (``"shared"``), writable."""
+        that monitor, which keeps one spare worker started ahead), the campaign's
+        (``"campaign"``) or every campaign's (``"shared"``), writable."""
         sandbox = self.agent.sandbox
         if sandbox is None:
             return None
@@ -377,14 +377,16 @@ class Contractor:
         if script:
             ro.append(Path(script))
         owner_scope, campaign_scope = run_scopes(self.agent.mesh, job)
-        scope = campaign_scope
-        if spec.WhichOneof("body") == "python" and spec.python.function:
-            mode = self.agent.config.sandbox_functions
-            scope = {"owner": owner_scope, "shared": ""}.get(mode, campaign_scope)
-            shared_dir = self.agent.data_dir / "runs" / scope
-            shared_dir.mkdir(parents=True, exist_ok=True)  # a custom working dir elsewhere
-            rw.append(shared_dir)
-        return sandbox.for_run(scope, rw, ro)
+        if spec.WhichOneof("body") != "python" or not spec.python.function:
+            return sandbox.for_run(campaign_scope, rw, ro)
+        mode = self.agent.config.sandbox_functions
+        scope = {"owner": owner_scope, "shared": ""}.get(mode, campaign_scope)
+        shared_dir = self.agent.data_dir / "runs" / scope
+        shared_dir.mkdir(parents=True, exist_ok=True)  # a custom working dir elsewhere
+        rw.append(shared_dir)
+        # Per owner (or shared), the next campaign comes to the same workers: keep
+        # one started ahead, so a call that finds the warm one busy need not wait.
+        return sandbox.for_run(scope, rw, ro, spare=mode != "campaign")
 
     def _emitter(self, job: Job):  # type: ignore[no-untyped-def]
         async def emit(state: str, message: str = "", detail: dict[str, str] | None = None) -> None:

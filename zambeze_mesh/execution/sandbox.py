@@ -95,7 +95,9 @@ class Jail:
     """How one run (or one warm worker) is confined.
 
     ``ro`` are paths bound read-only, then ``rw`` directories bound read-write;
-    ``key`` is equal for runs that may share a warm function worker.
+    ``key`` is equal for runs that may share a warm function worker. ``spare``
+    asks a worker pool to keep one more worker of this key started ahead (the
+    jail is shared by many runs to come).
     """
 
     bwrap: tuple[str, ...]
@@ -104,6 +106,7 @@ class Jail:
     ro: tuple[str, ...] = ()
     uid: int | None = None
     gid: int | None = None
+    spare: bool = False
 
     @property
     def key(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -241,7 +244,9 @@ class Sandbox:
         user = f" (as uid {self.uid})" if self.uid is not None else ""
         return f"{self.kind}{user}: activities see neither keys nor store nor other campaigns"
 
-    def for_run(self, scope: str, rw: Iterable[Path], ro: Iterable[Path] = ()) -> Jail | None:
+    def for_run(
+        self, scope: str, rw: Iterable[Path], ro: Iterable[Path] = (), *, spare: bool = False
+    ) -> Jail | None:
         """The jail of a run (None when activities are not confined).
 
         ``scope`` is the part of the runs tree the run may read, relative to
@@ -250,6 +255,7 @@ class Sandbox:
         ``rw`` are the directories it writes; ``ro`` the inputs and script it reads.
         A read-only path inside the agent home but outside its data dir, or inside
         the runs tree but outside ``scope``, is not bound (it stays invisible).
+        ``spare``: see :class:`Jail`.
         """
         if not self.uses_bwrap and not self._run_as:
             return None
@@ -272,6 +278,7 @@ class Sandbox:
             _outermost(readable),
             self.uid,
             self.gid,
+            spare,
         )
 
 
