@@ -28,10 +28,10 @@ pytestmark = pytest.mark.skipif(bool(bwrap_problem()), reason=bwrap_problem() or
 KEY_MARK = "PRIVATE KEY"
 
 
-def _client(a: ProcAgent, out: Path) -> ClientBundle:
+def _client(a: ProcAgent, out: Path, name: str = "mallory") -> ClientBundle:
     store = open_store(Home(a.home))
     try:
-        return issue_client(store, "mallory", out)
+        return issue_client(store, name, out)
     finally:
         store.close()
 
@@ -106,7 +106,7 @@ def test_shell_activity_cannot_read_agent_secrets(tmp_path: Path) -> None:
             other = _run(
                 stub, [shell("victim", "echo private > $ZMESH_OUTPUT_DIR/v.txt", agent="a")]
             )
-            victim_dir = a.home / "data" / "runs" / other.campaign_id / "victim"
+            (victim_dir,) = (a.home / "data" / "runs").glob(f"*/*/{other.campaign_id}/victim")
             assert (victim_dir / "output" / "v.txt").exists()
             probes = [*_secrets([a, b]), str(victim_dir / "output" / "v.txt")]
             cmd = "; ".join(
@@ -210,6 +210,92 @@ def test_shipped_function_cannot_read_agent_secrets(tmp_path: Path) -> None:
             assert by["work"].state == S.ACTIVITY_STATE_SUCCEEDED, by["work"]
             assert cloudpickle.loads(by["work"].result) == "from a function"
             _still_works(stub)
+    finally:
+        pm.stop_all()
+
+
+def _fn(name: str, func: Any, *args: Any) -> S.ActivitySpec:
+    return S.ActivitySpec(
+        name=name, agent="a", python=S.PythonSpec(function=cloudpickle.dumps((func, args, {})))
+    )
+
+
+def test_one_owner_shares_warm_workers_and_never_sees_another_owners_dirs(
+    tmp_path: Path,
+) -> None:
+    """Inject: clients alice and bob (two client certificates) run campaigns on the same
+    agent; alice's shell activity and shipped function try to read bob's output file
+    and list his campaign dir, by path. Check: both get nothing (bob's dirs are not in
+    the jail of alice's warm worker nor of her shell run), while alice's own earlier
+    campaign's output is readable by her function, and her second campaign's function
+    runs in a worker started before that campaign was submitted (no new worker), not
+    in bob's."""
+    pm, a, _ = _two(tmp_path)
+    try:
+        alice, bob = (_client(a, tmp_path / n, n) for n in ("alice", "bob"))
+
+        def write(text: str) -> tuple[str, int]:
+            import os as o
+
+            path = o.path.join(o.environ["ZMESH_OUTPUT_DIR"], "secret.txt")
+            with open(path, "w") as fh:
+                fh.write(text)
+            return path, o.getpid()
+
+        def peek(paths: list[str]) -> tuple[dict[str, str | None], float]:
+            import os as o
+
+            got: dict[str, str | None] = {}
+            for p in paths:
+                try:
+                    with open(p) as fh:
+                        got[p] = fh.read()
+                except OSError as exc:
+                    got[p] = None if exc.errno == 2 else f"error {exc.errno}"
+            # When this worker process started (seconds since boot).
+            with open("/proc/self/stat") as fh:
+                ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+            return got, ticks / o.sysconf("SC_CLK_TCK")
+
+        with _channel(a, bob) as ch:
+            bob_stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            bobs = _run(bob_stub, [_fn("w", write, "BOB-FN")])
+            assert bobs.state == S.CAMPAIGN_STATE_SUCCEEDED, bobs
+            bob_file, _ = cloudpickle.loads(bobs.activities[0].result)
+            bob_pid = bobs.activities[0].detail["worker_pid"]
+            bob_cmd = "echo BOB-SH > $ZMESH_OUTPUT_DIR/s.txt"
+            bob_sh = _run(bob_stub, [shell("s", bob_cmd, agent="a")])
+            assert bob_sh.state == S.CAMPAIGN_STATE_SUCCEEDED, bob_sh
+            bob_sh_file = bob_sh.activities[0].detail["output_dir"] + "/s.txt"
+        assert Path(bob_file).read_text() == "BOB-FN"
+        assert Path(bob_sh_file).read_text() == "BOB-SH\n"
+        bob_dirs = [str(Path(bob_file).parents[2]), str(Path(bob_sh_file).parents[2])]
+        probes = [bob_file, bob_sh_file]
+        with _channel(a, alice) as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            first = _run(stub, [_fn("w", write, "ALICE-1")])
+            assert first.state == S.CAMPAIGN_STATE_SUCCEEDED, first
+            own_file, _ = cloudpickle.loads(first.activities[0].result)
+            cmd = "; ".join(
+                [
+                    *(f"cat '{p}' 2>/dev/null && echo 'LEAK:{p}'" for p in probes),
+                    *(f"ls '{d}' 2>/dev/null && echo 'LEAK:{d}'" for d in bob_dirs),
+                    "echo DONE",
+                ]
+            )
+            peeker = _fn("peek", peek, [*probes, own_file])
+            submitted = float(Path("/proc/uptime").read_text().split()[0])
+            second = _run(stub, [peeker, shell("sh", cmd, agent="a")])
+            by = {x.name: x for x in second.activities}
+            assert second.state == S.CAMPAIGN_STATE_SUCCEEDED, second
+            got, worker_started = cloudpickle.loads(by["peek"].result)
+            assert got == {bob_file: None, bob_sh_file: None, own_file: "ALICE-1"}, got
+            out = by["sh"].detail["stdout_tail"]
+            assert "DONE" in out and "LEAK" not in out and "BOB" not in out, out
+            # Alice's second campaign ran in a worker already warm (started during
+            # her first campaign: that worker or its spare), not in bob's.
+            assert worker_started < submitted
+            assert by["peek"].detail["worker_pid"] != bob_pid
     finally:
         pm.stop_all()
 

@@ -84,11 +84,13 @@ class AgentConfig:
     # unprivileged user activities run as (needs an agent running as root).
     sandbox: str = "auto"
     run_as: str = ""
-    # Warm function workers in the sandbox: "campaign" (each campaign's own workers,
-    # which see only its runs dir; a campaign's first function waits for a worker
-    # to start) or "shared" (workers reused across campaigns: they see every
-    # campaign's runs dir, still not the keys, store or socket).
-    sandbox_functions: str = "campaign"
+    # Warm function workers in the sandbox: "owner" (shared by the campaigns of one
+    # owner: they see that owner's runs dirs only, and a new campaign of a known
+    # owner finds a warm worker), "campaign" (each campaign's own workers, which see
+    # only its runs dir; a campaign's first function waits for a worker to start)
+    # or "shared" (workers reused across campaigns: they see every campaign's runs
+    # dir, still not the keys, store or socket).
+    sandbox_functions: str = "owner"
     plugins: list[str] = field(default_factory=list)
     disabled_plugins: list[str] = field(default_factory=list)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE
@@ -161,9 +163,10 @@ class AgentConfig:
         self._check_rsync()
         if self.sandbox not in ("auto", "bwrap", "none"):
             raise InvalidInput(f"sandbox must be auto, bwrap or none, got {self.sandbox!r}")
-        if self.sandbox_functions not in ("campaign", "shared"):
+        if self.sandbox_functions not in ("owner", "campaign", "shared"):
             raise InvalidInput(
-                f"sandbox_functions must be campaign or shared, got {self.sandbox_functions!r}"
+                "sandbox_functions must be owner, campaign or shared, "
+                f"got {self.sandbox_functions!r}"
             )
         if not isinstance(self.run_as, str) or (self.run_as and not self.run_as.isprintable()):
             raise InvalidInput("run_as must be a user name")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from zambeze_mesh.agent.campaign_wire import event, key_of
 from zambeze_mesh.agent.digests import output_detail, result_sha256
 from zambeze_mesh.agent.reporter import Reporter
-from zambeze_mesh.agent.staging import Prepared, Stager
+from zambeze_mesh.agent.staging import Prepared, Stager, run_scopes
 from zambeze_mesh.errors import InvalidInput, ZmeshError
 from zambeze_mesh.execution import Outcome, PluginRegistry, RunContext, RunRequest
 from zambeze_mesh.scheduling import (
@@ -397,10 +397,12 @@ class Contractor:
         return outcome
 
     def _jail(self, job: Job, prepared: Prepared) -> Jail | None:
-        """The sandbox of a run: its own dirs writable (for shipped functions, which
-        share warm workers per campaign, the campaign's whole runs dir; with
-        ``sandbox_functions = "shared"`` every campaign's), its inputs and script
-        readable."""
+        """The sandbox of a run: its own dirs writable, its inputs and script and its
+        campaign's dir readable. Shipped functions share warm workers, so their jail
+        is wider (``sandbox_functions``): the owner's whole dir under ``runs/``
+        (``"owner"``: one warm worker serves every campaign of that owner through
+        that monitor, which keeps one spare worker started ahead), the campaign's
+        (``"campaign"``) or every campaign's (``"shared"``), writable."""
         sandbox = self.agent.sandbox
         if sandbox is None:
             return None
@@ -410,13 +412,17 @@ class Contractor:
         script = prepared.env.get("ZMESH_SCRIPT")
         if script:
             ro.append(Path(script))
-        if spec.WhichOneof("body") == "python" and spec.python.function:
-            if self.agent.config.sandbox_functions == "shared":
-                return sandbox.for_run("", [self.agent.data_dir / "runs", *rw], ro)
-            campaign_dir = self.agent.data_dir / "runs" / job.key.campaign_id
-            campaign_dir.mkdir(parents=True, exist_ok=True)  # a custom working dir elsewhere
-            rw.append(campaign_dir)
-        return sandbox.for_run(job.key.campaign_id, rw, ro)
+        owner_scope, campaign_scope = run_scopes(self.agent.mesh, job)
+        if spec.WhichOneof("body") != "python" or not spec.python.function:
+            return sandbox.for_run(campaign_scope, rw, ro)
+        mode = self.agent.config.sandbox_functions
+        scope = {"owner": owner_scope, "shared": ""}.get(mode, campaign_scope)
+        shared_dir = self.agent.data_dir / "runs" / scope
+        shared_dir.mkdir(parents=True, exist_ok=True)  # a custom working dir elsewhere
+        rw.append(shared_dir)
+        # Per owner (or shared), the next campaign comes to the same workers: keep
+        # one started ahead, so a call that finds the warm one busy need not wait.
+        return sandbox.for_run(scope, rw, ro, spare=mode != "campaign")
 
     async def _digest_outputs(self, path: Path, outcome: Outcome) -> None:
         """Add the size and sha256 of what a successful attempt produced to its detail."""

@@ -23,6 +23,7 @@ from zambeze_mesh.data.uris import expand_escapes, parse_uri
 from zambeze_mesh.errors import InvalidInput, NotFound, NotPermitted
 from zambeze_mesh.execution import Outcome
 from zambeze_mesh.scheduling.model import OUTPUT_REF_PREFIX
+from zambeze_mesh.security.owners import owner_dir, wire_owner
 from zambeze_mesh.v1 import common_pb2
 
 if TYPE_CHECKING:
@@ -76,9 +77,9 @@ class Stager:
         """Create dirs, stage data_uris and script, substitute output refs in args."""
         agent_dir = self.agent.data_dir
         spec = job.item.tender.spec
-        # Default dirs are per monitor: another member naming this campaign's id
-        # in its own award gets its own dirs, never the real campaign's.
-        runs = f"@agentdir/runs/{_safe(job.monitor)}/{job.key.campaign_id}"
+        # Default dirs are per owner, then per monitor: another member naming this
+        # campaign's id in its own award gets its own dirs, never the real campaign's.
+        runs = f"@agentdir/runs/{run_scopes(self.agent.mesh, job)[1]}"
         if spec.WhichOneof("body") == "python" and spec.python.function:
             # Shipped functions share one working dir per campaign (they return values).
             default_work = f"{runs}/functions"
@@ -362,6 +363,26 @@ def _input_name(uri: str, used: set[str]) -> str:
         candidate = f"{base}-{i}"
     used.add(candidate)
     return candidate
+
+
+def run_scopes(mesh: str, job: Job) -> tuple[str, str]:
+    """``(owner scope, campaign scope)`` of a job: its default dirs' parents, relative
+    to ``@agentdir/runs``.
+
+    The owner scope is ``<owner>/<monitor>`` (``<owner>`` from
+    :func:`~zambeze_mesh.security.owners.owner_dir`); the campaign scope is
+    ``<owner>/<monitor>/<campaign>``. The monitor level keeps an award that claims
+    someone else's campaign (or owner) apart from the real one.
+    """
+    owner = wire_owner(mesh, job.monitor, job.item.tender.owner)
+    scope = f"{owner_dir(owner)}/{_component(job.monitor)}"
+    return scope, f"{scope}/{_component(job.key.campaign_id)}"
+
+
+def _component(name: str) -> str:
+    """``name`` as one path component (never ``.`` or ``..``, never a ``/``)."""
+    safe = _safe(name)
+    return safe if safe.strip(".") else f"_{safe}"
 
 
 def _safe(name: str) -> str:

@@ -153,7 +153,8 @@ class Activity:
             spaces (not at either end).
         data_uris: inputs: ``NAME://path``, ``file://path``, another activity's
             ``output_dir`` (or the activity / its future itself).
-        working_dir: where it runs (default ``@agentdir/runs/<monitor>/<campaign>/<activity>``).
+        working_dir: where it runs (default
+            ``@agentdir/runs/<owner>/<monitor>/<campaign>/<activity>``).
         output_dir: where its outputs go (default ``@workingdir/output``).
         depends_on: activities (names, objects or futures) that must succeed first.
         agent: pin the activity to this agent.

@@ -20,7 +20,10 @@ dirs of other campaigns. Two mechanisms keep those out of reach:
 Both may be combined. :class:`Sandbox` is built once per agent from its config
 (``sandbox = "auto" | "bwrap" | "none"``, ``run_as = "user"``) and gives each run
 a :class:`Jail`: the argv prefix to run a process inside, and a key saying which
-runs may share a warm worker (same binds).
+runs may share a warm worker (same binds). The runs tree is
+``runs/<owner>/<monitor>/<campaign>/<activity>``: a run reads its campaign's dir, a
+warm function worker its owner's (``sandbox_functions = "owner"``, the default), its
+campaign's (``"campaign"``) or the whole tree (``"shared"``).
 """
 
 from __future__ import annotations
@@ -92,7 +95,9 @@ class Jail:
     """How one run (or one warm worker) is confined.
 
     ``ro`` are paths bound read-only, then ``rw`` directories bound read-write;
-    ``key`` is equal for runs that may share a warm function worker.
+    ``key`` is equal for runs that may share a warm function worker. ``spare``
+    asks a worker pool to keep one more worker of this key started ahead (the
+    jail is shared by many runs to come).
     """
 
     bwrap: tuple[str, ...]
@@ -101,6 +106,7 @@ class Jail:
     ro: tuple[str, ...] = ()
     uid: int | None = None
     gid: int | None = None
+    spare: bool = False
 
     @property
     def key(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -238,19 +244,25 @@ class Sandbox:
         user = f" (as uid {self.uid})" if self.uid is not None else ""
         return f"{self.kind}{user}: activities see neither keys nor store nor other campaigns"
 
-    def for_run(self, campaign: str, rw: Iterable[Path], ro: Iterable[Path] = ()) -> Jail | None:
-        """The jail of a run of ``campaign`` (None when activities are not confined).
+    def for_run(
+        self, scope: str, rw: Iterable[Path], ro: Iterable[Path] = (), *, spare: bool = False
+    ) -> Jail | None:
+        """The jail of a run (None when activities are not confined).
 
+        ``scope`` is the part of the runs tree the run may read, relative to
+        ``<data dir>/runs``: its campaign's dir (outputs of its other activities),
+        or for shipped functions its owner's dir, ``""`` for every campaign's.
         ``rw`` are the directories it writes; ``ro`` the inputs and script it reads.
-        The campaign's own runs dir is readable (outputs of its other activities);
-        ``campaign=""`` makes every campaign's runs dir readable.
         A read-only path inside the agent home but outside its data dir, or inside
-        another campaign's runs dir, is not bound (it stays invisible).
+        the runs tree but outside ``scope``, is not bound (it stays invisible).
+        ``spare``: see :class:`Jail`.
         """
         if not self.uses_bwrap and not self._run_as:
             return None
         runs = self.data_dir / "runs"
-        mine = runs / campaign if campaign else runs
+        mine = runs / scope if scope else runs
+        if not _inside(Path(os.path.normpath(mine)), runs):
+            raise InvalidInput(f"sandbox scope {scope!r} is outside the runs dir")
         readable: set[str] = {str(mine)}
         for p in ro:
             real = Path(os.path.realpath(p))
@@ -266,6 +278,7 @@ class Sandbox:
             _outermost(readable),
             self.uid,
             self.gid,
+            spare,
         )
 
 

@@ -13,6 +13,10 @@ With a sandbox (:class:`~zambeze_mesh.execution.sandbox.Jail`) a worker starts
 inside it once and then serves every task with the same jail key (for the agent:
 the shipped functions of one campaign); a task with another key gets another
 worker, an idle worker of another key being stopped first when the pool is full.
+A jail with ``spare`` set (for the agent: the workers of one campaign owner) also
+gets one more worker started in the background when it has no idle worker left
+and the pool has room, so the next task of that key finds a warm one even while
+the first is busy.
 
 Workers start lazily, one per concurrent task up to ``size`` (a semaphore: a
 worker never runs more than one task and no task is sent ahead to a busy
@@ -320,6 +324,7 @@ class WorkerPool:
         self._sem: asyncio.Semaphore | None = None
         self._pending: dict[Hashable, _Pending] = {}
         self._respawns: set[asyncio.Task[None]] = set()
+        self._spares: set[Hashable] = set()  # jail keys with a spare being started
         self._ids = itertools.count(1)
         self._closed = False
 
@@ -471,6 +476,7 @@ class WorkerPool:
             self._release_slot()
             return TaskResult(pending.reason)
         self._busy.add(worker)
+        self._top_up(jail)
         healthy = False
         try:
             outcome = await self._call(worker, pending, task, timeout_s)
@@ -496,9 +502,38 @@ class WorkerPool:
             self._idle.remove(dead)
             await dead.kill()
             dead.remove_scratch()
-        if self._idle and len(self._idle) + len(self._busy) >= self.size:
+        if self._idle and len(self._idle) + len(self._busy) + len(self._spares) >= self.size:
             await self._idle.pop(0).stop()
         return await self._spawn(jail)
+
+    def _top_up(self, jail: Jail | None) -> None:
+        """Start a spare worker of ``jail`` in the background, if it asks for one, has
+        no idle worker (nor a spare on the way) and the pool has room for one more."""
+        if jail is None or not jail.spare or self._closed:
+            return
+        key = jail.key
+        if key in self._spares or any(w.jail_key == key and w.alive for w in self._idle):
+            return
+        if self.workers + len(self._spares) >= self.size:
+            return
+        self._spares.add(key)
+
+        async def spare() -> None:
+            try:
+                worker = await self._spawn(jail)
+            except Exception as exc:
+                log.warning("could not start a spare function worker: %s", exc)
+                return
+            finally:
+                self._spares.discard(key)
+            if self._closed:
+                await worker.stop()
+            else:
+                self._idle.append(worker)
+
+        task = asyncio.ensure_future(spare())
+        self._respawns.add(task)
+        task.add_done_callback(self._respawns.discard)
 
     async def _call(
         self, worker: _Worker, pending: _Pending, task: dict[str, Any], timeout_s: float | None

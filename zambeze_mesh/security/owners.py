@@ -10,6 +10,7 @@ Admins see and control every campaign; everyone else only their own.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -50,6 +51,20 @@ def wire_owner(mesh: str, monitor: str, owner: str) -> str:
     if owner.startswith(_SPIFFE):
         return owner
     return Identity.agent(mesh, monitor).uri
+
+
+def owner_dir(owner: str) -> str:
+    """A short, stable, file-name-safe name for ``owner`` (a directory under ``runs/``).
+
+    ``spiffe://<mesh>/client/alice`` gives ``client-alice-<10 hex>``: readable, and the
+    hash of the full identity keeps two owners that sanitise alike apart.
+    """
+    if not owner:
+        raise InvalidInput("an owner identity is needed")
+    tail = owner[len(_SPIFFE) :].partition("/")[2] if owner.startswith(_SPIFFE) else owner
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in tail).strip(".-")[:48]
+    digest = hashlib.sha256(owner.encode()).hexdigest()[:10]
+    return f"{safe}-{digest}" if safe else digest
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,3 +107,42 @@ def test_sandbox_settings_are_validated() -> None:
     with pytest.raises(InvalidInput, match="sandbox_functions"):
         AgentConfig(**base, sandbox_functions="per-call")  # type: ignore[arg-type]
     assert AgentConfig(**base).sandbox == "auto"  # type: ignore[arg-type]
+    assert AgentConfig(**base).sandbox_functions == "owner"  # type: ignore[arg-type]
+    for mode in ("owner", "campaign", "shared"):
+        assert AgentConfig(**base, sandbox_functions=mode).sandbox_functions == mode  # type: ignore[arg-type]
+
+
+@needs_bwrap
+def test_owner_function_jail_is_shared_by_one_owners_campaigns_only(tmp_path: Path) -> None:
+    """sandbox_functions = "owner": two campaigns of one owner get the same jail key
+    (one warm worker), whose binds hold that owner's dir and nothing of another owner's;
+    a scope that climbs out of the runs tree is refused."""
+    home, data = _home(tmp_path)
+    runs = data / "runs"
+    alice, bob = runs / "alice" / "m", runs / "bob" / "m"
+    for d in (alice / "c1" / "functions", alice / "c2" / "functions", bob / "c3" / "f"):
+        d.mkdir(parents=True)
+    sb = Sandbox("auto", home=home, data_dir=data)
+    one = sb.for_run("alice/m", [alice, alice / "c1" / "functions"], [bob / "c3" / "f"])
+    two = sb.for_run("alice/m", [alice, alice / "c2" / "functions"])
+    other = sb.for_run("bob/m", [bob, bob / "c3" / "f"])
+    assert one is not None and two is not None and other is not None
+    assert one.key == two.key != other.key
+    assert one.rw == (str(alice),) and one.ro == (str(alice),)
+    assert not any(str(bob) in p for p in one.prefix())
+    with pytest.raises(InvalidInput, match="outside the runs dir"):
+        sb.for_run("alice/../..", [alice])
+
+
+def test_owner_dir_names_are_stable_safe_and_distinct() -> None:
+    from zambeze_mesh.security.owners import owner_dir
+
+    a = owner_dir("spiffe://m/client/alice")
+    assert a == owner_dir("spiffe://m/client/alice") and a.startswith("client-alice-")
+    assert a != owner_dir("spiffe://m/client/alice_")  # sanitised alike, hashed apart
+    assert a != owner_dir("spiffe://other/client/alice")
+    for weird in ("spiffe://m/../..", "spiffe://m/", "..", "a/b\n"):
+        name = owner_dir(weird)
+        assert "/" not in name and name.strip(".") and name.isprintable()
+    with pytest.raises(InvalidInput):
+        owner_dir("")

@@ -337,3 +337,42 @@ def test_log_names_stay_distinct_and_short() -> None:
     safe = [log_name(n) for n in names]
     assert len(set(safe)) == len(names)
     assert max(len(s) for s in safe) <= 120
+
+
+async def _until(cond: Any, limit_s: float = 60.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_spare_jail_keeps_one_worker_started_ahead(tmp_path: Path) -> None:
+    """A jail with ``spare`` (the agent's per-owner function workers): after its first
+    task the pool starts one more worker of that jail, so two tasks at once both run
+    in workers that were already up; a jail without it gets no spare."""
+    from zambeze_mesh.execution.sandbox import Jail
+
+    (tmp_path / "scratch").mkdir()
+    pool = WorkerPool(3, scratch_root=tmp_path / "scratch")
+    owner = Jail((), (), (str(tmp_path / "owner"),), spare=True)
+    try:
+        first = await pool.run(blob(os.getpid), sandbox=owner)
+        assert first.state == "ok"
+        await _until(lambda: pool.workers == 2)
+        warm = set(pool.pids())
+        both = await asyncio.gather(
+            *(pool.run(blob(time.sleep, 0.3), sandbox=owner) for _ in range(2))
+        )
+        assert [r.state for r in both] == ["ok", "ok"]
+        assert {r.worker_pid for r in both} == warm  # no task waited for a start
+        assert pool.workers <= pool.size
+    finally:
+        await pool.close()
+    plain_pool = WorkerPool(3, scratch_root=tmp_path / "scratch")
+    plain = Jail((), (), (str(tmp_path / "campaign"),))
+    try:
+        assert (await plain_pool.run(blob(os.getpid), sandbox=plain)).state == "ok"
+        await asyncio.sleep(0.5)
+        assert plain_pool.workers == 1
+    finally:
+        await plain_pool.close()
