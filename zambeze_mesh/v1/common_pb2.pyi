@@ -679,7 +679,7 @@ class ActivitySpec(_message.Message):
     """unique within the campaign: 1-128 of [A-Za-z0-9_.-] and inner spaces"""
     working_dir: _builtins.str
     """"@output:<activity>[/sub]"; input i is ZMESH_INPUT_<i>
-    default "@agentdir/runs/<campaign>/<activity>"
+    default "@agentdir/runs/<owner>/<monitor>/<campaign>/<activity>"
     """
     output_dir: _builtins.str
     """default "@workingdir/output"; what @output:<name> names"""
