@@ -86,12 +86,14 @@ class ProcMesh:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.agents: dict[str, ProcAgent] = {}
+        self.ca_holder: ProcAgent | None = None
 
     def init(self, name: str, *extra: str) -> ProcAgent:
         port = free_port_pair()
         a = ProcAgent(name, self.root / name, port)
         zmesh("init", "--name", name, "--listen", a.address, "--mesh", "test", *extra, home=a.home)
         self.agents[name] = a
+        self.ca_holder = self.ca_holder or a
         return a
 
     def token(self, via: ProcAgent, ttl: str = "1h") -> str:
@@ -100,7 +102,7 @@ class ProcMesh:
     def join(self, name: str, seed: ProcAgent, *extra: str, token: str | None = None) -> ProcAgent:
         port = free_port_pair()
         a = ProcAgent(name, self.root / name, port)
-        tok = token or self.token(seed)
+        tok = token or self.token(self.ca_holder or seed)  # tokens come from the CA holder
         zmesh(
             "join",
             seed.address,

@@ -2,9 +2,10 @@
 
 Two calls. The first carries only the CA digest from the token and returns the CA
 certificate, so the joiner can pin it before it proves anything. The second carries a
-CSR and an HMAC proof keyed by the token secret (the secret never travels). The agent
-that receives it checks the proof against its own tokens; if it holds the CA key it
-signs the CSR, otherwise it forwards the vouched request over mTLS to a CA holder.
+CSR and an HMAC proof keyed by the token secret (the secret never travels). Tokens are
+created on the CA holder, and only the CA holder admits: it checks the joiner's proof
+against its own tokens on every join, also when another agent forwarded the request
+over mTLS (the forwarder passes the proof through unchanged and vouches for nothing).
 """
 
 from __future__ import annotations
@@ -80,26 +81,23 @@ class Admission:
         forwarded = req.hops > 0
         if forwarded and (caller.identity is None or not caller.identity.is_agent):
             raise NotPermitted("only agents may forward join requests")
-        # The token is checked by the first agent that knows it: the seed if the token
-        # was created there, else the CA holder the request is forwarded to.
-        vouched = forwarded and req.vouched
-        known = tokstore.get_token(self.agent.require_store(), req.token_id) is not None
-        if not vouched and (known or ca.can_sign):
-            self._check_token(req)
-            vouched = True
-        self._check_name_free(req.name)
+        # Only the CA holder admits, and it checks the joiner's own proof on every join,
+        # forwarded or not: a forwarder passes the proof through unchanged and its word
+        # (the legacy ``vouched`` flag) grants nothing.
         if ca.can_sign:
+            self._check_token(req)
+            self._check_name_free(req.name)
             cert_der = ca.sign_csr(
                 req.csr_der,
                 Identity.agent(self.agent.mesh, req.name),
                 hosts_for(req.advertise, *(a for a in [req.admission_advertise] if a)),
             )
             signer = self.agent.name
-        else:
-            resp = await self._forward(req, vouched)
-            cert_der, signer = resp.cert_der, resp.signed_by
-        if known:
             tokstore.count_use(self.agent.require_store(), req.token_id)
+        else:
+            self._check_name_free(req.name)
+            resp = await self._forward(req)
+            cert_der, signer = resp.cert_der, resp.signed_by
         await self._record_member(req)
         log_event(
             log,
@@ -143,9 +141,7 @@ class Admission:
             if m.name == name and m.status in ("alive", "suspect"):
                 raise AlreadyExists(f"an agent named {name!r} is already an active member")
 
-    async def _forward(
-        self, req: membership_pb2.JoinRequest, vouched: bool
-    ) -> membership_pb2.JoinResponse:
+    async def _forward(self, req: membership_pb2.JoinRequest) -> membership_pb2.JoinResponse:
         store = self.agent.require_store()
         holders = idstore.ca_holders(store)
         if not holders:
@@ -155,7 +151,7 @@ class Admission:
         fwd = membership_pb2.JoinRequest()
         fwd.CopyFrom(req)
         fwd.hops = req.hops + 1
-        fwd.vouched = vouched
+        fwd.vouched = False
         last: Exception | None = None
         for name, address in holders:
             stub = membership_pb2_grpc.MembershipStub(channels.get(address))

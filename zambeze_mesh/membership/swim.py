@@ -254,6 +254,7 @@ class Swim(UpdateRules):
         self._queue.push(Update(ALIVE, self.name, inc, self.address, self._record, self.name))
 
     def _refute(self, accused: int) -> None:
+        # Callers pass only numbers we signed ourselves (never an accuser's number).
         self._bump(max(self._inc, accused) + 1)
         self.awareness.apply(1)
 

@@ -1,0 +1,145 @@
+"""Attacks on membership and admission by a member gone rogue, over real agent processes.
+
+Each test names what it injects and what it checks. The attacker holds one member's
+key and certificate (read from that member's home) and calls the other agents with raw
+gRPC stubs; everyone else runs the unmodified ``zmesh`` agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+
+from tests.helpers.procs import ProcAgent, ProcMesh
+from tests.system.test_attacks import _gossip_req
+from zambeze_mesh.agent.bootstrap import open_store
+from zambeze_mesh.agent.home import Home
+from zambeze_mesh.membership.rules import MAX_INCARNATION
+from zambeze_mesh.security.identity import Identity
+from zambeze_mesh.security.keys import der_to_pem, generate_key, make_csr
+from zambeze_mesh.security.tls import channel_credentials
+from zambeze_mesh.store import identity as idstore
+from zambeze_mesh.v1 import membership_pb2, membership_pb2_grpc
+
+C = grpc.StatusCode
+Update = membership_pb2.MemberUpdate
+
+
+# ------------------------------------------------------------------ helpers
+def stolen_creds(agent: ProcAgent) -> grpc.ChannelCredentials:
+    """mTLS credentials with ``agent``'s identity, read from its home (a rogue member)."""
+    store = open_store(Home(agent.home))
+    try:
+        ident = idstore.load_identity(store)
+    finally:
+        store.close()
+    return channel_credentials(
+        ident.key_pem, der_to_pem(ident.cert_der), der_to_pem(ident.ca_cert_der)
+    )
+
+
+def ca_digest_of(agent: ProcAgent) -> str:
+    import hashlib
+
+    store = open_store(Home(agent.home))
+    try:
+        return hashlib.sha256(idstore.load_identity(store).ca_cert_der).hexdigest()
+    finally:
+        store.close()
+
+
+def views(pm: ProcMesh) -> dict[str, dict[str, str]]:
+    """Every running agent's view: viewer -> member -> status."""
+    return {a.name: a.statuses() for a in pm.agents.values() if a.pid is not None}
+
+
+def everyone_sees(pm: ProcMesh, name: str, status: str) -> bool:
+    return all(v.get(name) == status for v in views(pm).values())
+
+
+def formed(pm: ProcMesh, n: int) -> list[ProcAgent]:
+    """``n`` running agents: agent a creates the mesh, the others join through a."""
+    first = pm.init("a")
+    first.start()
+    agents = [first]
+    for name in "bcdefg"[: n - 1]:
+        agent = pm.join(name, first)
+        agent.start()
+        agents.append(agent)
+    names = {a.name for a in agents}
+    pm.wait_for(
+        lambda: all(set(v) == names and set(v.values()) == {"alive"} for v in views(pm).values()),
+        30,
+        "every agent alive everywhere",
+    )
+    return agents
+
+
+# ------------------------------------------------------------------ token bypass
+def test_forwarded_join_without_a_token_proof_is_refused(procmesh: ProcMesh) -> None:
+    """Inject: member b calls Membership/Join on the CA holder a over mTLS as if it
+    forwarded a joiner (hops=1, vouched=true) with a zero token id and a zero proof, a
+    free name and its own CSR. Check: UNAUTHENTICATED, no certificate, the name does
+    not appear in any view, and a genuine join through b (forwarded) still works."""
+    a, b = formed(procmesh, 2)
+    csr = make_csr(generate_key(), Identity.agent("test", "mallory"))
+    req = membership_pb2.JoinRequest(
+        ca_digest=ca_digest_of(a),
+        token_id="0" * 32,
+        proof=b"\0" * 32,
+        csr_der=csr,
+        name="mallory",
+        advertise="127.0.0.1:9",
+        time_unix_ms=int(time.time() * 1000),
+        hops=1,
+        vouched=True,
+    )
+
+    async def attack() -> tuple[grpc.StatusCode, membership_pb2.JoinResponse | None]:
+        async with grpc.aio.secure_channel(a.address, stolen_creds(b)) as ch:
+            try:
+                resp = await membership_pb2_grpc.MembershipStub(ch).Join(req, timeout=10)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code(), None
+            return C.OK, resp
+
+    code, resp = asyncio.run(attack())
+    assert code == C.UNAUTHENTICATED, (code, resp)
+    assert "mallory" not in a.statuses()
+    c = procmesh.join("c", b)  # a genuine join forwarded by b: a checks c's own proof
+    c.start()
+    procmesh.wait_for(lambda: everyone_sees(procmesh, "c", "alive"), 30, "c alive everywhere")
+    assert "mallory" not in a.statuses()
+
+
+# ------------------------------------------------------------------ signed deaths
+def test_dead_at_a_huge_incarnation_does_not_evict(procmesh: ProcMesh) -> None:
+    """Inject: member b gossips ``DEAD c`` at incarnation 2**48 (the largest the wire
+    check lets through) to a and to c, twice. Check: c stays ALIVE in every view with a
+    small incarnation (it never signs anything near the accuser's number); after a
+    restart c is ALIVE everywhere again."""
+    a, b, c = formed(procmesh, 3)
+    dead = Update(kind=Update.KIND_DEAD, name="c", incarnation=MAX_INCARNATION)
+    setattr(dead, "from", "b")
+
+    async def attack() -> None:
+        for target in (a, c, a, c):
+            async with grpc.aio.secure_channel(target.address, stolen_creds(b)) as ch:
+                stub = membership_pb2_grpc.MembershipStub(ch)
+                await stub.Gossip(_gossip_req("b", [dead]), timeout=5)
+            await asyncio.sleep(0.2)
+
+    asyncio.run(attack())
+    deadline = time.monotonic() + 6  # several gossip and probe rounds
+    while time.monotonic() < deadline:
+        assert everyone_sees(procmesh, "c", "alive"), views(procmesh)
+        time.sleep(0.5)
+    incs = {m["incarnation"] for agent in (a, b, c) for m in agent.members() if m["name"] == "c"}
+    assert max(incs) < 1000, incs
+    c.stop()
+    c.start()
+    procmesh.wait_for(
+        lambda: everyone_sees(procmesh, "c", "alive"), 30, "c alive everywhere after a restart"
+    )
