@@ -12,8 +12,9 @@ import time
 
 import grpc
 
-from tests.helpers.procs import ProcAgent, ProcMesh
-from tests.system.test_attacks import _gossip_req
+from tests.helpers.ports import free_port_pair
+from tests.helpers.procs import ProcAgent, ProcMesh, zmesh
+from tests.system.test_attacks import _gossip_req, raw_call
 from zambeze_mesh.agent.bootstrap import open_store
 from zambeze_mesh.agent.home import Home
 from zambeze_mesh.membership.rules import MAX_INCARNATION
@@ -143,3 +144,60 @@ def test_dead_at_a_huge_incarnation_does_not_evict(procmesh: ProcMesh) -> None:
     procmesh.wait_for(
         lambda: everyone_sees(procmesh, "c", "alive"), 30, "c alive everywhere after a restart"
     )
+
+
+# ------------------------------------------------------------------ names bound to keys
+def _join_as(pm: ProcMesh, name: str, seed: ProcAgent, home_name: str) -> tuple[int, str]:
+    """``zmesh join`` a fresh home (a new key) under ``name``; (exit code, stderr)."""
+    home = pm.root / home_name
+    proc = zmesh(
+        "join", seed.address, "--token", pm.token(pm.ca_holder or seed), "--name", name,
+        "--listen", f"127.0.0.1:{free_port_pair()}", home=home, check=False,
+    )  # fmt: skip
+    return proc.returncode, proc.stderr
+
+
+def test_dead_name_cannot_be_taken_by_another_key(procmesh: ProcMesh) -> None:
+    """Inject: c is killed (-9) and seen DEAD everywhere; a newcomer with a valid token
+    and its own key asks the CA holder for the name ``c``, directly and through b.
+    Check: refused (the name is bound to c's key); once the operator retires the name
+    with ``zmesh members remove c``, the same newcomer is admitted."""
+    a, b, c = formed(procmesh, 3)
+    c.kill9()
+    procmesh.wait_for(lambda: everyone_sees(procmesh, "c", "dead"), 30, "c dead everywhere")
+    for seed, home in ((a, "thief-direct"), (b, "thief-forwarded")):
+        code, err = _join_as(procmesh, "c", seed, home)
+        assert code != 0 and "another key" in err, err
+        assert not (procmesh.root / home / "zmesh.db").exists()
+    zmesh("members", "remove", "c", home=a.home)
+    code, err = _join_as(procmesh, "c", b, "newcomer")
+    assert code == 0, err
+
+
+def test_revoked_certificate_is_refused_by_every_agent(procmesh: ProcMesh) -> None:
+    """Inject: the operator runs ``zmesh members remove c`` on the CA holder a while c
+    runs; c's own key and certificate then call an agent RPC (Membership/Ping) and a
+    client RPC (Campaigns/ListMembers) on a and on b. Check: within seconds every call
+    is UNAUTHENTICATED on both, and c is gone (LEFT) from a's and b's views."""
+    a, b, c = formed(procmesh, 3)
+    creds = stolen_creds(c)
+    out = zmesh("members", "remove", "c", home=a.home).stdout
+    assert "removed c" in out, out
+
+    async def codes() -> set[grpc.StatusCode]:
+        found = set()
+        for target in (a, b):
+            async with grpc.aio.secure_channel(target.address, creds) as ch:
+                found.add(await raw_call(ch, "/zambeze_mesh.v1.Membership/Ping", "uu", b""))
+                found.add(await raw_call(ch, "/zambeze_mesh.v1.Campaigns/ListMembers", "uu", b""))
+        return found
+
+    procmesh.wait_for(
+        lambda: asyncio.run(codes()) == {C.UNAUTHENTICATED}, 15, "c's certificate refused"
+    )
+    procmesh.wait_for(
+        lambda: a.statuses().get("c", "left") == "left" and b.statuses().get("c", "left") == "left",
+        15,
+        "c gone from a's and b's views",
+    )
+    assert asyncio.run(codes()) == {C.UNAUTHENTICATED}

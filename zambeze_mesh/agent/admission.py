@@ -31,7 +31,9 @@ from zambeze_mesh.security import tokens as tokmod
 from zambeze_mesh.security.authz import Caller
 from zambeze_mesh.security.identity import Identity, validate_name
 from zambeze_mesh.store import identity as idstore
+from zambeze_mesh.store import names as namestore
 from zambeze_mesh.store import tokens as tokstore
+from zambeze_mesh.store.names import csr_key_digest, key_digest_of_cert
 from zambeze_mesh.v1 import common_pb2, membership_pb2, membership_pb2_grpc
 
 if TYPE_CHECKING:
@@ -86,16 +88,18 @@ class Admission:
         # (the legacy ``vouched`` flag) grants nothing.
         if ca.can_sign:
             self._check_token(req)
-            self._check_name_free(req.name)
+            self._check_name_free(req.name, csr_key_digest(req.csr_der))
             cert_der = ca.sign_csr(
                 req.csr_der,
                 Identity.agent(self.agent.mesh, req.name),
                 hosts_for(req.advertise, *(a for a in [req.admission_advertise] if a)),
             )
             signer = self.agent.name
-            tokstore.count_use(self.agent.require_store(), req.token_id)
+            store = self.agent.require_store()
+            namestore.record_issue(store, req.name, cert_der)
+            tokstore.count_use(store, req.token_id)
         else:
-            self._check_name_free(req.name)
+            self._check_name_free(req.name, csr_key_digest(req.csr_der))
             resp = await self._forward(req)
             cert_der, signer = resp.cert_der, resp.signed_by
         await self._record_member(req)
@@ -131,15 +135,40 @@ class Admission:
             log_event(log, "join.refused", level=logging.WARNING, reason=str(exc))
             raise
 
-    def _check_name_free(self, name: str) -> None:
+    def _check_name_free(self, name: str, key_digest: str) -> None:
+        """A name stays bound to its key until it is retired or its holder LEFT.
+
+        Refused: the admitting agent's own name; a name the CA holder issued to another
+        key and never retired, unless its holder left; a name that any known record
+        (alive, suspect or dead) binds to another key.
+        """
         if name == self.agent.name:
             raise AlreadyExists(f"agent name {name!r} is taken by the admitting agent")
+        status = ""
         gossip = self.agent.gossip
-        if gossip is None:
-            return
-        for m in gossip.members():
-            if m.name == name and m.status in ("alive", "suspect"):
+        for m in gossip.members() if gossip is not None else []:
+            if m.name != name:
+                continue
+            status = m.status
+            if m.status != "left" and m.signed is not None:
+                if key_digest_of_cert(m.signed.cert_der) != key_digest:
+                    raise AlreadyExists(
+                        f"agent name {name!r} belongs to another key ({m.status}); the "
+                        f"operator can retire it with `zmesh members remove {name}`"
+                    )
+            elif m.status in ("alive", "suspect"):
                 raise AlreadyExists(f"an agent named {name!r} is already an active member")
+        issued = namestore.get_issued(self.agent.require_store(), name)
+        if (
+            issued is not None
+            and not issued.retired
+            and issued.key_sha256 != key_digest
+            and status != "left"
+        ):
+            raise AlreadyExists(
+                f"agent name {name!r} was issued to another key and not retired "
+                f"(`zmesh members remove {name}` on the CA holder retires it)"
+            )
 
     async def _forward(self, req: membership_pb2.JoinRequest) -> membership_pb2.JoinResponse:
         store = self.agent.require_store()

@@ -27,6 +27,7 @@ from zambeze_mesh.membership.runner import SwimRunner
 from zambeze_mesh.membership.swim import Swim
 from zambeze_mesh.security.keys import key_from_pem
 from zambeze_mesh.security.records import sign_record, verify_record
+from zambeze_mesh.security.revocation import der_digest
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.store import members as memstore
 from zambeze_mesh.transport.grpc_transport import GrpcTransport
@@ -135,6 +136,9 @@ class Gossip:
             if not isinstance(signed, common_pb2.SignedRecord):
                 raise ZmeshError("no signed record")
             rec = verify_record(signed, self._ca_cert, mesh=self.agent.mesh)
+            revocations = self.agent.revocations
+            if revocations is not None and revocations.set.is_revoked(der_digest(signed.cert_der)):
+                raise ZmeshError("record certificate was revoked")
             want = (
                 common_pb2.MEMBER_STATUS_LEFT if u.kind == LEFT else common_pb2.MEMBER_STATUS_ALIVE
             )

@@ -169,6 +169,15 @@ def cmd_members(args: argparse.Namespace) -> int:
     return show_members(_home(args), as_json=args.json, watch=args.watch)
 
 
+def cmd_members_remove(args: argparse.Namespace) -> int:
+    from zambeze_mesh.agent.retire import retire_member
+
+    done = retire_member(_home(args), args.name)
+    where = "spreading now" if done.delivered else "spreads when the agent runs"
+    print(f"removed {done.name}: {done.certificates} certificate(s) revoked ({where})")
+    return 0
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     from zambeze_mesh.cli.plugins import show_plugins
 
@@ -288,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("members", cmd_members, help="the mesh as this agent sees it")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--watch", action="store_true", help="follow changes live")
+    msub = sp.add_subparsers(dest="sub")
+    sp = add("remove", cmd_members_remove, msub, help="retire a name, revoke its certificates")
+    sp.add_argument("name")
 
     sp = add("plugins", cmd_plugins, help="execution plugins: loaded, failed (and why)")
     sp.add_argument("--json", action="store_true")

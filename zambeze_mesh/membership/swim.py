@@ -39,6 +39,7 @@ from zambeze_mesh.membership.steps import (
     Join,
     LeaveRequest,
     Received,
+    Retire,
     Send,
     SendFailed,
     SetTimer,
@@ -184,6 +185,8 @@ class Swim(UpdateRules):
             self._leave()
         elif isinstance(inp, UpdateLocal):
             self._update_local()
+        elif isinstance(inp, Retire):
+            self._retire(inp.name)
         else:  # pragma: no cover - typing guards this
             raise TypeError(f"unknown input {inp!r}")
         return fx
@@ -237,6 +240,14 @@ class Swim(UpdateRules):
         for m in self._table.random(self.config.gossip_nodes, lambda m: m.status == ALIVE):
             self._send(m.name, m.address, Leave(u))
         self._event(LEFT, me)
+
+    def _retire(self, name: str) -> None:
+        m = self._members.get(name)
+        if m is None or name == self.name or m.status == LEFT:
+            return
+        self._suspicions.pop(name, None)
+        self._set_status(m, LEFT)
+        self._event(LEFT, m)
 
     def _update_local(self) -> None:
         if self._leaving:
