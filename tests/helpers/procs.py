@@ -106,14 +106,13 @@ class ProcMesh:
         zmesh(
             "join",
             seed.address,
-            "--token",
-            tok,
             "--name",
             name,
             "--listen",
             a.address,
             *extra,
             home=a.home,
+            env={"ZMESH_TOKEN": tok},  # never on the command line
         )
         self.agents[name] = a
         return a

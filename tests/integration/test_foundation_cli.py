@@ -128,14 +128,13 @@ def test_bad_tokens_are_refused_and_leave_home_unchanged(
     proc = zmesh(
         "join",
         a.address,
-        "--token",
-        token,
         "--name",
         "j",
         "--listen",
         "127.0.0.1:0",
         home=joiner,
         check=False,
+        env={"ZMESH_TOKEN": token},
     )
     assert proc.returncode != 0
     msg = proc.stderr.strip()

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import grpc
+import pytest
 
+from tests.helpers.inproc import mesh
 from tests.helpers.ports import free_port_pair
 from tests.helpers.procs import ProcAgent, ProcMesh, zmesh
 from tests.system.test_attacks import _gossip_req, raw_call
-from zambeze_mesh.agent.bootstrap import open_store
+from zambeze_mesh.agent.bootstrap import create_token, open_store
 from zambeze_mesh.agent.home import Home
+from zambeze_mesh.agent.join import join_mesh
+from zambeze_mesh.errors import NotPermitted, ZmeshError
 from zambeze_mesh.membership.rules import MAX_INCARNATION
 from zambeze_mesh.security.identity import Identity
 from zambeze_mesh.security.keys import der_to_pem, generate_key, make_csr
@@ -201,3 +206,33 @@ def test_revoked_certificate_is_refused_by_every_agent(procmesh: ProcMesh) -> No
         "c gone from a's and b's views",
     )
     assert asyncio.run(codes()) == {C.UNAUTHENTICATED}
+
+
+# ------------------------------------------------------------------ tokens
+async def test_single_use_token_is_refused_the_second_time(tmp_path: Path) -> None:
+    """Inject: a token created with ``uses=1`` (``zmesh token create --uses 1``) admits
+    one agent, then a second joiner presents it. Check: UNAUTHENTICATED saying it was
+    used up, nothing written to the second home, the mesh does not grow; a token on an
+    agent without the CA key cannot be created at all."""
+    async with mesh(tmp_path, 2) as (a0, a1):
+        store = open_store(a0.home)
+        try:
+            token = create_token(store, 3600, uses=1)
+        finally:
+            store.close()
+        await join_mesh(
+            Home(tmp_path / "first"), a1.address, token, name="first", listen="127.0.0.1:0"
+        )
+        home = Home(tmp_path / "second")
+        with pytest.raises(ZmeshError) as err:
+            await join_mesh(home, a0.address, token, name="second", listen="127.0.0.1:0")
+        assert err.value.code == C.UNAUTHENTICATED and "used up" in str(err.value), err.value
+        assert not home.db.exists()
+        assert a0.gossip is not None
+        assert "second" not in {m.name for m in a0.gossip.members()}
+        store = open_store(a1.home)
+        try:
+            with pytest.raises(NotPermitted, match="CA key"):
+                create_token(store, 3600)
+        finally:
+            store.close()

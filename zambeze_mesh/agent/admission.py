@@ -131,6 +131,11 @@ class Admission:
                 tokmod.JoinFields.from_request(req),
                 int(time.time() * 1000),
             )
+            limit = tokstore.max_uses(self.agent.require_store(), row.token_id)
+            if limit and row.uses >= limit:
+                raise Unauthenticated(
+                    f"join token {row.token_id} was used up ({row.uses} of {limit} uses)"
+                )
         except Unauthenticated as exc:
             log_event(log, "join.refused", level=logging.WARNING, reason=str(exc))
             raise

@@ -121,11 +121,14 @@ def parse_ttl(value: str) -> int:
     return seconds
 
 
-def create_token(store: Store, ttl_s: int) -> str:
+def create_token(store: Store, ttl_s: int, uses: int = 0) -> str:
     """Make, store and return a new join token valid for ``ttl_s`` seconds.
 
-    Only a CA holder creates tokens: it is the one that checks every join proof.
+    ``uses`` > 0 limits how many agents it admits (1: single-use); 0 means until it
+    expires. Only a CA holder creates tokens: it is the one that checks every join proof.
     """
+    if uses < 0:
+        raise InvalidInput("token uses must be a positive number (or 0 for unlimited)")
     ident = idstore.load_identity(store)
     if ident.ca_key_pem is None:
         holders = ", ".join(name for name, _ in idstore.ca_holders(store)) or "the CA holder"
@@ -137,6 +140,8 @@ def create_token(store: Store, ttl_s: int) -> str:
     token, rec = tokmod.new_token(ca.digest, ttl_ms=ttl_s * 1000)
     stored = rec.to_dict()
     tokstore.add_token(store, rec.token_id, stored["secret"], rec.created_ms, rec.expires_ms)
+    if uses:
+        tokstore.set_max_uses(store, rec.token_id, uses)
     return token
 
 

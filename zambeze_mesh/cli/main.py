@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -61,7 +62,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
     store = open_store(_home(args))
     try:
-        print(create_token(store, parse_ttl(args.ttl)))
+        print(create_token(store, parse_ttl(args.ttl), args.uses))
     finally:
         store.close()
     return 0
@@ -79,9 +80,43 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _join_token(args: argparse.Namespace) -> str:
+    """The join token, from --token-file, $ZMESH_TOKEN or standard input (never argv)."""
+    if args.token:
+        print(
+            "zmesh: warning: --token is deprecated: the token is visible to every user in the "
+            "process list; use --token-file FILE, $ZMESH_TOKEN or standard input",
+            file=sys.stderr,
+        )
+        text: str = args.token
+    elif args.token_file:
+        if args.token_file == "-":
+            text = sys.stdin.readline()
+        else:
+            try:
+                text = Path(args.token_file).read_text()
+            except OSError as exc:
+                raise InvalidInput(f"cannot read the token file: {exc}") from None
+    elif os.environ.get("ZMESH_TOKEN"):
+        text = os.environ["ZMESH_TOKEN"]
+    elif sys.stdin.isatty():
+        import getpass
+
+        text = getpass.getpass("join token: ")
+    else:
+        text = sys.stdin.readline()
+    if not text.strip():
+        raise InvalidInput(
+            "no join token: give --token-file FILE, set $ZMESH_TOKEN, or pipe it on standard "
+            "input (create one with `zmesh token create` on the CA holder)"
+        )
+    return text.strip()
+
+
 def cmd_join(args: argparse.Namespace) -> int:
     from zambeze_mesh.agent.join import join_mesh
 
+    token = _join_token(args)
     seed = args.seed
     admission = args.seed_admission or ""
     if args.discover:
@@ -91,7 +126,7 @@ def cmd_join(args: argparse.Namespace) -> int:
         seed, admission = discover_seed(
             timeout=args.discover_timeout,
             interface=args.interface,
-            ca_digest=parse_token(args.token).ca_digest,
+            ca_digest=parse_token(token).ca_digest,
         )
         print(f"discovered seed {seed}")
     if not seed:
@@ -103,7 +138,7 @@ def cmd_join(args: argparse.Namespace) -> int:
         join_mesh(
             _home(args),
             seed,
-            args.token,
+            token,
             name=args.name,
             listen=args.listen,
             advertise=args.advertise or "",
@@ -274,12 +309,21 @@ def build_parser() -> argparse.ArgumentParser:
     tok = sub.add_parser("token", help="join tokens").add_subparsers(dest="sub", required=True)
     sp = add("create", cmd_token_create, tok, help="print a new join token")
     sp.add_argument("--ttl", default="1h", help="lifetime, e.g. 15m, 1h, 7d (default 1h)")
+    sp.add_argument(
+        "--uses", type=int, default=0, help="admit at most N agents (1: single-use; default: any)"
+    )
     sp = add("revoke", cmd_token_revoke, tok, help="revoke a join token")
     sp.add_argument("token")
 
     sp = add("join", cmd_join, help="join an existing mesh through a seed agent")
     sp.add_argument("seed", nargs="?", default="", help="HOST:PORT of any member")
-    sp.add_argument("--token", required=True)
+    sp.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="read the join token from FILE ('-': standard input); else $ZMESH_TOKEN, "
+        "else standard input",
+    )
+    sp.add_argument("--token", help=argparse.SUPPRESS)  # deprecated: visible to other users
     sp.add_argument("--seed-admission", help="seed's admission HOST:PORT (default port+1)")
     sp.add_argument("--discover", action="store_true", help="find a seed with zeroconf")
     sp.add_argument("--discover-timeout", type=float, default=5.0)
