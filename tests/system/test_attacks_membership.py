@@ -19,6 +19,7 @@ from tests.helpers.ports import free_port_pair
 from tests.helpers.procs import ProcAgent, ProcMesh, zmesh
 from tests.system.test_attacks import _gossip_req, raw_call
 from zambeze_mesh.agent.bootstrap import create_token, open_store
+from zambeze_mesh.agent.config import AgentConfig
 from zambeze_mesh.agent.home import Home
 from zambeze_mesh.agent.join import join_mesh
 from zambeze_mesh.errors import NotPermitted, ZmeshError
@@ -236,3 +237,80 @@ async def test_single_use_token_is_refused_the_second_time(tmp_path: Path) -> No
                 create_token(store, 3600)
         finally:
             store.close()
+
+
+# ------------------------------------------------------------------ admission listener
+async def test_admission_port_reveals_nothing_and_is_rate_limited(tmp_path: Path) -> None:
+    """Inject: an anonymous caller on the admission port asks for health, reflection and
+    (with a wrong CA digest) the CA certificate, then fires 1,000 quick Join calls.
+    Check: nothing is answered (UNAUTHENTICATED, the mesh name never appears); most of
+    the flood gets RESOURCE_EXHAUSTED with a retry hint; agent.log grows by a few lines,
+    not one per call; after the hinted wait a genuine join succeeds."""
+    async with mesh(tmp_path, 1) as (a0,):
+        assert a0.ca is not None
+        async with grpc.aio.insecure_channel(a0.admission_address) as ch:
+            stub = membership_pb2_grpc.MembershipStub(ch)
+            health = "/grpc.health.v1.Health/Check"
+            assert await raw_call(ch, health, "uu", b"") == C.UNAUTHENTICATED
+            reflection = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+            assert await raw_call(ch, reflection, "ss", b"") == C.UNAUTHENTICATED
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Join(membership_pb2.JoinRequest(ca_digest="0" * 64), timeout=5)
+            assert err.value.code() == C.UNAUTHENTICATED
+            assert "test" not in (err.value.details() or "")
+            assert not err.value.trailing_metadata()
+
+            log_before = a0.home.log.stat().st_size
+            flood = membership_pb2.JoinRequest(ca_digest=a0.ca.digest, name="x")
+
+            async def one() -> tuple[grpc.StatusCode, str]:
+                try:
+                    await stub.Join(flood, timeout=10)
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code(), exc.details() or ""
+                return C.OK, ""
+
+            results = []
+            for _ in range(10):
+                results += await asyncio.gather(*(one() for _ in range(100)))
+        limited = [d for c, d in results if c == C.RESOURCE_EXHAUSTED]
+        assert len(limited) >= 900, len(limited)
+        assert all("retry in" in d for d in limited)
+        grown = a0.home.log.stat().st_size - log_before
+        assert grown < 20_000, grown  # was ~145 B per call
+        await asyncio.sleep(1.0)
+        store = open_store(a0.home)
+        try:
+            token = create_token(store, 3600)
+        finally:
+            store.close()
+        await join_mesh(
+            Home(tmp_path / "late"), a0.address, token, name="late", listen="127.0.0.1:0"
+        )
+
+
+def test_agent_log_rotates(procmesh: ProcMesh) -> None:
+    """Inject: an agent configured with ``log_max_bytes = 4096`` logs a few hundred
+    events (each anonymous pin call logs one). Check: agent.log stays under the limit,
+    at most ``log_backups`` old files exist, and the newest lines are in agent.log."""
+    a = procmesh.init("a")
+    cfg = AgentConfig.load(a.home / "config.toml")
+    cfg.log_max_bytes, cfg.log_backups, cfg.join_burst = 4096, 2, 1000
+    cfg.save(a.home / "config.toml")
+    a.start()
+
+    async def pins() -> None:
+        digest = ca_digest_of(a)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{a.port + 1}") as ch:
+            stub = membership_pb2_grpc.MembershipStub(ch)
+            for i in range(300):
+                await stub.Join(
+                    membership_pb2.JoinRequest(ca_digest=digest, name=f"n{i}"), timeout=5
+                )
+
+    asyncio.run(pins())
+    time.sleep(0.5)
+    logs = sorted(p.name for p in a.home.iterdir() if p.name.startswith("agent.log"))
+    assert logs == ["agent.log", "agent.log.1", "agent.log.2"], logs
+    assert (a.home / "agent.log").stat().st_size <= 4096
+    assert '"n299"' in (a.home / "agent.log").read_text()

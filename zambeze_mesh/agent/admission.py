@@ -19,10 +19,12 @@ import grpc
 from zambeze_mesh.agent.bootstrap import hosts_for
 from zambeze_mesh.agent.config import split_hostport
 from zambeze_mesh.agent.logs import log_event
+from zambeze_mesh.agent.ratelimit import RateLimiter, source_of
 from zambeze_mesh.errors import (
     AlreadyExists,
     InvalidInput,
     NotPermitted,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
     from_rpc_error,
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zambeze_mesh.admission")
 
+#: Seconds between two ``join.rate_limited`` log lines about one source address.
+RATE_LOG_EVERY_S = 10.0
 MAX_CSR_BYTES = 4096
 MAX_HOPS = 3
 FORWARD_TIMEOUT_S = 10.0
@@ -67,19 +71,42 @@ class Admission:
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
+        cfg = agent.config
+        self._limiter = RateLimiter(cfg.join_rate_per_s, cfg.join_burst)
+        self._limited_logged: dict[str, float] = {}
+
+    def _rate_limit(self, caller: Caller, peer: str) -> None:
+        """Anonymous callers get ``join_burst`` calls, then ``join_rate_per_s``, per address."""
+        if caller.kind != "anonymous":
+            return
+        source = source_of(peer)
+        wait = self._limiter.take(source)
+        if wait <= 0:
+            return
+        now = time.monotonic()
+        if now - self._limited_logged.get(source, -RATE_LOG_EVERY_S) >= RATE_LOG_EVERY_S:
+            if len(self._limited_logged) > 4096:
+                self._limited_logged.clear()
+            self._limited_logged[source] = now
+            log_event(log, "join.rate_limited", level=logging.WARNING, source=source)
+        raise ResourceExhausted(
+            f"too many join requests from {source}: retry in {max(wait, 0.1):.1f} s"
+        )
 
     async def join(
-        self, req: membership_pb2.JoinRequest, caller: Caller
+        self, req: membership_pb2.JoinRequest, caller: Caller, peer: str = ""
     ) -> membership_pb2.JoinResponse:
         """Handle one Join call (pinning call or admission call)."""
         ca = self.agent.ca
         assert ca is not None
+        self._rate_limit(caller, peer)
+        if req.ca_digest != ca.digest:
+            # Nothing about this mesh (not even its name) for a caller without the pin.
+            raise Unauthenticated("this agent does not admit into the mesh of that join token")
         if not req.csr_der:
-            log_event(log, "join.pin", name=req.name)
+            log_event(log, "join.pin", name=req.name[:64])
             return membership_pb2.JoinResponse(ca_cert_der=ca.cert_der, mesh=self.agent.mesh)
         _validate(req)
-        if req.ca_digest != ca.digest:
-            raise Unauthenticated("join request is for another mesh CA")
         forwarded = req.hops > 0
         if forwarded and (caller.identity is None or not caller.identity.is_agent):
             raise NotPermitted("only agents may forward join requests")

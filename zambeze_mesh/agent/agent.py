@@ -114,7 +114,13 @@ class Agent:
 
     async def _start(self) -> None:
         if self._log_to_file:
-            self._log_handler = setup_logging(self.name, self.home.log, self.config.log_level)
+            self._log_handler = setup_logging(
+                self.name,
+                self.home.log,
+                self.config.log_level,
+                max_bytes=self.config.log_max_bytes,
+                backups=self.config.log_backups,
+            )
         self.store = Store(self.home.db)
         self.identity = idstore.load_identity(self.store)
         ident = self.identity

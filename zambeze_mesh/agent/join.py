@@ -7,7 +7,10 @@ so a refused join leaves the home exactly as it was.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import random
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -17,7 +20,7 @@ import grpc
 from zambeze_mesh.agent.bootstrap import prepare_home, write_identity
 from zambeze_mesh.agent.config import AgentConfig, admission_for, split_hostport
 from zambeze_mesh.agent.home import Home
-from zambeze_mesh.errors import Unauthenticated, Unavailable, from_rpc_error
+from zambeze_mesh.errors import ResourceExhausted, Unauthenticated, Unavailable, from_rpc_error
 from zambeze_mesh.security import tokens as tokmod
 from zambeze_mesh.security.ca import MeshCA
 from zambeze_mesh.security.identity import Identity, validate_name
@@ -33,6 +36,9 @@ from zambeze_mesh.store import members as memstore
 from zambeze_mesh.v1 import membership_pb2, membership_pb2_grpc
 
 JOIN_TIMEOUT_S = 15.0
+#: How long a joiner keeps retrying when the seed says it is rate-limited.
+RATE_LIMIT_PATIENCE_S = 60.0
+_RETRY_RE = re.compile(r"retry in ([0-9]+(?:\.[0-9]+)?) s")
 
 
 @dataclass(frozen=True)
@@ -148,11 +154,19 @@ async def join_mesh(
 async def _call(
     stub: membership_pb2_grpc.MembershipStub, req: membership_pb2.JoinRequest, target: str
 ) -> membership_pb2.JoinResponse:
-    try:
-        resp: membership_pb2.JoinResponse = await stub.Join(req, timeout=JOIN_TIMEOUT_S)
-        return resp
-    except grpc.RpcError as exc:
-        err = from_rpc_error(exc)
-        if isinstance(err, Unavailable):
-            raise Unavailable(f"cannot reach the seed's admission listener at {target}") from None
-        raise err from None
+    """One Join call; a rate-limited one is retried after the seed's hint (bounded)."""
+    deadline = time.monotonic() + RATE_LIMIT_PATIENCE_S
+    while True:
+        try:
+            resp: membership_pb2.JoinResponse = await stub.Join(req, timeout=JOIN_TIMEOUT_S)
+            return resp
+        except grpc.RpcError as exc:
+            err = from_rpc_error(exc)
+            if isinstance(err, Unavailable):
+                raise Unavailable(
+                    f"cannot reach the seed's admission listener at {target}"
+                ) from None
+            hint = _RETRY_RE.search(str(err)) if isinstance(err, ResourceExhausted) else None
+            if hint is None or time.monotonic() + float(hint[1]) > deadline:
+                raise err from None
+            await asyncio.sleep(float(hint[1]) * random.uniform(1.0, 1.5))

@@ -88,7 +88,8 @@ def _service_of(method: str) -> str:
 def authorize(method: str, caller: Caller) -> None:
     """Raise unless ``caller`` may call the fully-qualified gRPC ``method``.
 
-    * ``Membership/Join``, health and reflection: anyone.
+    * ``Membership/Join``: anyone (the admission listener serves nothing else).
+    * health and reflection: anyone but anonymous callers.
     * other ``Membership``, ``Scheduling``, ``Data``: agents only (``Membership/Revoke``
       also local callers: revocations are CA-signed).
     * ``Campaigns``: clients, agents and local callers.
@@ -97,7 +98,11 @@ def authorize(method: str, caller: Caller) -> None:
     Anonymous callers of protected methods get Unauthenticated; authenticated callers of
     methods they may not use get NotPermitted.
     """
-    if method == JOIN_METHOD or method.startswith(PUBLIC_PREFIXES):
+    if method == JOIN_METHOD:
+        return
+    if method.startswith(PUBLIC_PREFIXES):
+        if caller.kind == "anonymous":  # the admission listener answers only Join
+            raise Unauthenticated(f"{method} requires a certificate or the local socket")
         return
     service = _service_of(method)
     if service in AGENT_SERVICES:

@@ -47,7 +47,7 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
     async def Join(
         self, request: membership_pb2.JoinRequest, context: grpc.aio.ServicerContext
     ) -> membership_pb2.JoinResponse:
-        return await self.admission.join(request, require_caller())
+        return await self.admission.join(request, require_caller(), context.peer())
 
     @rpc_errors
     async def Ping(
