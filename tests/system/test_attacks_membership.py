@@ -8,6 +8,10 @@ gRPC stubs; everyone else runs the unmodified ``zmesh`` agent.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -314,3 +318,43 @@ def test_agent_log_rotates(procmesh: ProcMesh) -> None:
     assert logs == ["agent.log", "agent.log.1", "agent.log.2"], logs
     assert (a.home / "agent.log").stat().st_size <= 4096
     assert '"n299"' in (a.home / "agent.log").read_text()
+
+
+# ------------------------------------------------------------------ operator approval
+def test_join_waits_for_operator_approval(procmesh: ProcMesh) -> None:
+    """Inject: the CA holder is configured with ``join_approval = true`` and b joins with
+    a valid token. Check: ``zmesh join`` waits (no certificate, nothing in b's home) and
+    ``zmesh members pending`` on the CA holder lists b; after ``zmesh members approve b``
+    the join completes and b runs as a member."""
+    a = procmesh.init("a")
+    cfg = AgentConfig.load(a.home / "config.toml")
+    cfg.join_approval = True
+    cfg.save(a.home / "config.toml")
+    a.start()
+    b = ProcAgent("b", procmesh.root / "b", free_port_pair())
+    cmd = [sys.executable, "-m", "zambeze_mesh.cli.main", "--home", str(b.home), "join",
+           a.address, "--name", "b", "--listen", b.address]  # fmt: skip
+    env = {**os.environ, "ZMESH_TOKEN": procmesh.token(a)}
+    joiner = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        procmesh.wait_for(
+            lambda: [p["name"] for p in json.loads(
+                zmesh("members", "pending", "--json", home=a.home).stdout
+            )] == ["b"],
+            30,
+            "b pending on the CA holder",
+        )  # fmt: skip
+        time.sleep(1.5)
+        assert joiner.poll() is None  # still waiting
+        assert not (b.home / "config.toml").exists()
+        zmesh("members", "approve", "b", home=a.home)
+        _out, err = joiner.communicate(timeout=30)
+    finally:
+        if joiner.poll() is None:
+            joiner.kill()
+    assert joiner.returncode == 0, err
+    assert b"awaits operator approval" in err
+    procmesh.agents["b"] = b
+    b.start()
+    procmesh.wait_for(lambda: everyone_sees(procmesh, "b", "alive"), 30, "b alive everywhere")
+    assert json.loads(zmesh("members", "pending", "--json", home=a.home).stdout) == []

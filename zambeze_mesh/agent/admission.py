@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from zambeze_mesh.agent import approval
 from zambeze_mesh.agent.bootstrap import hosts_for
 from zambeze_mesh.agent.config import split_hostport
 from zambeze_mesh.agent.logs import log_event
 from zambeze_mesh.agent.ratelimit import RateLimiter, source_of
 from zambeze_mesh.errors import (
     AlreadyExists,
+    FailedPrecondition,
     InvalidInput,
     NotPermitted,
     ResourceExhausted,
@@ -115,7 +117,9 @@ class Admission:
         # (the legacy ``vouched`` flag) grants nothing.
         if ca.can_sign:
             self._check_token(req)
-            self._check_name_free(req.name, csr_key_digest(req.csr_der))
+            key_digest = csr_key_digest(req.csr_der)
+            self._check_name_free(req.name, key_digest)
+            self._check_approved(req, key_digest)
             cert_der = ca.sign_csr(
                 req.csr_der,
                 Identity.agent(self.agent.mesh, req.name),
@@ -166,6 +170,20 @@ class Admission:
         except Unauthenticated as exc:
             log_event(log, "join.refused", level=logging.WARNING, reason=str(exc))
             raise
+
+    def _check_approved(self, req: membership_pb2.JoinRequest, key_digest: str) -> None:
+        """With ``join_approval``, only a key the operator approved gets a certificate."""
+        if not self.agent.config.join_approval:
+            return
+        store = self.agent.require_store()
+        if approval.check_approved(store, req.name, req.advertise, key_digest):
+            approval.collected(store, req.name)
+            return
+        log_event(log, "join.pending", name=req.name, address=req.advertise)
+        raise FailedPrecondition(
+            f"the join of {req.name!r} {approval.APPROVAL_MARK}: on the CA holder "
+            f"{self.agent.name}, run `zmesh members approve {req.name}`"
+        )
 
     def _check_name_free(self, name: str, key_digest: str) -> None:
         """A name stays bound to its key until it is retired or its holder LEFT.

@@ -87,6 +87,8 @@ class AgentConfig:
     # Admission port: Join calls one source address may make (burst, then per second).
     join_burst: int = 20
     join_rate_per_s: float = 5.0
+    # On the CA holder: joins wait for `zmesh members approve NAME`.
+    join_approval: bool = False
     zeroconf: bool = True
     # Batch execution (execution/batch.py): with a scheduler, shell and python
     # activities run as batch jobs through PSI/J.

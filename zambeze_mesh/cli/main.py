@@ -144,6 +144,7 @@ def cmd_join(args: argparse.Namespace) -> int:
             advertise=args.advertise or "",
             seed_admission=admission,
             labels=_labels(args.label),
+            on_pending=lambda msg: print(f"waiting: {msg}", file=sys.stderr, flush=True),
             **extra,
         )
     )
@@ -210,6 +211,39 @@ def cmd_members_remove(args: argparse.Namespace) -> int:
     done = retire_member(_home(args), args.name)
     where = "spreading now" if done.delivered else "spreads when the agent runs"
     print(f"removed {done.name}: {done.certificates} certificate(s) revoked ({where})")
+    return 0
+
+
+def cmd_members_pending(args: argparse.Namespace) -> int:
+    from zambeze_mesh.agent.approval import list_pending
+    from zambeze_mesh.agent.bootstrap import open_store
+
+    store = open_store(_home(args))
+    try:
+        pending = list_pending(store)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([p.__dict__ for p in pending]))
+        return 0
+    for p in pending:
+        state = "approved" if p.approved else "pending"
+        print(f"{p.name}\t{p.address}\tkey {p.key_sha256[:16]}\t{state}")
+    if not pending:
+        print("no joins are waiting")
+    return 0
+
+
+def cmd_members_approve(args: argparse.Namespace) -> int:
+    from zambeze_mesh.agent.approval import approve
+    from zambeze_mesh.agent.bootstrap import open_store
+
+    store = open_store(_home(args))
+    try:
+        done = approve(store, args.name)
+    finally:
+        store.close()
+    print(f"approved {done.name} at {done.address} (key {done.key_sha256[:16]})")
     return 0
 
 
@@ -343,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--watch", action="store_true", help="follow changes live")
     msub = sp.add_subparsers(dest="sub")
     sp = add("remove", cmd_members_remove, msub, help="retire a name, revoke its certificates")
+    sp.add_argument("name")
+    sp = add("pending", cmd_members_pending, msub, help="joins waiting for approval")
+    sp.add_argument("--json", action="store_true")
+    sp = add("approve", cmd_members_approve, msub, help="approve a pending join")
     sp.add_argument("name")
 
     sp = add("plugins", cmd_plugins, help="execution plugins: loaded, failed (and why)")
