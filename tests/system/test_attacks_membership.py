@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -358,3 +359,19 @@ def test_join_waits_for_operator_approval(procmesh: ProcMesh) -> None:
     b.start()
     procmesh.wait_for(lambda: everyone_sees(procmesh, "b", "alive"), 30, "b alive everywhere")
     assert json.loads(zmesh("members", "pending", "--json", home=a.home).stdout) == []
+
+
+def test_restart_comes_back_even_with_a_poisoned_incarnation(procmesh: ProcMesh) -> None:
+    """Inject: c is stopped and its stored incarnation set to 2**48 + 1, as the
+    eviction attack left it on earlier versions (its refutations were dropped
+    everywhere). Check: after a restart c is ALIVE in every view with a small
+    incarnation."""
+    a, b, c = formed(procmesh, 3)
+    c.stop()
+    procmesh.wait_for(lambda: everyone_sees(procmesh, "c", "dead"), 30, "c dead after stop")
+    with sqlite3.connect(c.home / "zmesh.db") as db:
+        db.execute("UPDATE identity SET incarnation = ?", (MAX_INCARNATION + 1,))
+    c.start()
+    procmesh.wait_for(lambda: everyone_sees(procmesh, "c", "alive"), 45, "c alive again")
+    incs = {m["incarnation"] for agent in (a, b, c) for m in agent.members() if m["name"] == "c"}
+    assert max(incs) < 1000, incs

@@ -23,6 +23,7 @@ from zambeze_mesh.errors import ZmeshError
 from zambeze_mesh.membership.config import Config
 from zambeze_mesh.membership.events import MemberEvent, MemberState
 from zambeze_mesh.membership.messages import ALIVE, LEFT, Update
+from zambeze_mesh.membership.rules import MAX_INCARNATION
 from zambeze_mesh.membership.runner import SwimRunner
 from zambeze_mesh.membership.swim import Swim
 from zambeze_mesh.security.keys import key_from_pem
@@ -82,6 +83,12 @@ class Gossip:
         store = agent.require_store()
         # A restarted agent resumes above every incarnation it ever used.
         start_inc = idstore.bump_incarnation(store, ident.incarnation + 1)
+        if start_inc >= MAX_INCARNATION:
+            # Pushed there by a forged accusation before deaths were bounded by what the
+            # subject signed: peers drop such numbers, so start low; our own signed
+            # records, synced back, lift us just above what they hold.
+            log_event(log, "gossip.incarnation_reset", level=logging.WARNING, was=start_inc)
+            start_inc = idstore.reset_incarnation(store, 1)
         self.config = PRESETS[agent.config.membership]()
         self.swim = Swim(
             agent.name,
