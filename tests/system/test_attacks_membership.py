@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.helpers.inproc import mesh
+from tests.helpers.inproc import mesh, wait_until
 from tests.helpers.ports import free_port_pair
 from tests.helpers.procs import ProcAgent, ProcMesh, zmesh
 from tests.system.test_attacks import _gossip_req, raw_call
@@ -375,3 +375,33 @@ def test_restart_comes_back_even_with_a_poisoned_incarnation(procmesh: ProcMesh)
     procmesh.wait_for(lambda: everyone_sees(procmesh, "c", "alive"), 45, "c alive again")
     incs = {m["incarnation"] for agent in (a, b, c) for m in agent.members() if m["name"] == "c"}
     assert max(incs) < 1000, incs
+
+
+async def test_a_name_that_left_is_free_for_another_key(tmp_path: Path) -> None:
+    """Inject: agent-1 leaves gracefully; a newcomer with another key asks for its name.
+    Check: admitted (a LEFT name is free), while the admitting CA holder's own name is
+    still refused."""
+    async with mesh(tmp_path, 2) as (a0, a1):
+        await a1.leave()
+        await a1.shutdown(grace=1.0)
+        assert a0.gossip is not None
+        await wait_until(
+            lambda: (
+                {m.name: m.status for m in a0.gossip.members()}.get("agent-1") == "left"
+                if a0.gossip
+                else False
+            ),
+            10,
+            "agent-1 left",
+        )
+        store = open_store(a0.home)
+        try:
+            tokens = [create_token(store, 3600) for _ in range(2)]
+        finally:
+            store.close()
+        again = Home(tmp_path / "again")
+        await join_mesh(again, a0.address, tokens[0], name="agent-1", listen="127.0.0.1:0")
+        with pytest.raises(ZmeshError, match="taken by the admitting agent"):
+            await join_mesh(
+                Home(tmp_path / "x"), a0.address, tokens[1], name="agent-0", listen="127.0.0.1:0"
+            )

@@ -35,6 +35,7 @@ from zambeze_mesh.security import tokens as tokmod
 from zambeze_mesh.security.authz import Caller
 from zambeze_mesh.security.identity import Identity, validate_name
 from zambeze_mesh.store import identity as idstore
+from zambeze_mesh.store import members as memstore
 from zambeze_mesh.store import names as namestore
 from zambeze_mesh.store import tokens as tokstore
 from zambeze_mesh.store.names import csr_key_digest, key_digest_of_cert
@@ -208,7 +209,10 @@ class Admission:
                     )
             elif m.status in ("alive", "suspect"):
                 raise AlreadyExists(f"an agent named {name!r} is already an active member")
-        issued = namestore.get_issued(self.agent.require_store(), name)
+        store = self.agent.require_store()
+        if not status:  # no longer in the view: its last persisted status
+            status = next((r.status for r in memstore.load_members(store) if r.name == name), "")
+        issued = namestore.get_issued(store, name)
         if (
             issued is not None
             and not issued.retired
