@@ -28,9 +28,9 @@ def free_port_pair() -> int:
     raise RuntimeError("no free port pair")
 
 
-def zmesh(home: Path, *args: str) -> str:
+def zmesh(home: Path, *args: str, stdin: str = "") -> str:
     cmd = [sys.executable, "-m", "zambeze_mesh.cli.main", "--home", str(home), *args]
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, input=stdin).stdout
 
 
 @contextmanager
@@ -72,13 +72,14 @@ def process_mesh(
                         home,
                         "join",
                         seed,
-                        "--token",
-                        token,
+                        "--token-file",
+                        "-",
                         "--name",
                         f"agent-{i}",
                         "--listen",
                         f"127.0.0.1:{port}",
                         *extra,
+                        stdin=token,
                     )
                 if config:
                     from zambeze_mesh.agent.config import AgentConfig

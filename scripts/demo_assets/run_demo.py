@@ -81,12 +81,23 @@ class Demo:
         return self.root / name
 
     def zmesh(
-        self, name: str, *args: str, capture: bool = True, timeout: float = 120
+        self,
+        name: str,
+        *args: str,
+        capture: bool = True,
+        timeout: float = 120,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``zmesh --home <name's home> args...``; raise on failure."""
+        """Run ``zmesh --home <name's home> args...`` (``stdin`` fed to it); raise on failure."""
         cmd = [sys.executable, "-m", "zambeze_mesh.cli.main", "--home", str(self.home(name)), *args]
         proc = subprocess.run(
-            cmd, env=self.env, text=True, timeout=timeout, capture_output=capture, check=False
+            cmd,
+            env=self.env,
+            text=True,
+            timeout=timeout,
+            capture_output=capture,
+            check=False,
+            input=stdin if stdin is not None else "",
         )
         if proc.returncode != 0:
             detail = f"\n{proc.stdout}\n{proc.stderr}" if capture else ""
@@ -170,9 +181,9 @@ class Demo:
             if name == first:
                 self.zmesh(name, "init", "--mesh", "microscopy", *listen)
             else:
-                token = self.zmesh(first, "token", "create", "--ttl", "30m").stdout.strip()
+                token = self.zmesh(first, "token", "create", "--ttl", "30m", "--uses", "1").stdout
                 seed = f"127.0.0.1:{self.ports[first]}"
-                self.zmesh(name, "join", seed, "--token", token, *listen)
+                self.zmesh(name, "join", seed, "--token-file", "-", *listen, stdin=token)
             self._tune(name)
             self.zmesh(name, "agent", "start")
             self.say(

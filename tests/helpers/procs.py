@@ -92,6 +92,7 @@ class ProcMesh:
         self.root = root
         self.sandbox = sandbox
         self.agents: dict[str, ProcAgent] = {}
+        self.ca_holder: ProcAgent | None = None
 
     def _configure(self, a: ProcAgent) -> None:
         if not self.sandbox:
@@ -109,6 +110,7 @@ class ProcMesh:
         zmesh("init", "--name", name, "--listen", a.address, "--mesh", "test", *extra, home=a.home)
         self._configure(a)
         self.agents[name] = a
+        self.ca_holder = self.ca_holder or a
         return a
 
     def token(self, via: ProcAgent, ttl: str = "1h") -> str:
@@ -117,18 +119,17 @@ class ProcMesh:
     def join(self, name: str, seed: ProcAgent, *extra: str, token: str | None = None) -> ProcAgent:
         port = free_port_pair()
         a = ProcAgent(name, self.root / name, port)
-        tok = token or self.token(seed)
+        tok = token or self.token(self.ca_holder or seed)  # tokens come from the CA holder
         zmesh(
             "join",
             seed.address,
-            "--token",
-            tok,
             "--name",
             name,
             "--listen",
             a.address,
             *extra,
             home=a.home,
+            env={"ZMESH_TOKEN": tok},  # never on the command line
         )
         self._configure(a)
         self.agents[name] = a

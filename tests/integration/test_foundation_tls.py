@@ -84,10 +84,11 @@ async def test_admission_port_serves_only_join(tmp_path: Path) -> None:
                     campaigns_pb2.ListMembersRequest(), timeout=5
                 )
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert agent.ca is not None
             pin = await membership_pb2_grpc.MembershipStub(ch).Join(
-                membership_pb2.JoinRequest(ca_digest="0" * 64), timeout=5
+                membership_pb2.JoinRequest(ca_digest=agent.ca.digest), timeout=5
             )
-            assert agent.ca is not None and pin.ca_cert_der == agent.ca.cert_der
+            assert pin.ca_cert_der == agent.ca.cert_der
 
 
 async def test_health_and_reflection_on_unix_socket(tmp_path: Path) -> None:

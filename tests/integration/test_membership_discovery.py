@@ -44,8 +44,8 @@ def test_join_discovers_advertising_agent(procmesh: ProcMesh) -> None:
 
     b = ProcAgent("b", procmesh.root / "b", free_port_pair())
     proc = zmesh(
-        "join", "--discover", "--interface", "127.0.0.1", "--token", procmesh.token(a),
-        "--name", "b", "--listen", b.address, home=b.home,
+        "join", "--discover", "--interface", "127.0.0.1",
+        "--name", "b", "--listen", b.address, home=b.home, env={"ZMESH_TOKEN": procmesh.token(a)},
     )  # fmt: skip
     assert f"discovered seed {a.address}" in proc.stdout
     procmesh.agents["b"] = b
@@ -73,14 +73,13 @@ def test_discovery_off_and_nothing_found(procmesh: ProcMesh) -> None:
         "1.5",
         "--interface",
         "127.0.0.1",
-        "--token",
-        token,
         "--name",
         "b",
         "--listen",
         "127.0.0.1:0",
         home=procmesh.root / "b",
         check=False,
+        env={"ZMESH_TOKEN": token},
     )
     assert proc.returncode != 0
     assert proc.stderr.startswith("zmesh: error: no zmesh agent of this mesh"), proc.stderr

@@ -82,6 +82,7 @@ RPCS: dict[str, tuple[type[Message], str]] = {
     P + "Membership/Gossip": (membership_pb2.GossipRequest, "uu"),
     P + "Membership/Sync": (membership_pb2.SyncRequest, "uu"),
     P + "Membership/Leave": (membership_pb2.LeaveRequest, "uu"),
+    P + "Membership/Revoke": (membership_pb2.RevokeRequest, "uu"),
     P + "Scheduling/CallForProposals": (scheduling_pb2.CallForProposalsRequest, "uu"),
     P + "Scheduling/Award": (scheduling_pb2.AwardRequest, "uu"),
     P + "Scheduling/ReportStatus": (scheduling_pb2.ReportStatusRequest, "uu"),

@@ -26,6 +26,7 @@ from zambeze_mesh.agent.home import Home, HomeLock
 from zambeze_mesh.agent.logs import log_event, setup_logging
 from zambeze_mesh.agent.monitor import Monitor
 from zambeze_mesh.agent.placement import Placement
+from zambeze_mesh.agent.revocations import Revocations
 from zambeze_mesh.data.tlsserve import DataListener
 from zambeze_mesh.errors import AlreadyExists, Unavailable
 from zambeze_mesh.execution import PluginRegistry
@@ -110,6 +111,7 @@ class Agent:
         self.web_view: EmbeddedUi | None = None  # `ui_listen`
         self.pilot_scaler: PilotScaler | None = None
         self.data_listener: DataListener | None = None
+        self.revocations: Revocations | None = None
 
     @property
     def name(self) -> str:
@@ -133,7 +135,13 @@ class Agent:
 
     async def _start(self) -> None:
         if self._log_to_file:
-            self._log_handler = setup_logging(self.name, self.home.log, self.config.log_level)
+            self._log_handler = setup_logging(
+                self.name,
+                self.home.log,
+                self.config.log_level,
+                max_bytes=self.config.log_max_bytes,
+                backups=self.config.log_backups,
+            )
         self.store = Store(self.home.db)
         self.identity = idstore.load_identity(self.store)
         ident = self.identity
@@ -141,12 +149,18 @@ class Agent:
         key_pem = ident.key_pem
         cert_pem = der_to_pem(ident.cert_der)
         key_from_pem(key_pem)  # fail early on a damaged key
+        self.revocations = Revocations(self)
+        self.revocations.load()
         self.channels = ChannelPool(
             channel_credentials(key_pem, cert_pem, self.ca.cert_pem), self.config.max_message_bytes
         )
         limit = self.config.max_message_bytes
         self.server = grpc.aio.server(
-            interceptors=[AuthorizationInterceptor(self.mesh, self.ca.cert)],
+            interceptors=[
+                AuthorizationInterceptor(
+                    self.mesh, self.ca.cert, revoked=self.revocations.set.cert_revoked
+                )
+            ],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -269,6 +283,8 @@ class Agent:
         self.registry = load_registry(cfg, self.data_dir)
         self.gossip = Gossip(self, plugins=self.registry.names())
         await self.gossip.start()
+        assert self.revocations is not None
+        self.revocations.start()
         # Advertise the batch scheduler and its partitions (re-signs the record).
         self.gossip.set_capabilities(self.registry.names(), *scheduler_facts(self.registry))
         self.monitor = Monitor(self)
@@ -355,6 +371,8 @@ class Agent:
             await self.placement.close()
         if self.contractor is not None:
             await self.contractor.close()
+        if self.revocations is not None:
+            await self.revocations.close()
         if self.gossip is not None:
             await self.gossip.stop()
         if self.registry is not None:

@@ -107,6 +107,14 @@ class AgentConfig:
     max_admitting_activities: int = 20_000
     membership: str = "local"
     log_level: str = "info"
+    # agent.log rotates at log_max_bytes, keeping log_backups old files.
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 3
+    # Admission port: Join calls one source address may make (burst, then per second).
+    join_burst: int = 20
+    join_rate_per_s: float = 5.0
+    # On the CA holder: joins wait for `zmesh members approve NAME`.
+    join_approval: bool = False
     zeroconf: bool = True
     # Batch execution (execution/batch.py): with a scheduler, shell and python
     # activities run as batch jobs through PSI/J.
@@ -160,6 +168,16 @@ class AgentConfig:
             1 <= self.max_admitting_activities <= 10_000_000
         ):
             raise InvalidInput("max_admitting_activities must be between 1 and 10000000")
+        if not isinstance(self.log_max_bytes, int) or not 4096 <= self.log_max_bytes <= 2**40:
+            raise InvalidInput("log_max_bytes must be between 4096 and 2**40")
+        if not isinstance(self.log_backups, int) or not 1 <= self.log_backups <= 100:
+            raise InvalidInput("log_backups must be between 1 and 100")
+        if not isinstance(self.join_burst, int) or not 1 <= self.join_burst <= 100_000:
+            raise InvalidInput("join_burst must be between 1 and 100000")
+        if not isinstance(self.join_rate_per_s, int | float) or not (
+            0.001 <= self.join_rate_per_s <= 100_000
+        ):
+            raise InvalidInput("join_rate_per_s must be between 0.001 and 100000")
         self._check_rsync()
         if self.sandbox not in ("auto", "bwrap", "none"):
             raise InvalidInput(f"sandbox must be auto, bwrap or none, got {self.sandbox!r}")

@@ -23,10 +23,12 @@ from zambeze_mesh.errors import ZmeshError
 from zambeze_mesh.membership.config import Config
 from zambeze_mesh.membership.events import MemberEvent, MemberState
 from zambeze_mesh.membership.messages import ALIVE, LEFT, Update
+from zambeze_mesh.membership.rules import MAX_INCARNATION
 from zambeze_mesh.membership.runner import SwimRunner
 from zambeze_mesh.membership.swim import Swim
 from zambeze_mesh.security.keys import key_from_pem
 from zambeze_mesh.security.records import sign_record, verify_record
+from zambeze_mesh.security.revocation import der_digest
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.store import members as memstore
 from zambeze_mesh.transport.grpc_transport import GrpcTransport
@@ -81,6 +83,12 @@ class Gossip:
         store = agent.require_store()
         # A restarted agent resumes above every incarnation it ever used.
         start_inc = idstore.bump_incarnation(store, ident.incarnation + 1)
+        if start_inc >= MAX_INCARNATION:
+            # Pushed there by a forged accusation before deaths were bounded by what the
+            # subject signed: peers drop such numbers, so start low; our own signed
+            # records, synced back, lift us just above what they hold.
+            log_event(log, "gossip.incarnation_reset", level=logging.WARNING, was=start_inc)
+            start_inc = idstore.reset_incarnation(store, 1)
         self.config = PRESETS[agent.config.membership]()
         self.swim = Swim(
             agent.name,
@@ -135,6 +143,9 @@ class Gossip:
             if not isinstance(signed, common_pb2.SignedRecord):
                 raise ZmeshError("no signed record")
             rec = verify_record(signed, self._ca_cert, mesh=self.agent.mesh)
+            revocations = self.agent.revocations
+            if revocations is not None and revocations.set.is_revoked(der_digest(signed.cert_der)):
+                raise ZmeshError("record certificate was revoked")
             want = (
                 common_pb2.MEMBER_STATUS_LEFT if u.kind == LEFT else common_pb2.MEMBER_STATUS_ALIVE
             )

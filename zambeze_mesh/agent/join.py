@@ -7,17 +7,28 @@ so a refused join leaves the home exactly as it was.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import random
+import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
 
+from zambeze_mesh.agent.approval import APPROVAL_MARK
 from zambeze_mesh.agent.bootstrap import prepare_home, write_identity
 from zambeze_mesh.agent.config import AgentConfig, admission_for, split_hostport
 from zambeze_mesh.agent.home import Home
-from zambeze_mesh.errors import Unauthenticated, Unavailable, from_rpc_error
+from zambeze_mesh.errors import (
+    FailedPrecondition,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    from_rpc_error,
+)
 from zambeze_mesh.security import tokens as tokmod
 from zambeze_mesh.security.ca import MeshCA
 from zambeze_mesh.security.identity import Identity, validate_name
@@ -33,6 +44,11 @@ from zambeze_mesh.store import members as memstore
 from zambeze_mesh.v1 import membership_pb2, membership_pb2_grpc
 
 JOIN_TIMEOUT_S = 15.0
+#: How long a joiner keeps retrying when the seed says it is rate-limited.
+RATE_LIMIT_PATIENCE_S = 60.0
+#: Seconds between two join attempts while the operator has not approved this joiner.
+APPROVAL_POLL_S = 1.0
+_RETRY_RE = re.compile(r"retry in ([0-9]+(?:\.[0-9]+)?) s")
 
 
 @dataclass(frozen=True)
@@ -55,12 +71,16 @@ async def join_mesh(
     advertise: str = "",
     seed_admission: str = "",
     labels: dict[str, str] | None = None,
+    approval_timeout_s: float = 600.0,
+    on_pending: Callable[[str], None] | None = None,
     **config: object,
 ) -> JoinResult:
     """Obtain a certificate through ``seed`` (its agent address) and create ``home``.
 
     The seed is contacted on its admission address: ``seed_admission`` when given,
-    else the seed's port + 1.
+    else the seed's port + 1. When the mesh needs an operator to approve joins, this
+    waits (calling ``on_pending`` once with the CA holder's message) for up to
+    ``approval_timeout_s``.
     """
     validate_name(name, "agent name")
     parsed = tokmod.parse_token(token)
@@ -91,18 +111,30 @@ async def join_mesh(
         key = generate_key()
         identity = Identity.agent(mesh, name)
         csr = make_csr(key, identity)
-        now = int(time.time() * 1000)
-        req = membership_pb2.JoinRequest(
-            ca_digest=parsed.ca_digest,
-            token_id=parsed.token_id,
-            csr_der=csr,
-            name=name,
-            advertise=cfg.advertise,
-            admission_advertise=cfg.admission_advertise,
-            time_unix_ms=now,
-        )
-        req.proof = tokmod.proof_for(parsed.secret, tokmod.JoinFields.from_request(req))
-        resp = await _call(stub, req, target)
+        give_up = time.monotonic() + approval_timeout_s
+        while True:
+            req = membership_pb2.JoinRequest(
+                ca_digest=parsed.ca_digest,
+                token_id=parsed.token_id,
+                csr_der=csr,
+                name=name,
+                advertise=cfg.advertise,
+                admission_advertise=cfg.admission_advertise,
+                time_unix_ms=int(time.time() * 1000),
+            )
+            req.proof = tokmod.proof_for(parsed.secret, tokmod.JoinFields.from_request(req))
+            try:
+                resp = await _call(stub, req, target)
+                break
+            except FailedPrecondition as exc:
+                # The mesh wants an operator to approve this key: ask again (a fresh
+                # proof each time) until approved or out of patience.
+                if APPROVAL_MARK not in str(exc) or time.monotonic() > give_up:
+                    raise
+                if on_pending is not None:
+                    on_pending(str(exc))
+                    on_pending = None
+                await asyncio.sleep(APPROVAL_POLL_S)
     if resp.ca_cert_der != pin.ca_cert_der:
         raise Unauthenticated("the seed answered with another CA than the one pinned")
     got = ca.verify(resp.cert_der)
@@ -148,11 +180,19 @@ async def join_mesh(
 async def _call(
     stub: membership_pb2_grpc.MembershipStub, req: membership_pb2.JoinRequest, target: str
 ) -> membership_pb2.JoinResponse:
-    try:
-        resp: membership_pb2.JoinResponse = await stub.Join(req, timeout=JOIN_TIMEOUT_S)
-        return resp
-    except grpc.RpcError as exc:
-        err = from_rpc_error(exc)
-        if isinstance(err, Unavailable):
-            raise Unavailable(f"cannot reach the seed's admission listener at {target}") from None
-        raise err from None
+    """One Join call; a rate-limited one is retried after the seed's hint (bounded)."""
+    deadline = time.monotonic() + RATE_LIMIT_PATIENCE_S
+    while True:
+        try:
+            resp: membership_pb2.JoinResponse = await stub.Join(req, timeout=JOIN_TIMEOUT_S)
+            return resp
+        except grpc.RpcError as exc:
+            err = from_rpc_error(exc)
+            if isinstance(err, Unavailable):
+                raise Unavailable(
+                    f"cannot reach the seed's admission listener at {target}"
+                ) from None
+            hint = _RETRY_RE.search(str(err)) if isinstance(err, ResourceExhausted) else None
+            if hint is None or time.monotonic() + float(hint[1]) > deadline:
+                raise err from None
+            await asyncio.sleep(float(hint[1]) * random.uniform(1.0, 1.5))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -32,13 +34,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
-def setup_logging(agent: str, path: Path | None, level: str = "info") -> logging.Handler | None:
-    """Send ``zambeze_mesh`` logs to ``path`` (JSON lines); returns the handler added."""
+def setup_logging(
+    agent: str,
+    path: Path | None,
+    level: str = "info",
+    *,
+    max_bytes: int = 10 * 1024 * 1024,
+    backups: int = 3,
+) -> logging.Handler | None:
+    """Send ``zambeze_mesh`` logs to ``path`` (JSON lines); returns the handler added.
+
+    The file rotates at ``max_bytes`` (``agent.log.1`` … ``agent.log.<backups>``), so a
+    flood of logged events cannot fill the disk.
+    """
     logger = logging.getLogger("zambeze_mesh")
     logger.setLevel(level.upper())
     if path is None:
         return None
-    handler = logging.FileHandler(path)
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups)
     handler.setFormatter(JsonFormatter(agent))
     logger.addHandler(handler)
     return handler
@@ -52,3 +65,20 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
 def now_ms() -> int:
     """Wall-clock milliseconds since the epoch."""
     return int(time.time() * 1000)
+
+
+def rotate_if_large(path: Path, max_bytes: int, backups: int = 1) -> None:
+    """Shift ``path`` to ``path.1`` (and older ones on) when it exceeds ``max_bytes``.
+
+    For the daemon's captured stdout/stderr (``agent.out``), rotated at each start.
+    """
+    try:
+        if path.stat().st_size <= max_bytes:
+            return
+    except FileNotFoundError:
+        return
+    for i in range(backups, 0, -1):
+        older = path.with_name(f"{path.name}.{i}")
+        newer = path if i == 1 else path.with_name(f"{path.name}.{i - 1}")
+        if newer.exists():
+            os.replace(newer, older)

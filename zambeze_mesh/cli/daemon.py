@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 
+from zambeze_mesh.agent.config import AgentConfig
 from zambeze_mesh.agent.home import Home
+from zambeze_mesh.agent.logs import rotate_if_large
 from zambeze_mesh.errors import AlreadyExists, FailedPrecondition, Unavailable
 
 START_TIMEOUT_S = 30.0
@@ -75,6 +77,7 @@ def start_background(home: Home, ca_passphrase_file: str = "") -> int:
     if pid is not None:
         raise AlreadyExists(f"an agent is already running on {home.root} (pid {pid})")
     out = home.root / "agent.out"
+    rotate_if_large(out, AgentConfig.load(home.config).log_max_bytes)
     if home.ports.exists():
         home.ports.unlink()
     with open(out, "ab") as fh:

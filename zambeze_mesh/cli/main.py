@@ -70,7 +70,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
     store = open_store(_home(args))
     try:
-        print(create_token(store, parse_ttl(args.ttl)))
+        print(create_token(store, parse_ttl(args.ttl), args.uses))
     finally:
         store.close()
     return 0
@@ -88,9 +88,43 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _join_token(args: argparse.Namespace) -> str:
+    """The join token, from --token-file, $ZMESH_TOKEN or standard input (never argv)."""
+    if args.token:
+        print(
+            "zmesh: warning: --token is deprecated: the token is visible to every user in the "
+            "process list; use --token-file FILE, $ZMESH_TOKEN or standard input",
+            file=sys.stderr,
+        )
+        text: str = args.token
+    elif args.token_file:
+        if args.token_file == "-":
+            text = sys.stdin.readline()
+        else:
+            try:
+                text = Path(args.token_file).read_text()
+            except OSError as exc:
+                raise InvalidInput(f"cannot read the token file: {exc}") from None
+    elif os.environ.get("ZMESH_TOKEN"):
+        text = os.environ["ZMESH_TOKEN"]
+    elif sys.stdin.isatty():
+        import getpass
+
+        text = getpass.getpass("join token: ")
+    else:
+        text = sys.stdin.readline()
+    if not text.strip():
+        raise InvalidInput(
+            "no join token: give --token-file FILE, set $ZMESH_TOKEN, or pipe it on standard "
+            "input (create one with `zmesh token create` on the CA holder)"
+        )
+    return text.strip()
+
+
 def cmd_join(args: argparse.Namespace) -> int:
     from zambeze_mesh.agent.join import join_mesh
 
+    token = _join_token(args)
     seed = args.seed
     admission = args.seed_admission or ""
     if args.discover:
@@ -100,7 +134,7 @@ def cmd_join(args: argparse.Namespace) -> int:
         seed, admission = discover_seed(
             timeout=args.discover_timeout,
             interface=args.interface,
-            ca_digest=parse_token(args.token).ca_digest,
+            ca_digest=parse_token(token).ca_digest,
         )
         print(f"discovered seed {seed}")
     if not seed:
@@ -112,12 +146,13 @@ def cmd_join(args: argparse.Namespace) -> int:
         join_mesh(
             _home(args),
             seed,
-            args.token,
+            token,
             name=args.name,
             listen=args.listen,
             advertise=args.advertise or "",
             seed_admission=admission,
             labels=_labels(args.label),
+            on_pending=lambda msg: print(f"waiting: {msg}", file=sys.stderr, flush=True),
             **extra,
         )
     )
@@ -200,6 +235,49 @@ def cmd_members(args: argparse.Namespace) -> int:
     from zambeze_mesh.cli.members import show_members
 
     return show_members(_home(args), as_json=args.json, watch=args.watch)
+
+
+def cmd_members_remove(args: argparse.Namespace) -> int:
+    from zambeze_mesh.agent.retire import retire_member
+    from zambeze_mesh.security.keyfiles import passphrase_from
+
+    done = retire_member(_home(args), args.name, passphrase_from(args.ca_passphrase_file))
+    where = "spreading now" if done.delivered else "spreads when the agent runs"
+    print(f"removed {done.name}: {done.certificates} certificate(s) revoked ({where})")
+    return 0
+
+
+def cmd_members_pending(args: argparse.Namespace) -> int:
+    from zambeze_mesh.agent.approval import list_pending
+    from zambeze_mesh.agent.bootstrap import open_store
+
+    store = open_store(_home(args))
+    try:
+        pending = list_pending(store)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([p.__dict__ for p in pending]))
+        return 0
+    for p in pending:
+        state = "approved" if p.approved else "pending"
+        print(f"{p.name}\t{p.address}\tkey {p.key_sha256[:16]}\t{state}")
+    if not pending:
+        print("no joins are waiting")
+    return 0
+
+
+def cmd_members_approve(args: argparse.Namespace) -> int:
+    from zambeze_mesh.agent.approval import approve
+    from zambeze_mesh.agent.bootstrap import open_store
+
+    store = open_store(_home(args))
+    try:
+        done = approve(store, args.name)
+    finally:
+        store.close()
+    print(f"approved {done.name} at {done.address} (key {done.key_sha256[:16]})")
+    return 0
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -358,12 +436,21 @@ def build_parser() -> argparse.ArgumentParser:
     tok = sub.add_parser("token", help="join tokens").add_subparsers(dest="sub", required=True)
     sp = add("create", cmd_token_create, tok, help="print a new join token")
     sp.add_argument("--ttl", default="1h", help="lifetime, e.g. 15m, 1h, 7d (default 1h)")
+    sp.add_argument(
+        "--uses", type=int, default=0, help="admit at most N agents (1: single-use; default: any)"
+    )
     sp = add("revoke", cmd_token_revoke, tok, help="revoke a join token")
     sp.add_argument("token")
 
     sp = add("join", cmd_join, help="join an existing mesh through a seed agent")
     sp.add_argument("seed", nargs="?", default="", help="HOST:PORT of any member")
-    sp.add_argument("--token", required=True)
+    sp.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="read the join token from FILE ('-': standard input); else $ZMESH_TOKEN, "
+        "else standard input",
+    )
+    sp.add_argument("--token", help=argparse.SUPPRESS)  # deprecated: visible to other users
     sp.add_argument("--seed-admission", help="seed's admission HOST:PORT (default port+1)")
     sp.add_argument("--discover", action="store_true", help="find a seed with zeroconf")
     sp.add_argument("--discover-timeout", type=float, default=5.0)
@@ -385,6 +472,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("members", cmd_members, help="the mesh as this agent sees it")
     sp.add_argument("--json", action="store_true", help=JSON_HELP)
     sp.add_argument("--watch", action="store_true", help="follow changes live")
+    msub = sp.add_subparsers(dest="sub")
+    sp = add("remove", cmd_members_remove, msub, help="retire a name, revoke its certificates")
+    sp.add_argument("name")
+    sp.add_argument("--ca-passphrase-file", help=passphrase_help)
+    sp = add("pending", cmd_members_pending, msub, help="joins waiting for approval")
+    sp.add_argument("--json", action="store_true")
+    sp = add("approve", cmd_members_approve, msub, help="approve a pending join")
+    sp.add_argument("name")
 
     sp = add("plugins", cmd_plugins, help="execution plugins: loaded, failed (and why)")
     sp.add_argument("--json", action="store_true", help=JSON_HELP)

@@ -21,7 +21,16 @@ MAX_INCARNATION = 2**48
 
 
 class UpdateRules:
-    """Apply alive/suspect/dead/left updates with incarnation precedence and refutation."""
+    """Apply alive/suspect/dead/left updates with incarnation precedence and refutation.
+
+    Deaths are bounded by what the subject signed: a member's incarnation in this view
+    only ever comes from its own alive/left records (which ``accept`` verifies), and a
+    SUSPECT or DEAD claim about another member at a higher incarnation than that is
+    dropped, since no honest peer can have seen it. A claim about ourselves is refuted
+    one above our own incarnation, never at the accuser's number, so an accusation
+    cannot push our incarnation anywhere; a higher incarnation of ours is believed only
+    from a record we signed (after a restart that lost the stored one).
+    """
 
     name: str
     config: Config
@@ -93,6 +102,8 @@ class UpdateRules:
                 return
             if u.incarnation == self._inc and u.record == self._record:
                 return
+            if u.incarnation > self._inc and self._accept is not None and not self._accept(u):
+                return  # a higher incarnation of ours that we never signed
             self._refute(u.incarnation)
             return
         m = self._members.get(name)
@@ -117,10 +128,14 @@ class UpdateRules:
         elif changed:
             self._event("updated", m)
 
+    def _beyond_signed(self, u: Update, m: Member) -> bool:
+        """A claim about another member above the incarnation it last signed."""
+        return u.name != self.name and u.incarnation > m.incarnation
+
     def _suspect(self, u: Update) -> None:
         name = u.name
         m = self._members.get(name)
-        if m is None or u.incarnation < m.incarnation:
+        if m is None or u.incarnation < m.incarnation or self._beyond_signed(u, m):
             return
         s = self._suspicions.get(name)
         if s is not None:
@@ -131,10 +146,9 @@ class UpdateRules:
         if m.status != ALIVE:
             return
         if name == self.name:
-            self._refute(u.incarnation)
+            self._refute(self._inc)  # never at the accuser's number
             return
         self._queue.push(u)
-        m.incarnation = u.incarnation
         m.touch()
         self._set_status(m, SUSPECT)
         cfg, n = self.config, len(self._members)
@@ -152,16 +166,15 @@ class UpdateRules:
     def _dead(self, u: Update) -> None:
         name = u.name
         m = self._members.get(name)
-        if m is None or u.incarnation < m.incarnation:
+        if m is None or u.incarnation < m.incarnation or self._beyond_signed(u, m):
             return
         self._suspicions.pop(name, None)
         if m.status in GONE:
             return
         if name == self.name:
-            self._refute(u.incarnation)
+            self._refute(self._inc)  # never at the accuser's number
             return
         self._queue.push(u)
-        m.incarnation = u.incarnation
         m.touch()
         self._set_status(m, DEAD)
         self._event(DEAD, m)
@@ -172,8 +185,9 @@ class UpdateRules:
         if m is None or u.incarnation < m.incarnation:
             return
         if name == self.name:
-            if not self._leaving:
-                self._refute(u.incarnation)  # a stale departure from a previous life
+            if not self._leaving:  # a stale departure from a previous life, if we signed it
+                genuine = self._accept is None or self._accept(u)
+                self._refute(u.incarnation if genuine else self._inc)
             return
         if m.status == LEFT:
             return

@@ -34,6 +34,7 @@ from zambeze_mesh.membership.steps import (
     Join,
     LeaveRequest,
     Received,
+    Retire,
     Send,
     SendFailed,
     Start,
@@ -84,6 +85,10 @@ class SwimRunner:
     def update_local(self) -> None:
         """Our record changed: bump the incarnation and gossip it."""
         self._step(UpdateLocal())
+
+    def retire(self, name: str) -> None:
+        """``name`` was retired by the operator: treat it as gone (LEFT)."""
+        self._step(Retire(name))
 
     async def leave(self, drain: float = 2.0) -> None:
         """Announce departure, give gossip up to ``drain`` seconds to spread it, then close."""

@@ -56,7 +56,14 @@ class UpdateLocal:
     """Our record changed (capabilities, load): bump incarnation and broadcast."""
 
 
-Input = Start | Join | TimerFired | Received | SendFailed | LeaveRequest | UpdateLocal
+@dataclass(frozen=True, slots=True)
+class Retire:
+    """The operator retired ``name`` (its certificate is revoked): it is gone, as LEFT."""
+
+    name: str
+
+
+Input = Start | Join | TimerFired | Received | SendFailed | LeaveRequest | UpdateLocal | Retire
 
 
 @dataclass(frozen=True, slots=True)

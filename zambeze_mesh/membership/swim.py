@@ -39,6 +39,7 @@ from zambeze_mesh.membership.steps import (
     Join,
     LeaveRequest,
     Received,
+    Retire,
     Send,
     SendFailed,
     SetTimer,
@@ -187,6 +188,8 @@ class Swim(UpdateRules):
             self._leave()
         elif isinstance(inp, UpdateLocal):
             self._update_local()
+        elif isinstance(inp, Retire):
+            self._retire(inp.name)
         else:  # pragma: no cover - typing guards this
             raise TypeError(f"unknown input {inp!r}")
         return fx
@@ -242,6 +245,14 @@ class Swim(UpdateRules):
             self._send(m.name, m.address, Leave(u))
         self._event(LEFT, me)
 
+    def _retire(self, name: str) -> None:
+        m = self._members.get(name)
+        if m is None or name == self.name or m.status == LEFT:
+            return
+        self._suspicions.pop(name, None)
+        self._set_status(m, LEFT)
+        self._event(LEFT, m)
+
     def _update_local(self) -> None:
         if self._leaving:
             return
@@ -258,6 +269,7 @@ class Swim(UpdateRules):
         self._queue.push(Update(ALIVE, self.name, inc, self.address, self._record, self.name))
 
     def _refute(self, accused: int) -> None:
+        # Callers pass only numbers we signed ourselves (never an accuser's number).
         self._bump(max(self._inc, accused) + 1)
         self.awareness.apply(1)
 

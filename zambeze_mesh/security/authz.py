@@ -28,6 +28,8 @@ CallerKind = Literal["agent", "client", "local", "anonymous"]
 
 PACKAGE = "zambeze_mesh.v1"
 JOIN_METHOD = f"/{PACKAGE}.Membership/Join"
+#: Revocations are CA-signed, so the CA holder's operator may hand them in locally.
+REVOKE_METHOD = f"/{PACKAGE}.Membership/Revoke"
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 AGENT_SERVICES = frozenset({f"{PACKAGE}.Membership", f"{PACKAGE}.Scheduling", f"{PACKAGE}.Data"})
 CLIENT_SERVICES = frozenset({f"{PACKAGE}.Campaigns"})
@@ -86,19 +88,25 @@ def _service_of(method: str) -> str:
 def authorize(method: str, caller: Caller) -> None:
     """Raise unless ``caller`` may call the fully-qualified gRPC ``method``.
 
-    * ``Membership/Join``, health and reflection: anyone.
-    * other ``Membership``, ``Scheduling``, ``Data``: agents only.
+    * ``Membership/Join``: anyone (the admission listener serves nothing else).
+    * health and reflection: anyone but anonymous callers.
+    * other ``Membership``, ``Scheduling``, ``Data``: agents only (``Membership/Revoke``
+      also local callers: revocations are CA-signed).
     * ``Campaigns``: clients, agents and local callers.
     * anything else: nobody.
 
     Anonymous callers of protected methods get Unauthenticated; authenticated callers of
     methods they may not use get NotPermitted.
     """
-    if method == JOIN_METHOD or method.startswith(PUBLIC_PREFIXES):
+    if method == JOIN_METHOD:
+        return
+    if method.startswith(PUBLIC_PREFIXES):
+        if caller.kind == "anonymous":  # the admission listener answers only Join
+            raise Unauthenticated(f"{method} requires a certificate or the local socket")
         return
     service = _service_of(method)
     if service in AGENT_SERVICES:
-        if caller.kind == "agent":
+        if caller.kind == "agent" or (caller.kind == "local" and method == REVOKE_METHOD):
             return
         if caller.kind == "anonymous":
             raise Unauthenticated(f"{method} requires an agent certificate")
@@ -135,7 +143,8 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
 
     The caller is a local client for Unix-socket peers, the identity of a TLS peer
     certificate that chains to ``ca_cert`` and names ``mesh`` (anything else is
-    UNAUTHENTICATED), or anonymous when the peer presented no certificate.
+    UNAUTHENTICATED), or anonymous when the peer presented no certificate. A certificate
+    for which ``revoked`` answers True is UNAUTHENTICATED for every RPC.
     """
 
     def __init__(
@@ -145,7 +154,9 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
         *,
         policy: Policy = authorize,
         cache: CertCache | None = None,
+        revoked: Callable[[x509.Certificate], bool] | None = None,
     ) -> None:
+        self._revoked = revoked
         self._mesh = mesh
         self._ca_cert = ca_cert
         self._policy = policy
@@ -159,6 +170,8 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
         if pem is None:
             return Caller.anonymous()
         verified = self._cache.verify_pem(pem, self._ca_cert, mesh=self._mesh)
+        if self._revoked is not None and self._revoked(verified.cert):
+            raise Unauthenticated(f"the certificate of {verified.identity.uri} was revoked")
         return Caller.from_identity(verified.identity)
 
     async def _check(self, method: str, context: Any) -> Caller:

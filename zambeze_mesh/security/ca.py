@@ -197,6 +197,10 @@ class MeshCA:
         """True when this process holds the CA key."""
         return self._key is not None
 
+    def sign_data(self, data: bytes) -> bytes:
+        """ECDSA-SHA256 signature of ``data`` by the CA key (revocations)."""
+        return self._require_key().sign(data, ec.ECDSA(hashes.SHA256()))
+
     def _require_key(self) -> PrivateKey:
         if self._key is None:
             raise FailedPrecondition(f"this agent does not hold the CA key of mesh {self._mesh}")

@@ -118,6 +118,13 @@ def bump_incarnation(store: Store, at_least: int) -> int:
     return value
 
 
+def reset_incarnation(store: Store, value: int) -> int:
+    """Set the incarnation number to ``value`` even if lower (repairing a poisoned one)."""
+    with store.tx() as db:
+        db.execute("UPDATE identity SET incarnation = ? WHERE id = 1", (value,))
+    return value
+
+
 def add_ca_holder(store: Store, name: str, address: str) -> None:
     """Remember an agent that holds the CA key (join requests are forwarded there)."""
     with store.tx() as db:

@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 from zambeze_mesh.errors import NotFound
 from zambeze_mesh.security import tokens as tokmod
+from zambeze_mesh.store import kv
 from zambeze_mesh.store.db import Store
+
+_MAX_USES = "token-max-uses/"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,17 @@ def count_use(store: Store, token_id: str) -> None:
     """Record one successful admission with a token."""
     with store.tx() as db:
         db.execute("UPDATE tokens SET uses = uses + 1 WHERE token_id = ?", (token_id,))
+
+
+def set_max_uses(store: Store, token_id: str, uses: int) -> None:
+    """Limit a token to ``uses`` admissions."""
+    kv.put(store, _MAX_USES + token_id, str(uses))
+
+
+def max_uses(store: Store, token_id: str) -> int:
+    """How many admissions a token allows (0: until it expires)."""
+    value = kv.get(store, _MAX_USES + token_id)
+    return int(value) if value is not None else 0
 
 
 def token_record(row: TokenRow) -> tokmod.TokenRecord:

@@ -53,7 +53,7 @@ class JoinRequest(_message.Message):
     hops: _builtins.int
     """forwarding depth (loops are refused)"""
     vouched: _builtins.bool
-    """set by a forwarding agent that checked the proof itself"""
+    """ignored: the CA holder checks every proof itself"""
     def __init__(
         self,
         *,
@@ -372,3 +372,104 @@ class LeaveResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LeaveResponse: _TypeAlias = LeaveResponse  # noqa: Y015
+
+@_typing.final
+class Revocation(_message.Message):
+    """A name retired by the operator holding the CA key (`zmesh members remove`):
+    every listed certificate is refused by every agent from then on.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESH_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    CERT_SHA256_FIELD_NUMBER: _builtins.int
+    REVOKED_UNIX_MS_FIELD_NUMBER: _builtins.int
+    mesh: _builtins.str
+    name: _builtins.str
+    """the retired agent (or client) name"""
+    revoked_unix_ms: _builtins.int
+    @_builtins.property
+    def cert_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """hex SHA-256 of each revoked certificate's DER"""
+
+    def __init__(
+        self,
+        *,
+        mesh: _builtins.str = ...,
+        name: _builtins.str = ...,
+        cert_sha256: _abc.Iterable[_builtins.str] | None = ...,
+        revoked_unix_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cert_sha256", b"cert_sha256", "mesh", b"mesh", "name", b"name", "revoked_unix_ms", b"revoked_unix_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Revocation: _TypeAlias = Revocation  # noqa: Y015
+
+@_typing.final
+class SignedRevocation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOCATION_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    revocation: _builtins.bytes
+    """serialized Revocation"""
+    signature: _builtins.bytes
+    """ECDSA-SHA256 by the mesh CA key over `revocation`"""
+    def __init__(
+        self,
+        *,
+        revocation: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revocation", b"revocation", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedRevocation: _TypeAlias = SignedRevocation  # noqa: Y015
+
+@_typing.final
+class RevokeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_FIELD_NUMBER: _builtins.int
+    REVOCATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def revocations(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignedRevocation]: ...
+    def __init__(
+        self,
+        *,
+        revocations: _abc.Iterable[Global___SignedRevocation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "revocations", b"revocations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeRequest: _TypeAlias = RevokeRequest  # noqa: Y015
+
+@_typing.final
+class RevokeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEARNED_FIELD_NUMBER: _builtins.int
+    learned: _builtins.int
+    """how many were new to the callee"""
+    def __init__(
+        self,
+        *,
+        learned: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["learned", b"learned"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeResponse: _TypeAlias = RevokeResponse  # noqa: Y015

@@ -66,6 +66,11 @@ class MembershipStub:
                 request_serializer=zambeze__mesh_dot_v1_dot_membership__pb2.LeaveRequest.SerializeToString,
                 response_deserializer=zambeze__mesh_dot_v1_dot_membership__pb2.LeaveResponse.FromString,
                 _registered_method=True)
+        self.Revoke = channel.unary_unary(
+                '/zambeze_mesh.v1.Membership/Revoke',
+                request_serializer=zambeze__mesh_dot_v1_dot_membership__pb2.RevokeRequest.SerializeToString,
+                response_deserializer=zambeze__mesh_dot_v1_dot_membership__pb2.RevokeResponse.FromString,
+                _registered_method=True)
 
 
 class MembershipServicer:
@@ -118,6 +123,15 @@ class MembershipServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Revoke(self, request, context):
+        """Spread CA-signed certificate revocations (agents, and the CA holder's local
+        operator on the Unix socket). Each revocation is checked against the mesh CA;
+        new ones are stored and passed on to the other members.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MembershipServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +164,11 @@ def add_MembershipServicer_to_server(servicer, server):
                     servicer.Leave,
                     request_deserializer=zambeze__mesh_dot_v1_dot_membership__pb2.LeaveRequest.FromString,
                     response_serializer=zambeze__mesh_dot_v1_dot_membership__pb2.LeaveResponse.SerializeToString,
+            ),
+            'Revoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.Revoke,
+                    request_deserializer=zambeze__mesh_dot_v1_dot_membership__pb2.RevokeRequest.FromString,
+                    response_serializer=zambeze__mesh_dot_v1_dot_membership__pb2.RevokeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -316,6 +335,33 @@ class Membership:
             '/zambeze_mesh.v1.Membership/Leave',
             zambeze__mesh_dot_v1_dot_membership__pb2.LeaveRequest.SerializeToString,
             zambeze__mesh_dot_v1_dot_membership__pb2.LeaveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Revoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zambeze_mesh.v1.Membership/Revoke',
+            zambeze__mesh_dot_v1_dot_membership__pb2.RevokeRequest.SerializeToString,
+            zambeze__mesh_dot_v1_dot_membership__pb2.RevokeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,11 @@ class MembershipStub:
     """Periodic full-state push-pull."""
     Leave: _grpc.UnaryUnaryMultiCallable[_membership_pb2.LeaveRequest, _membership_pb2.LeaveResponse]
     """Graceful departure announcement."""
+    Revoke: _grpc.UnaryUnaryMultiCallable[_membership_pb2.RevokeRequest, _membership_pb2.RevokeResponse]
+    """Spread CA-signed certificate revocations (agents, and the CA holder's local
+    operator on the Unix socket). Each revocation is checked against the mesh CA;
+    new ones are stored and passed on to the other members.
+    """
 
 @_typing.type_check_only
 class MembershipAsyncStub(MembershipStub):
@@ -75,6 +80,11 @@ class MembershipAsyncStub(MembershipStub):
     """Periodic full-state push-pull."""
     Leave: _aio.UnaryUnaryMultiCallable[_membership_pb2.LeaveRequest, _membership_pb2.LeaveResponse]  # type: ignore[assignment]
     """Graceful departure announcement."""
+    Revoke: _aio.UnaryUnaryMultiCallable[_membership_pb2.RevokeRequest, _membership_pb2.RevokeResponse]  # type: ignore[assignment]
+    """Spread CA-signed certificate revocations (agents, and the CA holder's local
+    operator on the Unix socket). Each revocation is checked against the mesh CA;
+    new ones are stored and passed on to the other members.
+    """
 
 class MembershipServicer(metaclass=_abc_1.ABCMeta):
     """Agent-to-agent membership protocol. `Join` is also served, unauthenticated,
@@ -132,5 +142,16 @@ class MembershipServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_membership_pb2.LeaveResponse, _abc.Awaitable[_membership_pb2.LeaveResponse]]:
         """Graceful departure announcement."""
+
+    @_abc_1.abstractmethod
+    def Revoke(
+        self,
+        request: _membership_pb2.RevokeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_membership_pb2.RevokeResponse, _abc.Awaitable[_membership_pb2.RevokeResponse]]:
+        """Spread CA-signed certificate revocations (agents, and the CA holder's local
+        operator on the Unix socket). Each revocation is checked against the mesh CA;
+        new ones are stored and passed on to the other members.
+        """
 
 def add_MembershipServicer_to_server(servicer: MembershipServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

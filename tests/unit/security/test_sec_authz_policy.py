@@ -19,15 +19,16 @@ UNAUTH = Unauthenticated
 M = "/zambeze_mesh.v1."
 TABLE: list[tuple[str, dict[Caller, type[Exception] | None]]] = [
     (M + "Membership/Join", {AGENT: OK, CLIENT: OK, LOCAL: OK, ANON: OK}),
-    ("/grpc.health.v1.Health/Check", {AGENT: OK, CLIENT: OK, LOCAL: OK, ANON: OK}),
-    ("/grpc.health.v1.Health/Watch", {AGENT: OK, CLIENT: OK, LOCAL: OK, ANON: OK}),
+    ("/grpc.health.v1.Health/Check", {AGENT: OK, CLIENT: OK, LOCAL: OK, ANON: UNAUTH}),
+    ("/grpc.health.v1.Health/Watch", {AGENT: OK, CLIENT: OK, LOCAL: OK, ANON: UNAUTH}),
     (
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-        {AGENT: OK, CLIENT: OK, LOCAL: OK, ANON: OK},
+        {AGENT: OK, CLIENT: OK, LOCAL: OK, ANON: UNAUTH},
     ),
     (M + "Membership/Ping", {AGENT: OK, CLIENT: DENIED, LOCAL: DENIED, ANON: UNAUTH}),
     (M + "Membership/Gossip", {AGENT: OK, CLIENT: DENIED, LOCAL: DENIED, ANON: UNAUTH}),
     (M + "Membership/Leave", {AGENT: OK, CLIENT: DENIED, LOCAL: DENIED, ANON: UNAUTH}),
+    (M + "Membership/Revoke", {AGENT: OK, CLIENT: DENIED, LOCAL: OK, ANON: UNAUTH}),
     (M + "Scheduling/Award", {AGENT: OK, CLIENT: DENIED, LOCAL: DENIED, ANON: UNAUTH}),
     (M + "Data/Fetch", {AGENT: OK, CLIENT: DENIED, LOCAL: DENIED, ANON: UNAUTH}),
     (M + "Campaigns/Submit", {AGENT: OK, CLIENT: OK, LOCAL: OK, ANON: UNAUTH}),

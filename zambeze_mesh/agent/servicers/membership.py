@@ -47,7 +47,7 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
     async def Join(
         self, request: membership_pb2.JoinRequest, context: grpc.aio.ServicerContext
     ) -> membership_pb2.JoinResponse:
-        return await self.admission.join(request, require_caller())
+        return await self.admission.join(request, require_caller(), context.peer())
 
     @rpc_errors
     async def Ping(
@@ -87,3 +87,14 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
         gossip = self._gossip(request.update.name)
         await gossip.on_rpc(request)
         return membership_pb2.LeaveResponse()
+
+    @rpc_errors
+    async def Revoke(
+        self, request: membership_pb2.RevokeRequest, context: grpc.aio.ServicerContext
+    ) -> membership_pb2.RevokeResponse:
+        caller = require_caller()
+        revocations = self.agent.revocations
+        if revocations is None:
+            raise Unavailable("agent is not running")
+        learned = revocations.learn(request.revocations, caller.name or "local operator")
+        return membership_pb2.RevokeResponse(learned=learned)
