@@ -116,12 +116,12 @@ class Admission:
         # Only the CA holder admits, and it checks the joiner's own proof on every join,
         # forwarded or not: a forwarder passes the proof through unchanged and its word
         # (the legacy ``vouched`` flag) grants nothing.
+        if self.agent.ca_locked:
+            raise FailedPrecondition(
+                "the CA key is locked: the operator must restart this agent with"
+                " --ca-passphrase-file"
+            )
         if ca.can_sign:
-            if self.agent.ca_locked:
-                raise FailedPrecondition(
-                    "the CA key is locked: the operator must restart this agent with"
-                    " --ca-passphrase-file"
-                )
             self._check_token(req)
             # pilot tokens: single use, scoped to <agent>-pilot-* names
             from zambeze_mesh.pilots.tokens import check_scope
