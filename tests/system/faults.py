@@ -27,6 +27,7 @@ import grpc
 
 from tests.system.netns import Lab, NsAgent, finish
 from zambeze_mesh.agent.bootstrap import create_token, open_store
+from zambeze_mesh.agent.config import AgentConfig
 from zambeze_mesh.agent.home import Home
 from zambeze_mesh.cli.local import list_members
 from zambeze_mesh.cli.members import STATUS_NAMES
@@ -99,6 +100,7 @@ def _form(agents: list[NsAgent], plans: list[AgentPlan]) -> None:
 
     seed = agents[0]
     seed.zmesh("init", "--name", seed.name, "--listen", seed.address, "--mesh", "faults", *extra(0))
+    unconfine(seed.home)
     seed.start()
     members = [a for a, plan in zip(agents, plans, strict=True) if plan.join]
     joins = [
@@ -110,6 +112,7 @@ def _form(agents: list[NsAgent], plans: list[AgentPlan]) -> None:
         finish(p, f"join of {a.name}")
     for a in members:
         (a.home / "data").mkdir(exist_ok=True)
+        unconfine(a.home)
     starts = [(a, a.popen("agent", "start")) for a in members[1:] if "LD_PRELOAD" not in a.env]
     for a, p in starts:
         finish(p, f"start of {a.name}")
@@ -117,6 +120,15 @@ def _form(agents: list[NsAgent], plans: list[AgentPlan]) -> None:
         if "LD_PRELOAD" in a.env:
             a.start()
     wait_views(members, {a.name: "alive" for a in members}, 30, "every agent alive everywhere")
+
+
+def unconfine(home: Path) -> None:
+    """Run activities unsandboxed: these tests' activities write marker files under the
+    test's tmp dir, which the default sandbox (a private /tmp) hides."""
+    path = home / "config.toml"
+    cfg = AgentConfig.load(path)
+    cfg.sandbox = "none"
+    cfg.save(path)
 
 
 def token(a: NsAgent) -> str:

@@ -28,6 +28,7 @@ campaign's (``"campaign"``) or the whole tree (``"shared"``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -215,7 +216,8 @@ class Sandbox:
                 argv.extend(("--ro-bind", str(root), str(root)))
         argv.extend(("--tmpfs", str(self.home)))
         runs = self.data_dir / "runs"
-        runs.mkdir(parents=True, exist_ok=True)  # the tmpfs below needs a mount point
+        with contextlib.suppress(OSError):  # a read-only data dir has no runs to hide
+            runs.mkdir(parents=True, exist_ok=True)  # the tmpfs below needs a mount point
         if _inside(self.data_dir, self.home):
             argv.extend(("--ro-bind", str(self.data_dir), str(self.data_dir)))
             keys = self.home / "keys"
@@ -228,7 +230,8 @@ class Sandbox:
                     and not _inside(root, keys)
                 ):
                     argv.extend(("--ro-bind", str(root), str(root)))
-        argv.extend(("--tmpfs", str(runs)))
+        if runs.is_dir():
+            argv.extend(("--tmpfs", str(runs)))
         return tuple(argv)
 
     @property

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import tokenize
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -83,7 +84,9 @@ def _described(func: Callable[..., Any]) -> tuple[str, str]:
     name = (f"{module}:{qual}" if module else qual)[:1024]
     try:
         source = inspect.getsource(func)
-    except (OSError, TypeError):
+    except (OSError, TypeError, SyntaxError, tokenize.TokenError):
+        # no file, a builtin, or a "file" that is not the source (code compiled from a
+        # string under another file's name): the crate goes without the source
         source = ""
     if len(source) > MAX_SOURCE:
         source = ""
