@@ -1,4 +1,5 @@
-"""``Membership`` service: admission (Join) and the SWIM messages, delegated to gossip."""
+"""``Membership`` service: admission (Join), the SWIM messages (delegated to gossip),
+revocations and pilot tokens for other agents."""
 
 from __future__ import annotations
 
@@ -98,3 +99,11 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
             raise Unavailable("agent is not running")
         learned = revocations.learn(request.revocations, caller.name or "local operator")
         return membership_pb2.RevokeResponse(learned=learned)
+
+    @rpc_errors
+    async def PilotToken(
+        self, request: membership_pb2.PilotTokenRequest, context: grpc.aio.ServicerContext
+    ) -> membership_pb2.PilotTokenResponse:
+        from zambeze_mesh.pilots.grant import issue
+
+        return issue(self.agent.require_store(), require_caller(), request)
