@@ -13,8 +13,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.helpers.inproc import mesh
+from tests.helpers.inproc import mesh, wait_until
 from tests.helpers.ports import free_port_pair
+from tests.integration.test_exec_slurm import slurm_conf  # noqa: F401
 from zambeze_mesh.agent.agent import Agent
 from zambeze_mesh.agent.bootstrap import issue_client, open_store
 from zambeze_mesh.agent.home import Home
@@ -164,3 +165,52 @@ async def test_clients_and_anonymous_callers_get_no_pilot_token(tmp_path: Path) 
         # The servicer refuses non-agent callers even behind a permissive policy.
         with pytest.raises(NotPermitted):
             grant.issue(open_store(a0.home), Caller.local(), req)
+
+
+def submits_on_1(i: int) -> dict[str, object]:
+    if i == 0:
+        return {"zeroconf": False}
+    return {"slots": 1, "scheduler": "slurm", "walltime": "5", "zeroconf": False}
+
+
+@pytest.mark.usefixtures("slurm_conf")
+async def test_pilot_submitted_on_a_non_ca_agent_joins_and_serves(tmp_path: Path) -> None:
+    pytest.importorskip("psij")
+    from tests.integration.test_campaigns_e2e import by_name, submit_and_watch
+    from tests.integration.test_pilots_slurm import cli, member_status, short, squeue_ids, submit
+    from zambeze_mesh.v1 import campaigns_pb2_grpc
+    from zambeze_mesh.v1 import common_pb2 as S
+
+    async with mesh(tmp_path, 2, configure=submits_on_1) as (a0, a1):
+        row = await submit(a1, "--walltime", "10", "--slots", "2")
+        assert row.name == f"agent-1-pilot-{row.job_id}"
+        assert row.job_id in squeue_ids()
+        # The token came from the CA holder, scoped to agent-1's pilots.
+        store = open_store(a0.home)
+        try:
+            [granted] = store.read("SELECT name_prefix FROM pilot_tokens")
+            assert granted["name_prefix"] == "agent-1-pilot-"
+        finally:
+            store.close()
+        for agent in (a1, a0):
+            await wait_until(
+                lambda agent=agent: member_status(agent, row.name) == "alive", 90, "pilot alive"
+            )
+        store = open_store(a0.home)
+        try:
+            [spent] = store.read("SELECT used FROM pilot_tokens")
+            assert spent["used"] == 1
+        finally:
+            store.close()
+        acts = [short(f"p{i}", row.name, f"echo {i}") for i in range(20)]
+        async with grpc.aio.insecure_channel(f"unix:{a1.home.socket}") as ch:
+            stub = campaigns_pb2_grpc.CampaignsStub(ch)
+            async with asyncio.timeout(120):
+                status, _ = await submit_and_watch(stub, acts)
+        assert status.state == S.CAMPAIGN_STATE_SUCCEEDED, status.message
+        done = by_name(status)
+        assert {a.agent for a in done.values()} == {row.name}
+        assert done["p3"].detail["stdout_tail"].strip() == "3"
+        assert await cli("--home", str(a1.home.root), "pilot", "cancel", row.name) == 0
+        await wait_until(lambda: member_status(a1, row.name) == "left", 30, "pilot left")
+        await wait_until(lambda: row.job_id not in squeue_ids(), 30, "job ended")
