@@ -20,7 +20,7 @@ from zambeze_mesh.agent.agent import Agent
 from zambeze_mesh.agent.bootstrap import issue_client, open_store
 from zambeze_mesh.agent.home import Home
 from zambeze_mesh.agent.join import join_mesh
-from zambeze_mesh.errors import InvalidInput, NotPermitted, Unauthenticated
+from zambeze_mesh.errors import FailedPrecondition, InvalidInput, NotPermitted, Unauthenticated
 from zambeze_mesh.pilots import grant
 from zambeze_mesh.security.authz import Caller
 from zambeze_mesh.security.keys import der_to_pem
@@ -117,6 +117,13 @@ async def test_scope_is_the_callers_certificate_name(tmp_path: Path) -> None:
             assert err.value.code() == C.INVALID_ARGUMENT
         with pytest.raises(Unauthenticated, match="only admits names agent-1-pilot-"):
             await join(tmp_path, a1, resp.token, "agent-0-pilot-1")
+        # A CA holder whose key is locked admits no pilot: it grants no token either.
+        a0.ca_locked = True
+        try:
+            with pytest.raises(FailedPrecondition, match="CA key is locked"):
+                await obtain(a1, "agent-1-pilot-")
+        finally:
+            a0.ca_locked = False
         # agent-1 holds no CA key: it grants nothing itself.
         async with grpc.aio.secure_channel(a1.address, agent_creds(a0)) as ch:
             with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -9,7 +9,7 @@ import grpc
 
 from zambeze_mesh.agent.admission import Admission
 from zambeze_mesh.agent.servicers.errors import rpc_errors
-from zambeze_mesh.errors import NotFound, NotPermitted, Unavailable
+from zambeze_mesh.errors import FailedPrecondition, NotFound, NotPermitted, Unavailable
 from zambeze_mesh.security.authz import require_caller
 from zambeze_mesh.v1 import membership_pb2, membership_pb2_grpc
 
@@ -106,4 +106,9 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
     ) -> membership_pb2.PilotTokenResponse:
         from zambeze_mesh.pilots.grant import issue
 
+        if self.agent.ca_locked:  # its pilot could not join: admission refuses too
+            raise FailedPrecondition(
+                "the CA key is locked: the operator must restart this agent with"
+                " --ca-passphrase-file"
+            )
         return issue(self.agent.require_store(), require_caller(), request)
