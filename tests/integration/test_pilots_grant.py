@@ -20,7 +20,13 @@ from zambeze_mesh.agent.agent import Agent
 from zambeze_mesh.agent.bootstrap import issue_client, open_store
 from zambeze_mesh.agent.home import Home
 from zambeze_mesh.agent.join import join_mesh
-from zambeze_mesh.errors import FailedPrecondition, InvalidInput, NotPermitted, Unauthenticated
+from zambeze_mesh.errors import (
+    FailedPrecondition,
+    InvalidInput,
+    NotPermitted,
+    ResourceExhausted,
+    Unauthenticated,
+)
 from zambeze_mesh.pilots import grant
 from zambeze_mesh.security.authz import Caller
 from zambeze_mesh.security.keys import der_to_pem
@@ -98,7 +104,9 @@ async def test_non_ca_agent_gets_a_single_use_token_for_its_pilots(tmp_path: Pat
         await join(tmp_path, a0, other, "agent-1-pilot-10")  # still unspent
 
 
-async def test_scope_is_the_callers_certificate_name(tmp_path: Path) -> None:
+async def test_scope_is_the_callers_certificate_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with mesh(tmp_path, 2, configure=no_zeroconf) as (a0, a1):
         with pytest.raises(InvalidInput, match="agent-1-pilot-"):
             await obtain(a1, "agent-0-pilot-")
@@ -124,6 +132,11 @@ async def test_scope_is_the_callers_certificate_name(tmp_path: Path) -> None:
                 await obtain(a1, "agent-1-pilot-")
         finally:
             a0.ca_locked = False
+        # Unspent tokens per agent are bounded (the first one above is still unspent).
+        monkeypatch.setattr(grant, "MAX_OUTSTANDING", 2)
+        await obtain(a1, "agent-1-pilot-")
+        with pytest.raises(ResourceExhausted, match="2 unspent pilot tokens"):
+            await obtain(a1, "agent-1-pilot-")
         # agent-1 holds no CA key: it grants nothing itself.
         async with grpc.aio.secure_channel(a1.address, agent_creds(a0)) as ch:
             with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -22,11 +22,12 @@ from zambeze_mesh.errors import (
     FailedPrecondition,
     InvalidInput,
     NotPermitted,
+    ResourceExhausted,
     Unavailable,
     ZmeshError,
     from_rpc_error,
 )
-from zambeze_mesh.pilots.tokens import create_pilot_token
+from zambeze_mesh.pilots.tokens import create_pilot_token, outstanding
 from zambeze_mesh.security import tokens as tokmod
 from zambeze_mesh.security.authz import Caller
 from zambeze_mesh.security.keys import der_to_pem
@@ -42,6 +43,9 @@ log = logging.getLogger("zambeze_mesh.pilots")
 MAX_TTL_S = 24 * 3600
 #: Longest ``job_hint`` accepted (it only goes to the CA holder's log).
 MAX_HINT_CHARS = 128
+#: Unspent, unexpired pilot tokens one agent may hold at once (a bound on what a
+#: misbehaving agent can mint; a pilot spends its token when it joins).
+MAX_OUTSTANDING = 256
 #: Seconds to wait for one CA holder's answer.
 CALL_TIMEOUT_S = 10.0
 
@@ -73,6 +77,12 @@ def issue(
         )
     ttl_s = req.ttl_s or MAX_TTL_S
     prefix = prefix_for(caller.identity.name)
+    held = outstanding(store, prefix)
+    if held >= MAX_OUTSTANDING:
+        raise ResourceExhausted(
+            f"{caller.identity.name} already holds {held} unspent pilot tokens: retry when"
+            " its pilots have joined or their tokens expired"
+        )
     token = create_pilot_token(store, prefix, ttl_s)
     token_id = tokmod.parse_token(token).token_id
     row = tokstore.get_token(store, token_id)
