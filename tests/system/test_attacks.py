@@ -205,6 +205,7 @@ AGENT_ONLY: list[tuple[str, str]] = [
     ("/zambeze_mesh.v1.Membership/Sync", "uu"),
     ("/zambeze_mesh.v1.Membership/Leave", "uu"),
     ("/zambeze_mesh.v1.Membership/Revoke", "uu"),
+    ("/zambeze_mesh.v1.Membership/PilotToken", "uu"),
     ("/zambeze_mesh.v1.Scheduling/CallForProposals", "uu"),
     ("/zambeze_mesh.v1.Scheduling/Award", "uu"),
     ("/zambeze_mesh.v1.Scheduling/ReportStatus", "uu"),

@@ -83,6 +83,7 @@ RPCS: dict[str, tuple[type[Message], str]] = {
     P + "Membership/Sync": (membership_pb2.SyncRequest, "uu"),
     P + "Membership/Leave": (membership_pb2.LeaveRequest, "uu"),
     P + "Membership/Revoke": (membership_pb2.RevokeRequest, "uu"),
+    P + "Membership/PilotToken": (membership_pb2.PilotTokenRequest, "uu"),
     P + "Scheduling/CallForProposals": (scheduling_pb2.CallForProposalsRequest, "uu"),
     P + "Scheduling/Award": (scheduling_pb2.AwardRequest, "uu"),
     P + "Scheduling/ReportStatus": (scheduling_pb2.ReportStatusRequest, "uu"),

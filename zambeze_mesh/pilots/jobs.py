@@ -24,12 +24,13 @@ from zambeze_mesh.agent.config import AgentConfig, split_hostport
 from zambeze_mesh.agent.home import Home
 from zambeze_mesh.errors import FailedPrecondition, InvalidInput, NotFound, Unavailable
 from zambeze_mesh.execution.batch_spec import parse_walltime
+from zambeze_mesh.pilots.grant import MAX_TTL_S, prefix_for
+from zambeze_mesh.pilots.grant import obtain as obtain_pilot_token
 from zambeze_mesh.pilots.spec import PilotSpec, build_pilot_job, pilot_name
-from zambeze_mesh.pilots.tokens import create_pilot_token
 from zambeze_mesh.store.db import Store
 
 #: A pilot token is valid this long after submission (the job may queue).
-TOKEN_TTL_S = 24 * 3600
+TOKEN_TTL_S = MAX_TTL_S
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pilots (
     name TEXT PRIMARY KEY,
@@ -166,6 +167,10 @@ def submit_pilot(
         raise InvalidInput("slots must be between 0 (one per CPU) and 4096")
     seed, admission = _addresses(home)
     host, _ = split_hostport(seed)
+    # On a CA holder the token is made here; elsewhere a CA holder grants it.
+    token = obtain_pilot_token(
+        store, prefix_for(cfg.name), TOKEN_TTL_S, f"{cfg.scheduler} pilot of {cfg.name}"
+    )
     pdir = home.root / "pilots" / f"new-{secrets.token_hex(4)}"
     pdir.mkdir(parents=True, mode=0o700)
     os.chmod(pdir, 0o700)
@@ -187,7 +192,6 @@ def submit_pilot(
         # the submitter) after the pilot has left. Needs a file system both see.
         spec.data_dir = str((home.root / cfg.data_dir / "pilots" / pdir.name).absolute())
     spec.save(pdir / "spec.json")
-    token = create_pilot_token(store, spec.name_prefix, TOKEN_TTL_S)
     fd = os.open(pdir / "token", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token)

@@ -8,6 +8,8 @@ Admission calls :func:`check_scope` for every token it knows.
 
 from __future__ import annotations
 
+import time
+
 from zambeze_mesh.errors import Unauthenticated
 from zambeze_mesh.store.db import Store
 
@@ -41,6 +43,17 @@ def create_pilot_token(store: Store, name_prefix: str, ttl_s: int) -> str:
             (token_id, name_prefix),
         )
     return token
+
+
+def outstanding(store: Store, name_prefix: str) -> int:
+    """How many pilot tokens for ``name_prefix`` are unspent, unexpired and not revoked."""
+    _ensure(store)
+    rows = store.read(
+        "SELECT COUNT(*) AS n FROM pilot_tokens p JOIN tokens t ON t.token_id = p.token_id"
+        " WHERE p.name_prefix = ? AND p.used = 0 AND t.revoked = 0 AND t.expires_ms > ?",
+        (name_prefix, int(time.time() * 1000)),
+    )
+    return int(rows[0]["n"])
 
 
 def check_scope(store: Store, token_id: str, name: str) -> None:

@@ -30,6 +30,8 @@ PACKAGE = "zambeze_mesh.v1"
 JOIN_METHOD = f"/{PACKAGE}.Membership/Join"
 #: Revocations are CA-signed, so the CA holder's operator may hand them in locally.
 REVOKE_METHOD = f"/{PACKAGE}.Membership/Revoke"
+#: A CA holder mints pilot tokens for agents only, scoped to the caller's certificate name.
+PILOT_TOKEN_METHOD = f"/{PACKAGE}.Membership/PilotToken"
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 AGENT_SERVICES = frozenset({f"{PACKAGE}.Membership", f"{PACKAGE}.Scheduling", f"{PACKAGE}.Data"})
 CLIENT_SERVICES = frozenset({f"{PACKAGE}.Campaigns"})
@@ -91,7 +93,8 @@ def authorize(method: str, caller: Caller) -> None:
     * ``Membership/Join``: anyone (the admission listener serves nothing else).
     * health and reflection: anyone but anonymous callers.
     * other ``Membership``, ``Scheduling``, ``Data``: agents only (``Membership/Revoke``
-      also local callers: revocations are CA-signed).
+      also local callers: revocations are CA-signed; ``Membership/PilotToken`` strictly
+      agents: the token is scoped to the caller's certificate name).
     * ``Campaigns``: clients, agents and local callers.
     * anything else: nobody.
 
@@ -104,6 +107,10 @@ def authorize(method: str, caller: Caller) -> None:
         if caller.kind == "anonymous":  # the admission listener answers only Join
             raise Unauthenticated(f"{method} requires a certificate or the local socket")
         return
+    if method == PILOT_TOKEN_METHOD and caller.kind != "agent":
+        if caller.kind == "anonymous":
+            raise Unauthenticated(f"{method} requires an agent certificate")
+        raise NotPermitted(f"{caller.describe()} may not call {method} (agents only)")
     service = _service_of(method)
     if service in AGENT_SERVICES:
         if caller.kind == "agent" or (caller.kind == "local" and method == REVOKE_METHOD):

@@ -473,3 +473,54 @@ class RevokeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokeResponse: _TypeAlias = RevokeResponse  # noqa: Y015
+
+@_typing.final
+class PilotTokenRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TTL_S_FIELD_NUMBER: _builtins.int
+    JOB_HINT_FIELD_NUMBER: _builtins.int
+    ttl_s: _builtins.int
+    """validity in seconds; 0: the CA holder's maximum"""
+    job_hint: _builtins.str
+    """free text for the CA holder's log (<= 128 chars)"""
+    def __init__(
+        self,
+        *,
+        ttl_s: _builtins.int = ...,
+        job_hint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_hint", b"job_hint", "ttl_s", b"ttl_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PilotTokenRequest: _TypeAlias = PilotTokenRequest  # noqa: Y015
+
+@_typing.final
+class PilotTokenResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    NAME_PREFIX_FIELD_NUMBER: _builtins.int
+    EXPIRES_UNIX_MS_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """ZMESH1-... join token, single use"""
+    name_prefix: _builtins.str
+    """names it admits: <caller>-pilot-<job id>"""
+    expires_unix_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        name_prefix: _builtins.str = ...,
+        expires_unix_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_unix_ms", b"expires_unix_ms", "name_prefix", b"name_prefix", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PilotTokenResponse: _TypeAlias = PilotTokenResponse  # noqa: Y015

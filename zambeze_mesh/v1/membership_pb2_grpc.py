@@ -71,6 +71,11 @@ class MembershipStub:
                 request_serializer=zambeze__mesh_dot_v1_dot_membership__pb2.RevokeRequest.SerializeToString,
                 response_deserializer=zambeze__mesh_dot_v1_dot_membership__pb2.RevokeResponse.FromString,
                 _registered_method=True)
+        self.PilotToken = channel.unary_unary(
+                '/zambeze_mesh.v1.Membership/PilotToken',
+                request_serializer=zambeze__mesh_dot_v1_dot_membership__pb2.PilotTokenRequest.SerializeToString,
+                response_deserializer=zambeze__mesh_dot_v1_dot_membership__pb2.PilotTokenResponse.FromString,
+                _registered_method=True)
 
 
 class MembershipServicer:
@@ -132,6 +137,15 @@ class MembershipServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PilotToken(self, request, context):
+        """Served by a CA holder: a single-use, short-lived join token for one pilot job
+        of the calling agent. It admits only names `<caller>-pilot-<job id>`, where
+        <caller> is the name in the caller's agent certificate (never from the request).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MembershipServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +183,11 @@ def add_MembershipServicer_to_server(servicer, server):
                     servicer.Revoke,
                     request_deserializer=zambeze__mesh_dot_v1_dot_membership__pb2.RevokeRequest.FromString,
                     response_serializer=zambeze__mesh_dot_v1_dot_membership__pb2.RevokeResponse.SerializeToString,
+            ),
+            'PilotToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.PilotToken,
+                    request_deserializer=zambeze__mesh_dot_v1_dot_membership__pb2.PilotTokenRequest.FromString,
+                    response_serializer=zambeze__mesh_dot_v1_dot_membership__pb2.PilotTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -362,6 +381,33 @@ class Membership:
             '/zambeze_mesh.v1.Membership/Revoke',
             zambeze__mesh_dot_v1_dot_membership__pb2.RevokeRequest.SerializeToString,
             zambeze__mesh_dot_v1_dot_membership__pb2.RevokeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PilotToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zambeze_mesh.v1.Membership/PilotToken',
+            zambeze__mesh_dot_v1_dot_membership__pb2.PilotTokenRequest.SerializeToString,
+            zambeze__mesh_dot_v1_dot_membership__pb2.PilotTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

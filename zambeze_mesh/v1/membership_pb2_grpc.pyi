@@ -56,6 +56,11 @@ class MembershipStub:
     operator on the Unix socket). Each revocation is checked against the mesh CA;
     new ones are stored and passed on to the other members.
     """
+    PilotToken: _grpc.UnaryUnaryMultiCallable[_membership_pb2.PilotTokenRequest, _membership_pb2.PilotTokenResponse]
+    """Served by a CA holder: a single-use, short-lived join token for one pilot job
+    of the calling agent. It admits only names `<caller>-pilot-<job id>`, where
+    <caller> is the name in the caller's agent certificate (never from the request).
+    """
 
 @_typing.type_check_only
 class MembershipAsyncStub(MembershipStub):
@@ -84,6 +89,11 @@ class MembershipAsyncStub(MembershipStub):
     """Spread CA-signed certificate revocations (agents, and the CA holder's local
     operator on the Unix socket). Each revocation is checked against the mesh CA;
     new ones are stored and passed on to the other members.
+    """
+    PilotToken: _aio.UnaryUnaryMultiCallable[_membership_pb2.PilotTokenRequest, _membership_pb2.PilotTokenResponse]  # type: ignore[assignment]
+    """Served by a CA holder: a single-use, short-lived join token for one pilot job
+    of the calling agent. It admits only names `<caller>-pilot-<job id>`, where
+    <caller> is the name in the caller's agent certificate (never from the request).
     """
 
 class MembershipServicer(metaclass=_abc_1.ABCMeta):
@@ -152,6 +162,17 @@ class MembershipServicer(metaclass=_abc_1.ABCMeta):
         """Spread CA-signed certificate revocations (agents, and the CA holder's local
         operator on the Unix socket). Each revocation is checked against the mesh CA;
         new ones are stored and passed on to the other members.
+        """
+
+    @_abc_1.abstractmethod
+    def PilotToken(
+        self,
+        request: _membership_pb2.PilotTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_membership_pb2.PilotTokenResponse, _abc.Awaitable[_membership_pb2.PilotTokenResponse]]:
+        """Served by a CA holder: a single-use, short-lived join token for one pilot job
+        of the calling agent. It admits only names `<caller>-pilot-<job id>`, where
+        <caller> is the name in the caller's agent certificate (never from the request).
         """
 
 def add_MembershipServicer_to_server(servicer: MembershipServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

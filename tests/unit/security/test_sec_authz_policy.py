@@ -29,6 +29,7 @@ TABLE: list[tuple[str, dict[Caller, type[Exception] | None]]] = [
     (M + "Membership/Gossip", {AGENT: OK, CLIENT: DENIED, LOCAL: DENIED, ANON: UNAUTH}),
     (M + "Membership/Leave", {AGENT: OK, CLIENT: DENIED, LOCAL: DENIED, ANON: UNAUTH}),
     (M + "Membership/Revoke", {AGENT: OK, CLIENT: DENIED, LOCAL: OK, ANON: UNAUTH}),
+    (M + "Membership/PilotToken", {AGENT: OK, CLIENT: DENIED, LOCAL: DENIED, ANON: UNAUTH}),
     (M + "Scheduling/Award", {AGENT: OK, CLIENT: DENIED, LOCAL: DENIED, ANON: UNAUTH}),
     (M + "Data/Fetch", {AGENT: OK, CLIENT: DENIED, LOCAL: DENIED, ANON: UNAUTH}),
     (M + "Campaigns/Submit", {AGENT: OK, CLIENT: OK, LOCAL: OK, ANON: UNAUTH}),

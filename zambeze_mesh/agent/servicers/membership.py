@@ -1,4 +1,5 @@
-"""``Membership`` service: admission (Join) and the SWIM messages, delegated to gossip."""
+"""``Membership`` service: admission (Join), the SWIM messages (delegated to gossip),
+revocations and pilot tokens for other agents."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import grpc
 
 from zambeze_mesh.agent.admission import Admission
 from zambeze_mesh.agent.servicers.errors import rpc_errors
-from zambeze_mesh.errors import NotFound, NotPermitted, Unavailable
+from zambeze_mesh.errors import FailedPrecondition, NotFound, NotPermitted, Unavailable
 from zambeze_mesh.security.authz import require_caller
 from zambeze_mesh.v1 import membership_pb2, membership_pb2_grpc
 
@@ -98,3 +99,16 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
             raise Unavailable("agent is not running")
         learned = revocations.learn(request.revocations, caller.name or "local operator")
         return membership_pb2.RevokeResponse(learned=learned)
+
+    @rpc_errors
+    async def PilotToken(
+        self, request: membership_pb2.PilotTokenRequest, context: grpc.aio.ServicerContext
+    ) -> membership_pb2.PilotTokenResponse:
+        from zambeze_mesh.pilots.grant import issue
+
+        if self.agent.ca_locked:  # its pilot could not join: admission refuses too
+            raise FailedPrecondition(
+                "the CA key is locked: the operator must restart this agent with"
+                " --ca-passphrase-file"
+            )
+        return issue(self.agent.require_store(), require_caller(), request)
