@@ -263,9 +263,20 @@ def _proc_wait_state(
         time.sleep(0.05)
 
 
-def _proc_final(stub: campaigns_pb2_grpc.CampaignsStub, cid: str) -> campaigns_pb2.CampaignStatus:
-    for _ in stub.Watch(campaigns_pb2.WatchRequest(campaign_id=cid, follow=True), timeout=60):
-        pass
+def _proc_final(
+    stub: campaigns_pb2_grpc.CampaignsStub, cid: str, timeout: float = 45
+) -> campaigns_pb2.CampaignStatus:
+    """The campaign's status once it has ended (fails, with its status, if it has not)."""
+    try:
+        for _ in stub.Watch(
+            campaigns_pb2.WatchRequest(campaign_id=cid, follow=True), timeout=timeout
+        ):
+            pass
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
+            raise
+        status = stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=cid), timeout=5)
+        raise AssertionError(f"campaign {cid} did not end within {timeout} s: {status}") from None
     return stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=cid), timeout=5)
 
 
