@@ -20,11 +20,14 @@ from pathlib import Path
 import grpc
 
 from tests.helpers.inproc import mesh
-from tests.helpers.procs import ProcMesh
+from tests.helpers.procs import ProcAgent, ProcMesh
 from tests.system.test_attacks import as_agent, code_of, local, shell, still_serving
 from zambeze_mesh.agent.agent import Agent
 from zambeze_mesh.agent.bootstrap import issue_client, open_store
+from zambeze_mesh.agent.home import Home
+from zambeze_mesh.security.keys import der_to_pem
 from zambeze_mesh.security.tls import channel_credentials
+from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.v1 import (
     campaigns_pb2,
     campaigns_pb2_grpc,
@@ -206,6 +209,178 @@ async def test_scheduling_calls_name_the_caller(tmp_path: Path) -> None:
             else:
                 raise AssertionError("a call naming another member succeeded")
         assert a1.contractor is not None and not a1.contractor.jobs
+
+
+# ------------------------------------------------------------------ the same over real processes
+def _stolen_creds(agent: ProcAgent) -> grpc.ChannelCredentials:
+    """mTLS credentials with ``agent``'s own identity, read from its home (its key file,
+    certificate and CA): what an attacker holding that member's home has."""
+    store = open_store(Home(agent.home))
+    try:
+        ident = idstore.load_identity(store)
+    finally:
+        store.close()
+    return channel_credentials(
+        ident.key_pem, der_to_pem(ident.cert_der), der_to_pem(ident.ca_cert_der)
+    )
+
+
+def _three(pm: ProcMesh) -> tuple[ProcAgent, ProcAgent, ProcAgent]:
+    """agent-0 creates the mesh, agent-1 and agent-2 join; all alive in every view."""
+    a0 = pm.init("agent-0")
+    a0.start()
+    a1 = pm.join("agent-1", a0)
+    a1.start()
+    a2 = pm.join("agent-2", a0)
+    a2.start()
+    names = {"agent-0", "agent-1", "agent-2"}
+
+    def formed() -> bool:
+        return all(
+            set(v) == names and set(v.values()) == {"alive"}
+            for v in (a.statuses() for a in (a0, a1, a2))
+        )
+
+    pm.wait_for(formed, 30, "every agent alive everywhere")
+    return a0, a1, a2
+
+
+def _local_stub(agent: ProcAgent) -> tuple[grpc.Channel, campaigns_pb2_grpc.CampaignsStub]:
+    ch = grpc.insecure_channel(f"unix:{agent.home / 'agent.sock'}")
+    return ch, campaigns_pb2_grpc.CampaignsStub(ch)
+
+
+def _proc_wait_state(
+    stub: campaigns_pb2_grpc.CampaignsStub, cid: str, name: str, state: int, timeout: float = 30
+) -> campaigns_pb2.ActivityStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=cid), timeout=5)
+        act = next(a for a in got.activities if a.name == name)
+        if act.state == state:
+            return act
+        assert time.monotonic() < deadline, f"{name} never reached {state}: {act}"
+        time.sleep(0.05)
+
+
+def _proc_final(
+    stub: campaigns_pb2_grpc.CampaignsStub, cid: str, timeout: float = 45
+) -> campaigns_pb2.CampaignStatus:
+    """The campaign's status once it has ended (fails, with its status, if it has not)."""
+    try:
+        for _ in stub.Watch(
+            campaigns_pb2.WatchRequest(campaign_id=cid, follow=True), timeout=timeout
+        ):
+            pass
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
+            raise
+        status = stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=cid), timeout=5)
+        raise AssertionError(f"campaign {cid} did not end within {timeout} s: {status}") from None
+    return stub.Get(campaigns_pb2.GetCampaignRequest(campaign_id=cid), timeout=5)
+
+
+def test_foreign_cancel_is_refused_between_processes(procmesh: ProcMesh) -> None:
+    """Inject: three real agent processes; with agent-2's own key and certificate
+    (read from its home) the attacker calls Scheduling.Cancel{monitor: agent-2} on
+    agent-1 for the activity of agent-0's campaign that agent-1 is running (exact
+    attempt, and attempt 0 = any). Check: nothing is cancelled (``cancelled`` = 0),
+    the activity ends SUCCEEDED on agent-1 with its output, and agent-0's own cancel
+    of another activity there still works."""
+    a0, a1, a2 = _three(procmesh)
+    ch0, camp = _local_stub(a0)
+    with ch0, grpc.secure_channel(a1.address, _stolen_creds(a2)) as ch:
+        resp = camp.Submit(
+            campaigns_pb2.SubmitRequest(
+                name="victim", activities=[shell("slow", "sleep 3; echo done", agent="agent-1")]
+            ),
+            timeout=10,
+        )
+        cid = resp.campaign_id
+        running = _proc_wait_state(camp, cid, "slow", S.ACTIVITY_STATE_RUNNING)
+        sched = scheduling_pb2_grpc.SchedulingStub(ch)
+        for attempt in (running.attempt, 0):
+            answer = sched.Cancel(
+                scheduling_pb2.CancelActivitiesRequest(
+                    monitor=a2.name,
+                    activities=[
+                        scheduling_pb2.ActivityRef(
+                            campaign_id=cid, activity="slow", attempt=attempt
+                        )
+                    ],
+                ),
+                timeout=10,
+            )
+            assert answer.cancelled == 0, answer
+        final = _proc_final(camp, cid)
+        assert final.state == S.CAMPAIGN_STATE_SUCCEEDED, final
+        act = final.activities[0]
+        assert act.agent == "agent-1"
+        assert "done" in act.detail["stdout_tail"]
+
+        # The monitor itself may still cancel its own work there.
+        resp2 = camp.Submit(
+            campaigns_pb2.SubmitRequest(
+                name="own", activities=[shell("long", "sleep 60", agent="agent-1")]
+            ),
+            timeout=10,
+        )
+        _proc_wait_state(camp, resp2.campaign_id, "long", S.ACTIVITY_STATE_RUNNING)
+        camp.Cancel(campaigns_pb2.CancelCampaignRequest(campaign_id=resp2.campaign_id), timeout=10)
+        assert _proc_final(camp, resp2.campaign_id).state == S.CAMPAIGN_STATE_CANCELLED
+    assert a1.statuses() == {"agent-0": "alive", "agent-1": "alive", "agent-2": "alive"}
+
+
+def test_award_squatting_is_isolated_between_processes(procmesh: ProcMesh) -> None:
+    """Inject: three real agent processes; before agent-0 places activity ``second``
+    of its campaign (it waits on ``first``), the attacker, with agent-2's own key and
+    certificate, sends Scheduling.Award{monitor: agent-2} to agent-1 for the same
+    (campaign, activity, attempt) with its own command, which writes a marker into its
+    working dir. Check: agent-1 takes it as agent-2's own job; the real ``second``
+    still runs on agent-1 and ends SUCCEEDED with the real command's output; the
+    marker is not in the real activity's working dir (only under agent-2's runs), and
+    the campaign completes."""
+    a0, a1, a2 = _three(procmesh)
+    ch0, camp = _local_stub(a0)
+    with ch0, grpc.secure_channel(a1.address, _stolen_creds(a2)) as ch:
+        resp = camp.Submit(
+            campaigns_pb2.SubmitRequest(
+                name="victim",
+                activities=[
+                    shell("first", "sleep 3", agent="agent-0"),
+                    shell("second", "ls; echo real-output", agent="agent-1", depends_on=["first"]),
+                ],
+            ),
+            timeout=10,
+        )
+        cid = resp.campaign_id
+        _proc_wait_state(camp, cid, "first", S.ACTIVITY_STATE_RUNNING)
+        got = camp.Get(campaigns_pb2.GetCampaignRequest(campaign_id=cid), timeout=5)
+        second = next(a for a in got.activities if a.name == "second")
+        assert second.state == S.ACTIVITY_STATE_PENDING, second
+        sched = scheduling_pb2_grpc.SchedulingStub(ch)
+        evil = shell("second", "echo pwned > squat.txt; sleep 4", agent="agent-1")
+        tender = scheduling_pb2.Tender(campaign_id=cid, activity="second", attempt=1, spec=evil)
+        answer = sched.Award(
+            scheduling_pb2.AwardRequest(
+                monitor=a2.name, items=[scheduling_pb2.AwardItem(tender=tender, monitor=a2.name)]
+            ),
+            timeout=10,
+        )
+        assert [d.accepted for d in answer.decisions] == [True], answer
+        final = _proc_final(camp, cid)
+        assert final.state == S.CAMPAIGN_STATE_SUCCEEDED, final
+        second = next(a for a in final.activities if a.name == "second")
+        assert second.agent == "agent-1"
+        out = second.detail["stdout_tail"]
+        assert "real-output" in out
+        assert "squat.txt" not in out and "pwned" not in out
+        workdir = Path(second.detail["output_dir"]).parent
+        assert workdir.is_relative_to(a1.home), workdir
+        assert workdir.is_dir() and not (workdir / "squat.txt").exists()
+        squatted = list((a1.home / "data").rglob("squat.txt"))
+        assert squatted and all(a2.name in p.parts for p in squatted), squatted
+    assert a0.statuses() == {"agent-0": "alive", "agent-1": "alive", "agent-2": "alive"}
 
 
 # ------------------------------------------------------------------ campaign ownership
