@@ -36,6 +36,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,6 +212,8 @@ class Sandbox:
         exe = shutil.which("bwrap")
         assert exe is not None
         argv: list[str] = [exe, *_BASE_ARGS]
+        for path in software_binds(self.home):  # Python itself, when it lives in /tmp
+            argv.extend(("--ro-bind", str(path), str(path)))
         for root in self.exported_roots:  # (a root around the home: the home is hidden below)
             if root.is_dir() and not _inside(root, self.home):
                 argv.extend(("--ro-bind", str(root), str(root)))
@@ -292,6 +295,52 @@ def _outermost(paths: Iterable[str]) -> tuple[str, ...]:
         if not any(_inside(Path(d), Path(o)) for o in out):
             out.append(d)
     return tuple(out)
+
+
+#: Directories the sandbox replaces with private, empty ones.
+PRIVATE_DIRS = (Path("/tmp"), Path("/var/tmp"))
+
+
+@functools.cache
+def _software_candidates() -> tuple[Path, ...]:
+    """What a worker needs to start and import: the Python installation (a virtualenv
+    included), this package, and the packages and modules at the top of each import
+    path entry (never hidden entries such as ``.zmesh-demo``: only code is exposed)."""
+    import zambeze_mesh
+
+    found = {
+        Path(sys.prefix),
+        Path(sys.base_prefix),
+        Path(sys.exec_prefix),
+        Path(os.path.realpath(sys.executable)).parent,
+        Path(zambeze_mesh.__file__).resolve().parent,
+    }
+    prefixes = [p.resolve() for p in (Path(sys.prefix), Path(sys.base_prefix))]
+    for entry in sys.path:
+        root = Path(entry or os.getcwd()).resolve()
+        if not root.is_dir() or any(_inside(root, p) for p in prefixes):
+            continue
+        if not any(_inside(root, d) for d in PRIVATE_DIRS):
+            continue
+        with contextlib.suppress(OSError):
+            for child in root.iterdir():
+                if child.name.startswith((".", "__")):
+                    continue
+                if (child / "__init__.py").is_file() or child.suffix == ".py":
+                    found.add(child)
+    return tuple(sorted(p.resolve() for p in found if p.exists()))
+
+
+def software_binds(home: Path) -> list[Path]:
+    """Code the private ``/tmp`` and ``/var/tmp`` would hide from activities (a venv or
+    checkout under ``/tmp``), to bind back read-only; never the agent home or anything in
+    it (it is hidden again afterwards anyway)."""
+    home = home.resolve()
+    return [
+        p
+        for p in _software_candidates()
+        if any(_inside(p, d) for d in PRIVATE_DIRS) and not _inside(p, home)
+    ]
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,29 @@ def test_owner_dir_names_are_stable_safe_and_distinct() -> None:
         assert "/" not in name and name.strip(".") and name.isprintable()
     with pytest.raises(InvalidInput):
         owner_dir("")
+
+
+def test_code_under_tmp_is_bound_back_but_never_hidden_dirs_or_the_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkout or venv under /tmp (hidden by the private /tmp) stays importable inside
+    the sandbox: its packages and modules are bound back, its dot-dirs (agent homes of a
+    demo) and the agent home are not."""
+    from zambeze_mesh.execution import sandbox as sbx
+
+    checkout = tmp_path / "checkout"
+    (checkout / "pkg").mkdir(parents=True)
+    (checkout / "pkg" / "__init__.py").write_text("")
+    (checkout / "mod.py").write_text("")
+    (checkout / ".zmesh-demo" / "edge").mkdir(parents=True)
+    (checkout / "data").mkdir()  # not code
+    home = checkout / "home"
+    (home / "pkg2").mkdir(parents=True)
+    monkeypatch.setattr(sys, "path", [str(checkout), str(home), *sys.path])
+    sbx._software_candidates.cache_clear()
+    try:
+        binds = sbx.software_binds(home)
+    finally:
+        sbx._software_candidates.cache_clear()
+    assert checkout / "pkg" in binds and checkout / "mod.py" in binds
+    assert not any(p.name in (".zmesh-demo", "data") or home in (p, *p.parents) for p in binds)
