@@ -7,11 +7,13 @@ with its agent homes under a temp dir, checks what landed in the repository agen
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import zipfile
@@ -58,6 +60,10 @@ def test_quick_demo_stores_validated_models(tmp_path: Path) -> None:
         for name in ("edge", "hpc", "cluster", "repository"):
             cli = [sys.executable, "-m", "zambeze_mesh.cli.main", "--home", str(mesh / name)]
             subprocess.run([*cli, "agent", "stop"], capture_output=True, timeout=60, check=False)
+        ui_pid = mesh / "edge" / "ui.pid"  # --keep leaves the web view running too
+        if ui_pid.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(ui_pid.read_text().strip()), signal.SIGTERM)
 
 
 def _check_results(mesh: Path, stdout: str, dag: Path, logs: str) -> None:
