@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.helpers.creds import home_credentials
 from tests.helpers.inproc import mesh, wait_until
 from tests.helpers.ports import free_port_pair
 from tests.integration.test_exec_slurm import slurm_conf  # noqa: F401
@@ -29,7 +30,6 @@ from zambeze_mesh.errors import (
 )
 from zambeze_mesh.pilots import grant
 from zambeze_mesh.security.authz import Caller
-from zambeze_mesh.security.keys import der_to_pem
 from zambeze_mesh.security.tls import channel_credentials
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.store import names as namestore
@@ -69,17 +69,6 @@ def issued_by_ca(ca_holder: Agent, name: str) -> bool:
         store.close()
 
 
-def agent_creds(agent: Agent) -> grpc.ChannelCredentials:
-    store = open_store(agent.home)
-    try:
-        ident = idstore.load_identity(store)
-    finally:
-        store.close()
-    return channel_credentials(
-        ident.key_pem, der_to_pem(ident.cert_der), der_to_pem(ident.ca_cert_der)
-    )
-
-
 async def test_non_ca_agent_gets_a_single_use_token_for_its_pilots(tmp_path: Path) -> None:
     async with mesh(tmp_path, 2, configure=no_zeroconf) as (a0, a1):
         store = open_store(a1.home)
@@ -111,7 +100,7 @@ async def test_scope_is_the_callers_certificate_name(
         with pytest.raises(InvalidInput, match="agent-1-pilot-"):
             await obtain(a1, "agent-0-pilot-")
         # Whatever the request says, the CA holder scopes the token to the caller.
-        async with grpc.aio.secure_channel(a0.address, agent_creds(a1)) as ch:
+        async with grpc.aio.secure_channel(a0.address, home_credentials(a1.home)) as ch:
             stub = membership_pb2_grpc.MembershipStub(ch)
             resp = await stub.PilotToken(
                 membership_pb2.PilotTokenRequest(ttl_s=60, job_hint="agent-0-pilot-1"), timeout=5
@@ -138,7 +127,7 @@ async def test_scope_is_the_callers_certificate_name(
         with pytest.raises(ResourceExhausted, match="2 unspent pilot tokens"):
             await obtain(a1, "agent-1-pilot-")
         # agent-1 holds no CA key: it grants nothing itself.
-        async with grpc.aio.secure_channel(a1.address, agent_creds(a0)) as ch:
+        async with grpc.aio.secure_channel(a1.address, home_credentials(a0.home)) as ch:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await membership_pb2_grpc.MembershipStub(ch).PilotToken(
                     membership_pb2.PilotTokenRequest(), timeout=5

@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import pytest
 
+from tests.helpers.creds import home_credentials
 from tests.helpers.inproc import mesh, wait_until
 from tests.helpers.procs import ProcMesh
 from zambeze_mesh.agent.agent import Agent
@@ -598,17 +599,6 @@ def _rss_bytes(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def _sync_creds(home: Path) -> grpc.ChannelCredentials:
-    store = open_store(Home(home))
-    try:
-        ident = idstore.load_identity(store)
-    finally:
-        store.close()
-    return channel_credentials(
-        ident.key_pem, der_to_pem(ident.cert_der), der_to_pem(ident.ca_cert_der)
-    )
-
-
 def test_slow_readers_are_bounded(procmesh: ProcMesh) -> None:
     """Inject: agent b opens 20 Data.Fetch streams of a 48 MiB file on the holder
     (a real agent process with the default max_streams_per_peer = 16 and a 3 s
@@ -634,8 +624,8 @@ def test_slow_readers_are_bounded(procmesh: ProcMesh) -> None:
     (data_dir / "big.bin").write_bytes(blob)
     assert a.pid is not None
     with (
-        grpc.secure_channel(a.address, _sync_creds(b.home)) as chb,
-        grpc.secure_channel(a.address, _sync_creds(c.home)) as chc,
+        grpc.secure_channel(a.address, home_credentials(b.home)) as chb,
+        grpc.secure_channel(a.address, home_credentials(c.home)) as chc,
     ):
         sb, sc = data_pb2_grpc.DataStub(chb), data_pb2_grpc.DataStub(chc)
         grant = sb.Offer(data_pb2.OfferRequest(path="big.bin"), timeout=10).grant
@@ -662,7 +652,7 @@ def test_slow_readers_are_bounded(procmesh: ProcMesh) -> None:
         assert _rss_bytes(a.pid) - rss0 < 16 * 12 * MiB + 48 * MiB
         # After the idle timeout the holder has dropped b's stuck streams.
         time.sleep(4)
-        with grpc.secure_channel(a.address, _sync_creds(b.home)) as ch2:
+        with grpc.secure_channel(a.address, home_credentials(b.home)) as ch2:
             s2 = data_pb2_grpc.DataStub(ch2)
             got2 = [
                 ch.data

@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.helpers.creds import home_credentials
 from tests.helpers.inproc import mesh, wait_until
 from tests.helpers.ports import free_port_pair
 from tests.helpers.procs import ProcAgent, ProcMesh, zmesh
@@ -30,8 +31,7 @@ from zambeze_mesh.agent.join import join_mesh
 from zambeze_mesh.errors import NotPermitted, ZmeshError
 from zambeze_mesh.membership.rules import MAX_INCARNATION
 from zambeze_mesh.security.identity import Identity
-from zambeze_mesh.security.keys import der_to_pem, generate_key, make_csr
-from zambeze_mesh.security.tls import channel_credentials
+from zambeze_mesh.security.keys import generate_key, make_csr
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.v1 import membership_pb2, membership_pb2_grpc
 
@@ -40,18 +40,6 @@ Update = membership_pb2.MemberUpdate
 
 
 # ------------------------------------------------------------------ helpers
-def stolen_creds(agent: ProcAgent) -> grpc.ChannelCredentials:
-    """mTLS credentials with ``agent``'s identity, read from its home (a rogue member)."""
-    store = open_store(Home(agent.home))
-    try:
-        ident = idstore.load_identity(store)
-    finally:
-        store.close()
-    return channel_credentials(
-        ident.key_pem, der_to_pem(ident.cert_der), der_to_pem(ident.ca_cert_der)
-    )
-
-
 def ca_digest_of(agent: ProcAgent) -> str:
     import hashlib
 
@@ -110,7 +98,7 @@ def test_forwarded_join_without_a_token_proof_is_refused(procmesh: ProcMesh) -> 
     )
 
     async def attack() -> tuple[grpc.StatusCode, membership_pb2.JoinResponse | None]:
-        async with grpc.aio.secure_channel(a.address, stolen_creds(b)) as ch:
+        async with grpc.aio.secure_channel(a.address, home_credentials(b.home)) as ch:
             try:
                 resp = await membership_pb2_grpc.MembershipStub(ch).Join(req, timeout=10)
             except grpc.aio.AioRpcError as exc:
@@ -138,7 +126,7 @@ def test_dead_at_a_huge_incarnation_does_not_evict(procmesh: ProcMesh) -> None:
 
     async def attack() -> None:
         for target in (a, c, a, c):
-            async with grpc.aio.secure_channel(target.address, stolen_creds(b)) as ch:
+            async with grpc.aio.secure_channel(target.address, home_credentials(b.home)) as ch:
                 stub = membership_pb2_grpc.MembershipStub(ch)
                 await stub.Gossip(_gossip_req("b", [dead]), timeout=5)
             await asyncio.sleep(0.2)
@@ -191,7 +179,7 @@ def test_revoked_certificate_is_refused_by_every_agent(procmesh: ProcMesh) -> No
     client RPC (Campaigns/ListMembers) on a and on b. Check: within seconds every call
     is UNAUTHENTICATED on both, and c is gone (LEFT) from a's and b's views."""
     a, b, c = formed(procmesh, 3)
-    creds = stolen_creds(c)
+    creds = home_credentials(c.home)
     out = zmesh("members", "remove", "c", home=a.home).stdout
     assert "removed c" in out, out
 

@@ -19,15 +19,13 @@ from pathlib import Path
 
 import grpc
 
+from tests.helpers.creds import home_credentials
 from tests.helpers.inproc import mesh
 from tests.helpers.procs import ProcAgent, ProcMesh
 from tests.system.test_attacks import as_agent, code_of, local, shell, still_serving
 from zambeze_mesh.agent.agent import Agent
 from zambeze_mesh.agent.bootstrap import issue_client, open_store
-from zambeze_mesh.agent.home import Home
-from zambeze_mesh.security.keys import der_to_pem
 from zambeze_mesh.security.tls import channel_credentials
-from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.v1 import (
     campaigns_pb2,
     campaigns_pb2_grpc,
@@ -212,19 +210,6 @@ async def test_scheduling_calls_name_the_caller(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ the same over real processes
-def _stolen_creds(agent: ProcAgent) -> grpc.ChannelCredentials:
-    """mTLS credentials with ``agent``'s own identity, read from its home (its key file,
-    certificate and CA): what an attacker holding that member's home has."""
-    store = open_store(Home(agent.home))
-    try:
-        ident = idstore.load_identity(store)
-    finally:
-        store.close()
-    return channel_credentials(
-        ident.key_pem, der_to_pem(ident.cert_der), der_to_pem(ident.ca_cert_der)
-    )
-
-
 def _three(pm: ProcMesh) -> tuple[ProcAgent, ProcAgent, ProcAgent]:
     """agent-0 creates the mesh, agent-1 and agent-2 join; all alive in every view."""
     a0 = pm.init("agent-0")
@@ -289,7 +274,7 @@ def test_foreign_cancel_is_refused_between_processes(procmesh: ProcMesh) -> None
     of another activity there still works."""
     a0, a1, a2 = _three(procmesh)
     ch0, camp = _local_stub(a0)
-    with ch0, grpc.secure_channel(a1.address, _stolen_creds(a2)) as ch:
+    with ch0, grpc.secure_channel(a1.address, home_credentials(a2.home)) as ch:
         resp = camp.Submit(
             campaigns_pb2.SubmitRequest(
                 name="victim", activities=[shell("slow", "sleep 3; echo done", agent="agent-1")]
@@ -342,7 +327,7 @@ def test_award_squatting_is_isolated_between_processes(procmesh: ProcMesh) -> No
     the campaign completes."""
     a0, a1, a2 = _three(procmesh)
     ch0, camp = _local_stub(a0)
-    with ch0, grpc.secure_channel(a1.address, _stolen_creds(a2)) as ch:
+    with ch0, grpc.secure_channel(a1.address, home_credentials(a2.home)) as ch:
         resp = camp.Submit(
             campaigns_pb2.SubmitRequest(
                 name="victim",
