@@ -82,7 +82,7 @@ def process_mesh(
                         stdin=token,
                     )
                 if config:
-                    from zambeze_mesh.agent.config import AgentConfig
+                    from zambeze_mesh.settings.config import AgentConfig
 
                     cfg = AgentConfig.load(home / "config.toml")
                     for key, value in config.items():

@@ -150,7 +150,7 @@ class Demo:
 
     def data_dir(self, name: str) -> Path:
         """The agent's ``@agentdir``."""
-        from zambeze_mesh.agent.config import AgentConfig
+        from zambeze_mesh.settings.config import AgentConfig
 
         cfg = AgentConfig.load(self.home(name) / "config.toml")
         d = Path(cfg.data_dir)
@@ -158,7 +158,7 @@ class Demo:
 
     def _tune(self, name: str) -> None:
         """No multicast discovery: the demo mesh stays on 127.0.0.1."""
-        from zambeze_mesh.agent.config import AgentConfig
+        from zambeze_mesh.settings.config import AgentConfig
 
         path = self.home(name) / "config.toml"
         cfg = AgentConfig.load(path)
@@ -276,7 +276,7 @@ def transfers(home: Path, cid: str) -> list[str]:
 
     import grpc
 
-    from zambeze_mesh.agent.home import Home
+    from zambeze_mesh.settings.home import Home
     from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2
 
     async def watch() -> list[str]:

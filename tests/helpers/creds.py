@@ -7,9 +7,9 @@ from pathlib import Path
 import grpc
 
 from zambeze_mesh.agent.bootstrap import open_store
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.security.keys import der_to_pem
 from zambeze_mesh.security.tls import channel_credentials
+from zambeze_mesh.settings.home import Home
 from zambeze_mesh.store import identity as idstore
 
 

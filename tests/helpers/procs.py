@@ -97,7 +97,7 @@ class ProcMesh:
     def _configure(self, a: ProcAgent) -> None:
         if not self.sandbox:
             return
-        from zambeze_mesh.agent.config import AgentConfig
+        from zambeze_mesh.settings.config import AgentConfig
 
         path = a.home / "config.toml"
         cfg = AgentConfig.load(path)

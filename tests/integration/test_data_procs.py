@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.procs import ProcAgent, ProcMesh, zmesh
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.data.client import METHODS, DataClient
+from zambeze_mesh.settings.home import Home
 
 MiB = 1 << 20
 

@@ -29,7 +29,7 @@ def _client_creds(home: Path, out: Path) -> grpc.ChannelCredentials:
 
 
 def open_store_home(home: Path):  # type: ignore[no-untyped-def]
-    from zambeze_mesh.agent.home import Home
+    from zambeze_mesh.settings.home import Home
 
     return open_store(Home(home))
 

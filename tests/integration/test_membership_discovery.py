@@ -12,9 +12,9 @@ import os
 from tests.helpers.ports import free_port_pair
 from tests.helpers.procs import ProcAgent, ProcMesh, zmesh
 from zambeze_mesh.agent.bootstrap import open_store
-from zambeze_mesh.agent.config import AgentConfig
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.membership.discovery import browse, interface_for
+from zambeze_mesh.settings.config import AgentConfig
+from zambeze_mesh.settings.home import Home
 from zambeze_mesh.store import identity as idstore
 
 

@@ -19,7 +19,6 @@ from tests.helpers.ports import free_port_pair
 from tests.integration.test_exec_slurm import slurm_conf  # noqa: F401
 from zambeze_mesh.agent.agent import Agent
 from zambeze_mesh.agent.bootstrap import issue_client, open_store
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.agent.join import join_mesh
 from zambeze_mesh.errors import (
     FailedPrecondition,
@@ -31,6 +30,7 @@ from zambeze_mesh.errors import (
 from zambeze_mesh.pilots import grant
 from zambeze_mesh.security.authz import Caller
 from zambeze_mesh.security.tls import channel_credentials
+from zambeze_mesh.settings.home import Home
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.store import names as namestore
 from zambeze_mesh.v1 import membership_pb2, membership_pb2_grpc

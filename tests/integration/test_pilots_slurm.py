@@ -22,12 +22,12 @@ from tests.integration.test_campaigns_e2e import by_name, submit_and_watch
 from tests.integration.test_exec_slurm import scontrol_state, slurm_conf  # noqa: F401
 from zambeze_mesh.agent.agent import Agent
 from zambeze_mesh.agent.bootstrap import open_store
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.agent.join import join_mesh
 from zambeze_mesh.cli.main import main as zmesh
 from zambeze_mesh.errors import Unauthenticated
 from zambeze_mesh.pilots import jobs
 from zambeze_mesh.pilots.tokens import create_pilot_token
+from zambeze_mesh.settings.home import Home
 from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2
 
 S = common_pb2

@@ -25,12 +25,12 @@ from tests.helpers.procs import ProcMesh
 from zambeze_mesh.agent.agent import Agent
 from zambeze_mesh.agent.bootstrap import create_token, issue_client, open_store, revoke_token
 from zambeze_mesh.agent.datasvc import for_agent
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.agent.join import join_mesh
 from zambeze_mesh.errors import ZmeshError
 from zambeze_mesh.security.keys import der_to_pem, key_from_pem
 from zambeze_mesh.security.records import sign_record
 from zambeze_mesh.security.tls import channel_credentials
+from zambeze_mesh.settings.home import Home
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.v1 import (
     campaigns_pb2,
@@ -607,7 +607,7 @@ def test_slow_readers_are_bounded(procmesh: ProcMesh) -> None:
     by less than 12 MiB per stuck stream (not by the file size); agent c is served
     the whole file meanwhile; after the idle timeout the stuck streams are ended, so
     b can fetch again."""
-    from zambeze_mesh.agent.config import AgentConfig
+    from zambeze_mesh.settings.config import AgentConfig
 
     a = procmesh.init("a")
     cfg_path = a.home / "config.toml"

@@ -19,8 +19,8 @@ import pytest
 from tests.helpers.procs import ProcAgent, ProcMesh, zmesh
 from tests.system.test_attacks import S, shell
 from zambeze_mesh.agent.bootstrap import ClientBundle, issue_client, open_store
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.execution.sandbox import bwrap_problem
+from zambeze_mesh.settings.home import Home
 from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc
 
 pytestmark = pytest.mark.skipif(bool(bwrap_problem()), reason=bwrap_problem() or "bwrap works")

@@ -35,10 +35,10 @@ from hypothesis import strategies as st
 from tests.helpers.procs import ProcMesh
 from tests.system.strategies import messages, safe_overrides, submit_requests
 from zambeze_mesh.agent.bootstrap import issue_client, open_store
-from zambeze_mesh.agent.config import AgentConfig
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.security.keys import der_to_pem
 from zambeze_mesh.security.tls import channel_credentials
+from zambeze_mesh.settings.config import AgentConfig
+from zambeze_mesh.settings.home import Home
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.v1 import (
     campaigns_pb2,

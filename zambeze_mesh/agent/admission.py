@@ -18,8 +18,6 @@ import grpc
 
 from zambeze_mesh.agent import approval
 from zambeze_mesh.agent.bootstrap import hosts_for
-from zambeze_mesh.agent.config import split_hostport
-from zambeze_mesh.agent.logs import log_event
 from zambeze_mesh.agent.ratelimit import RateLimiter, source_of
 from zambeze_mesh.errors import (
     AlreadyExists,
@@ -34,6 +32,8 @@ from zambeze_mesh.errors import (
 from zambeze_mesh.security import tokens as tokmod
 from zambeze_mesh.security.authz import Caller
 from zambeze_mesh.security.identity import Identity, validate_name
+from zambeze_mesh.settings.config import split_hostport
+from zambeze_mesh.settings.logs import log_event
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.store import members as memstore
 from zambeze_mesh.store import names as namestore

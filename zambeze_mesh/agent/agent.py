@@ -18,12 +18,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from zambeze_mesh.agent.config import AgentConfig, join_hostport, split_hostport
 from zambeze_mesh.agent.contractor import Contractor
 from zambeze_mesh.agent.datalistener import start_data_listener
 from zambeze_mesh.agent.gossip import Gossip
-from zambeze_mesh.agent.home import Home, HomeLock
-from zambeze_mesh.agent.logs import log_event, setup_logging
 from zambeze_mesh.agent.monitor import Monitor
 from zambeze_mesh.agent.placement import Placement
 from zambeze_mesh.agent.revocations import Revocations
@@ -40,6 +37,9 @@ from zambeze_mesh.security.ca import MeshCA
 from zambeze_mesh.security.keys import cert_from_pem, der_to_pem, key_from_pem
 from zambeze_mesh.security.policy import ExecutionPolicy
 from zambeze_mesh.security.tls import channel_credentials, server_credentials
+from zambeze_mesh.settings.config import AgentConfig, join_hostport, split_hostport
+from zambeze_mesh.settings.home import Home, HomeLock
+from zambeze_mesh.settings.logs import log_event, setup_logging
 from zambeze_mesh.store import Store
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.transport.channels import ChannelPool

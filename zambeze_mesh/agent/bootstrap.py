@@ -10,14 +10,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from zambeze_mesh.agent.config import AgentConfig, split_hostport
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.errors import AlreadyExists, InvalidInput, NotPermitted
 from zambeze_mesh.security import tokens as tokmod
 from zambeze_mesh.security.ca import MeshCA
 from zambeze_mesh.security.identity import Identity, validate_name
 from zambeze_mesh.security.keyfiles import encrypt_key_pem, unlock_ca_key
 from zambeze_mesh.security.keys import cert_from_der, der_to_pem, key_to_pem, write_private_file
+from zambeze_mesh.settings.config import AgentConfig, split_hostport
+from zambeze_mesh.settings.home import Home
 from zambeze_mesh.store import Store
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.store import tokens as tokstore

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from zambeze_mesh.agent.config import AgentConfig
+from zambeze_mesh.settings.config import AgentConfig
 from zambeze_mesh.v1 import common_pb2
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from zambeze_mesh.agent.config import split_hostport
 from zambeze_mesh.agent.datasvc import for_agent
 from zambeze_mesh.data.methods import TLS_STREAM
 from zambeze_mesh.data.tlsserve import DataListener, FrameFault
 from zambeze_mesh.data.tlswire import server_context
 from zambeze_mesh.security.keys import der_to_pem
+from zambeze_mesh.settings.config import split_hostport
 
 if TYPE_CHECKING:
     from zambeze_mesh.agent.agent import Agent

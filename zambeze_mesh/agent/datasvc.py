@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zambeze_mesh.agent.config import DEFAULT_MAX_MESSAGE, AgentConfig, split_hostport
 from zambeze_mesh.data.catalog import (
     Catalog,
     DigestKey,
@@ -52,6 +51,7 @@ from zambeze_mesh.errors import (
     NotPermitted,
     ResourceExhausted,
 )
+from zambeze_mesh.settings.config import DEFAULT_MAX_MESSAGE, AgentConfig, split_hostport
 from zambeze_mesh.store import kv
 
 if TYPE_CHECKING:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from zambeze_mesh.agent.capabilities import build_capabilities
-from zambeze_mesh.agent.logs import log_event
 from zambeze_mesh.errors import ZmeshError
 from zambeze_mesh.membership.config import Config
 from zambeze_mesh.membership.events import MemberEvent, MemberState
@@ -29,6 +28,7 @@ from zambeze_mesh.membership.swim import Swim
 from zambeze_mesh.security.keys import key_from_pem
 from zambeze_mesh.security.records import sign_record, verify_record
 from zambeze_mesh.security.revocation import der_digest
+from zambeze_mesh.settings.logs import log_event
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.store import members as memstore
 from zambeze_mesh.transport.grpc_transport import GrpcTransport

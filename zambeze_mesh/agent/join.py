@@ -20,8 +20,6 @@ import grpc
 
 from zambeze_mesh.agent.approval import APPROVAL_MARK
 from zambeze_mesh.agent.bootstrap import prepare_home, write_identity
-from zambeze_mesh.agent.config import AgentConfig, admission_for, split_hostport
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.errors import (
     FailedPrecondition,
     ResourceExhausted,
@@ -39,6 +37,8 @@ from zambeze_mesh.security.keys import (
     make_csr,
 )
 from zambeze_mesh.security.records import verify_record
+from zambeze_mesh.settings.config import AgentConfig, admission_for, split_hostport
+from zambeze_mesh.settings.home import Home
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.store import members as memstore
 from zambeze_mesh.v1 import membership_pb2, membership_pb2_grpc

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from zambeze_mesh.agent.campaign_wire import event, now_ms
-from zambeze_mesh.agent.logs import log_event
 from zambeze_mesh.scheduling import CampaignDag
 from zambeze_mesh.scheduling import states as st
+from zambeze_mesh.settings.logs import log_event
 from zambeze_mesh.store import campaigns as cstore
 from zambeze_mesh.store.db import Store
 from zambeze_mesh.v1 import common_pb2

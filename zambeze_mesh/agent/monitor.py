@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from zambeze_mesh.agent.campaign_wire import from_proto, now_ms
 from zambeze_mesh.agent.journal import CAMPAIGN_STATES, Journal, Live
-from zambeze_mesh.agent.logs import log_event
 from zambeze_mesh.agent.submit_gate import SubmitGate, settle
 from zambeze_mesh.errors import (
     AlreadyExists,
@@ -38,6 +37,7 @@ from zambeze_mesh.scheduling import (
 )
 from zambeze_mesh.scheduling import states as st
 from zambeze_mesh.security.owners import wire_owner
+from zambeze_mesh.settings.logs import log_event
 from zambeze_mesh.store import campaigns as cstore
 from zambeze_mesh.v1 import campaigns_pb2, common_pb2
 

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 
 from zambeze_mesh.agent.campaign_wire import bid_from_pb, key_of, tender_to_pb
-from zambeze_mesh.agent.logs import log_event
 from zambeze_mesh.scheduling import (
     ActivityDef,
     AgentDown,
@@ -46,6 +45,7 @@ from zambeze_mesh.scheduling import (
 from zambeze_mesh.scheduling import states as st
 from zambeze_mesh.scheduling.model import OUTPUT_REF_PREFIX
 from zambeze_mesh.security.owners import wire_owner
+from zambeze_mesh.settings.logs import log_event
 from zambeze_mesh.v1 import scheduling_pb2, scheduling_pb2_grpc
 
 if TYPE_CHECKING:

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import grpc
 
 from zambeze_mesh.agent.bootstrap import open_store
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.errors import InvalidInput, NotFound, NotPermitted, from_rpc_error
 from zambeze_mesh.security.ca import MeshCA
 from zambeze_mesh.security.identity import validate_name
 from zambeze_mesh.security.keyfiles import unlock_ca_key
 from zambeze_mesh.security.keys import cert_from_der
 from zambeze_mesh.security.revocation import der_digest, sign_revocation
+from zambeze_mesh.settings.home import Home
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.store import members as memstore
 from zambeze_mesh.store import names as namestore

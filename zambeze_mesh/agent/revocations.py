@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from zambeze_mesh.agent.logs import log_event
 from zambeze_mesh.errors import ZmeshError
 from zambeze_mesh.security.revocation import RevocationSet, der_digest, verify_revocation
+from zambeze_mesh.settings.logs import log_event
 from zambeze_mesh.store import names as namestore
 from zambeze_mesh.v1 import membership_pb2, membership_pb2_grpc
 

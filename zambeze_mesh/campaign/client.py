@@ -357,7 +357,7 @@ def connect(
     (PEM files). Connecting is lazy: errors surface on the first call.
     """
     if target is None:
-        from zambeze_mesh.agent.home import Home
+        from zambeze_mesh.settings.home import Home
 
         client = Client(f"unix:{Home.resolve(home).socket}")
     elif target.startswith(("unix:", "unix-abstract:")):

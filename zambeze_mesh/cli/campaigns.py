@@ -13,9 +13,9 @@ from typing import Any
 
 from rich.console import Console
 
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.cli.local import require_agent
 from zambeze_mesh.errors import InvalidInput
+from zambeze_mesh.settings.home import Home
 
 #: Campaigns searched when a command is given an id prefix (the agent's ListCampaigns maximum).
 PREFIX_SEARCH = 1000

@@ -10,10 +10,10 @@ import subprocess
 import sys
 import time
 
-from zambeze_mesh.agent.config import AgentConfig
-from zambeze_mesh.agent.home import Home
-from zambeze_mesh.agent.logs import rotate_if_large
 from zambeze_mesh.errors import AlreadyExists, FailedPrecondition, Unavailable
+from zambeze_mesh.settings.config import AgentConfig
+from zambeze_mesh.settings.home import Home
+from zambeze_mesh.settings.logs import rotate_if_large
 
 START_TIMEOUT_S = 30.0
 #: Sent by ``zmesh agent stop --leave``: gossip a graceful departure, then stop.

@@ -28,10 +28,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.data.client import DataClient
 from zambeze_mesh.data.uris import parse_uri
 from zambeze_mesh.errors import InvalidInput
+from zambeze_mesh.settings.home import Home
 
 T = TypeVar("T")
 

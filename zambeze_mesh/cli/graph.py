@@ -172,7 +172,7 @@ def draw(
 
 def campaign_graph(home_root: Path, status: CampaignStatus, path: str | os.PathLike[str]) -> Path:
     """Draw the campaign ``status`` with the activity specs from the home's store."""
-    from zambeze_mesh.agent.home import Home
+    from zambeze_mesh.settings.home import Home
     from zambeze_mesh.store.campaigns import load_request
     from zambeze_mesh.store.db import Store
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from zambeze_mesh import __version__
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.errors import InvalidInput, ZmeshError
+from zambeze_mesh.settings.home import Home
 
 Handler = Callable[[argparse.Namespace], int]
 JSON_HELP = "print JSON instead of a table"
@@ -190,7 +190,7 @@ def cmd_agent_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_agent_status(args: argparse.Namespace) -> int:
-    from zambeze_mesh.agent.config import AgentConfig
+    from zambeze_mesh.settings.config import AgentConfig
 
     home = _home(args)
     home.require()

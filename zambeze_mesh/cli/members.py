@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.cli.local import list_members
+from zambeze_mesh.settings.home import Home
 from zambeze_mesh.v1 import campaigns_pb2, common_pb2
 
 STATUS_NAMES = {

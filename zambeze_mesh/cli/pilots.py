@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from zambeze_mesh.agent.bootstrap import open_store
-from zambeze_mesh.agent.config import AgentConfig
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.errors import Unavailable, ZmeshError
 from zambeze_mesh.pilots import jobs
+from zambeze_mesh.settings.config import AgentConfig
+from zambeze_mesh.settings.home import Home
 
 FINAL = ("COMPLETED", "FAILED", "CANCELED")
 

@@ -12,10 +12,10 @@ import json
 import logging
 from typing import Any
 
-from zambeze_mesh.agent.config import AgentConfig
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.execution.loading import BATCH, load_registry, scheduler_facts
 from zambeze_mesh.execution.registry import PluginRegistry
+from zambeze_mesh.settings.config import AgentConfig
+from zambeze_mesh.settings.home import Home
 
 
 def describe(cfg: AgentConfig, registry: PluginRegistry) -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.errors import FailedPrecondition, InvalidInput
+from zambeze_mesh.settings.home import Home
 
 
 def export(

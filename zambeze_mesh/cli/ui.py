@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 import webbrowser
 
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.campaign.client import Client
 from zambeze_mesh.errors import FailedPrecondition
+from zambeze_mesh.settings.home import Home
 
 
 def serve_ui(home: Home, host: str, port: int, open_browser: bool) -> int:

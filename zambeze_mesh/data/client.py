@@ -53,7 +53,7 @@ from zambeze_mesh.v1 import data_pb2, data_pb2_grpc
 
 if TYPE_CHECKING:
     from zambeze_mesh.agent.agent import Agent
-    from zambeze_mesh.agent.home import Home
+    from zambeze_mesh.settings.home import Home
 
 __all__ = [
     "METHODS",

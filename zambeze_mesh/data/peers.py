@@ -18,7 +18,7 @@ from zambeze_mesh.errors import NotFound, Unavailable
 
 if TYPE_CHECKING:
     from zambeze_mesh.agent.agent import Agent
-    from zambeze_mesh.agent.home import Home
+    from zambeze_mesh.settings.home import Home
 
 __all__ = ["AgentPeers", "HomePeers", "Peers", "looks_like_address"]
 
@@ -92,9 +92,9 @@ class HomePeers:
     """
 
     def __init__(self, home: Home, addresses: Mapping[str, str] | None = None) -> None:
-        from zambeze_mesh.agent.config import AgentConfig
         from zambeze_mesh.security.keys import der_to_pem
         from zambeze_mesh.security.tls import channel_credentials
+        from zambeze_mesh.settings.config import AgentConfig
         from zambeze_mesh.store import Store
         from zambeze_mesh.store import identity as idstore
         from zambeze_mesh.transport.channels import channel_options

@@ -47,8 +47,8 @@ from zambeze_mesh.errors import (
 )
 
 if TYPE_CHECKING:
-    from zambeze_mesh.agent.config import AgentConfig
     from zambeze_mesh.data.client import FetchJob, FetchResult
+    from zambeze_mesh.settings.config import AgentConfig
 
 __all__ = [
     "STAGING_SUFFIX",

@@ -108,7 +108,7 @@ def connector(
 
 
 def _endpoint(job: FetchJob) -> tuple[str, int]:
-    from zambeze_mesh.agent.config import split_hostport
+    from zambeze_mesh.settings.config import split_hostport
 
     port = job.offer.method_params.get("port", "")
     if not port.isdigit() or not 0 < int(port) < 65536:

@@ -17,7 +17,7 @@ from zambeze_mesh.execution.plugin import Plugin
 from zambeze_mesh.execution.registry import PluginRegistry
 
 if TYPE_CHECKING:
-    from zambeze_mesh.agent.config import AgentConfig
+    from zambeze_mesh.settings.config import AgentConfig
 
 BATCH = "batch"
 

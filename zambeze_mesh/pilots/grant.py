@@ -17,7 +17,6 @@ import time
 
 import grpc
 
-from zambeze_mesh.agent.logs import log_event
 from zambeze_mesh.errors import (
     FailedPrecondition,
     InvalidInput,
@@ -32,6 +31,7 @@ from zambeze_mesh.security import tokens as tokmod
 from zambeze_mesh.security.authz import Caller
 from zambeze_mesh.security.keys import der_to_pem
 from zambeze_mesh.security.tls import channel_credentials
+from zambeze_mesh.settings.logs import log_event
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.store import tokens as tokstore
 from zambeze_mesh.store.db import Store

@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from zambeze_mesh.agent.home import Home
-from zambeze_mesh.agent.logs import log_event
 from zambeze_mesh.pilots import drain
 from zambeze_mesh.pilots.spec import PilotSpec, job_id_from_env, pilot_name
+from zambeze_mesh.settings.home import Home
+from zambeze_mesh.settings.logs import log_event
 
 if TYPE_CHECKING:
     from zambeze_mesh.agent.agent import Agent

@@ -13,10 +13,10 @@ import logging
 import os
 from dataclasses import dataclass
 
-from zambeze_mesh.agent.config import split_hostport
-from zambeze_mesh.agent.home import Home
-from zambeze_mesh.agent.logs import log_event
 from zambeze_mesh.campaign.client import Client
+from zambeze_mesh.settings.config import split_hostport
+from zambeze_mesh.settings.home import Home
+from zambeze_mesh.settings.logs import log_event
 from zambeze_mesh.ui.server import UiServer
 
 __all__ = ["EmbeddedUi", "start_embedded"]

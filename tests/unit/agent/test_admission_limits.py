@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zambeze_mesh.agent.logs import rotate_if_large
 from zambeze_mesh.agent.ratelimit import RateLimiter, source_of
+from zambeze_mesh.settings.logs import rotate_if_large
 
 
 def test_bucket_allows_a_burst_then_the_rate_per_source() -> None:

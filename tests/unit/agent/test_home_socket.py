@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from zambeze_mesh.agent.home import MAX_SOCKET_PATH, Home
+from zambeze_mesh.settings.home import MAX_SOCKET_PATH, Home
 
 
 def test_short_home_keeps_its_socket_inside(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from zambeze_mesh.agent.config import AgentConfig
 from zambeze_mesh.data.methods import TLS_STREAM, choose_method
 from zambeze_mesh.data.tlsrecv import DigestSink
 from zambeze_mesh.data.tlswire import (
@@ -17,6 +16,7 @@ from zambeze_mesh.data.tlswire import (
     stripe_frames,
 )
 from zambeze_mesh.errors import DataIntegrityError, InvalidInput, NotPermitted, ZmeshError
+from zambeze_mesh.settings.config import AgentConfig
 
 
 def test_stripes_cover_the_range_once_in_frame_order() -> None:

@@ -49,8 +49,8 @@ def test_draw_writes_a_png(tmp_path: Path) -> None:
 def test_campaign_graph_without_stored_specs_draws_nodes_only(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="matplotlib is not installed (viz extra)")
     from zambeze_mesh.agent.bootstrap import init_mesh
-    from zambeze_mesh.agent.home import Home
     from zambeze_mesh.cli.graph import campaign_graph
+    from zambeze_mesh.settings.home import Home
 
     home = Home.resolve(str(tmp_path / "home"))
     init_mesh(home, name="a1", listen="127.0.0.1:1")

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from zambeze_mesh.agent.config import AgentConfig
 from zambeze_mesh.errors import InvalidInput
 from zambeze_mesh.execution.batch_spec import (
     FN_IN,
@@ -23,6 +22,7 @@ from zambeze_mesh.execution.batch_spec import (
 from zambeze_mesh.execution.loading import SchedulerRegistry, plugin_options, scheduler_facts
 from zambeze_mesh.execution.model import Outcome, RunContext, RunRequest
 from zambeze_mesh.execution.plugin import BasePlugin
+from zambeze_mesh.settings.config import AgentConfig
 from zambeze_mesh.v1 import common_pb2
 
 S = common_pb2

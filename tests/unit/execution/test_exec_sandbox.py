@@ -100,7 +100,7 @@ def test_shared_function_jail_is_the_same_for_every_campaign(tmp_path: Path) -> 
 
 
 def test_sandbox_settings_are_validated() -> None:
-    from zambeze_mesh.agent.config import AgentConfig
+    from zambeze_mesh.settings.config import AgentConfig
 
     base = {"name": "a", "mesh": "m", "listen": "127.0.0.1:1"}
     with pytest.raises(InvalidInput, match="sandbox must be"):

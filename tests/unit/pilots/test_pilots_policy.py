@@ -160,7 +160,7 @@ def test_pilot_job_scripts(tmp_path: Path, scheduler: str, needles: list[str]) -
 
 
 def test_pilots_table_in_config_round_trips(tmp_path: Path) -> None:
-    from zambeze_mesh.agent.config import AgentConfig
+    from zambeze_mesh.settings.config import AgentConfig
 
     table = {"max": 2, "walltime": "5", "idle_timeout": 30, "labels": {"pool": "gpu"}}
     cfg = AgentConfig(name="a", mesh="m", listen="127.0.0.1:0", scheduler="slurm", pilots=table)

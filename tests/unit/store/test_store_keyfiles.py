@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from zambeze_mesh.agent.bootstrap import init_mesh, issue_client, open_store
-from zambeze_mesh.agent.home import Home
 from zambeze_mesh.errors import FailedPrecondition, InvalidInput
 from zambeze_mesh.security import keyfiles
 from zambeze_mesh.security.ca import MeshCA
 from zambeze_mesh.security.identity import Identity
 from zambeze_mesh.security.keys import key_to_pem
+from zambeze_mesh.settings.home import Home
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.store.db import MIGRATIONS, Store
 
