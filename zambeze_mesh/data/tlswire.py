@@ -105,7 +105,7 @@ def choose_check(offered: object) -> str:
 
 
 _ERRORS: dict[str, type[ZmeshError]] = {
-    cls.code.name: cls
+    cls.code_name: cls
     for cls in (
         errors.InvalidInput,
         errors.NotPermitted,
@@ -229,7 +229,7 @@ def read_json(sock: Conn) -> Any:
 
 def error_json(exc: BaseException) -> dict[str, Any]:
     """The JSON answer for a refusal."""
-    code = exc.code.name if isinstance(exc, ZmeshError) else "INTERNAL"
+    code = exc.code_name if isinstance(exc, ZmeshError) else "INTERNAL"
     return {"ok": False, "code": code, "message": str(exc)}
 
 
