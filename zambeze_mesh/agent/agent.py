@@ -35,11 +35,11 @@ from zambeze_mesh.security import keyfiles
 from zambeze_mesh.security.authz import AuthorizationInterceptor
 from zambeze_mesh.security.ca import MeshCA
 from zambeze_mesh.security.keys import cert_from_pem, der_to_pem, key_from_pem
-from zambeze_mesh.security.policy import ExecutionPolicy
 from zambeze_mesh.security.tls import channel_credentials, server_credentials
 from zambeze_mesh.settings.config import AgentConfig, join_hostport, split_hostport
 from zambeze_mesh.settings.home import Home, HomeLock
 from zambeze_mesh.settings.logs import log_event, setup_logging
+from zambeze_mesh.settings.policy import ExecutionPolicy
 from zambeze_mesh.store import Store
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.transport.channels import ChannelPool
@@ -83,7 +83,7 @@ class Agent:
         home.require()
         self.config = AgentConfig.load(home.config)
         self._data_dir = (home.root / self.config.data_dir).absolute()
-        #: Who may run what here (``[policy]`` in config.toml; see security.policy).
+        #: Who may run what here (``[policy]`` in config.toml; see settings.policy).
         self.execution_policy = ExecutionPolicy.from_config(self.config.policy)
         self._log_to_file = log_to_file
         self._log_handler: logging.Handler | None = None
@@ -299,8 +299,8 @@ class Agent:
 
     def _start_pilot_scaler(self) -> None:
         """With a scheduler and ``[pilots] max > 0``: submit pilots for the backlog."""
-        from zambeze_mesh.pilots.scale import PilotPolicy
         from zambeze_mesh.pilots.scaler import PilotScaler
+        from zambeze_mesh.settings.pilots import PilotPolicy
 
         policy = PilotPolicy.from_table(self.config.pilots) if self.config.pilots else None
         if not self.config.scheduler or policy is None or policy.max <= 0:

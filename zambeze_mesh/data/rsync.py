@@ -45,6 +45,7 @@ from zambeze_mesh.errors import (
     InvalidInput,
     Unavailable,
 )
+from zambeze_mesh.settings.checks import check_host, check_user
 
 if TYPE_CHECKING:
     from zambeze_mesh.data.client import FetchJob, FetchResult
@@ -63,28 +64,12 @@ __all__ = [
 ]
 
 STAGING_SUFFIX = ".zrsync.zpart"
-_USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
-_HOST_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}|[0-9A-Fa-f:.%]{2,64}")
 _STAT_RE = re.compile(r"Total transferred file size: ([\d,.]+)")
 STDERR_TAIL = 2000
 RETRIES = 2
 RETRYABLE_EXIT = frozenset({10, 12, 30, 35})
 """rsync exit codes of a connection that broke mid-transfer: retried, resuming."""
 log = logging.getLogger(__name__)
-
-
-def check_user(user: str) -> str:
-    """A plain login name (never starting with ``-``); raises :class:`InvalidInput`."""
-    if not _USER_RE.fullmatch(user):
-        raise InvalidInput(f"bad rsync user {user[:80]!r}")
-    return user
-
-
-def check_host(host: str) -> str:
-    """A host name or IP literal (never an ssh option); raises :class:`InvalidInput`."""
-    if not _HOST_RE.fullmatch(host):
-        raise InvalidInput(f"bad rsync host {host[:80]!r}")
-    return host
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,15 +37,14 @@ from zambeze_mesh.errors import InvalidInput, NotPermitted
 from zambeze_mesh.execution.batch_spec import (
     activity_argv,
     build_job,
-    check_scheduler,
     job_files,
-    parse_walltime,
     timeout_reason,
 )
 from zambeze_mesh.execution.model import TAIL_BYTES, Outcome, RunContext, RunRequest
 from zambeze_mesh.execution.plugin import BasePlugin, _Job, option_bool
 from zambeze_mesh.execution.process import read_tail
 from zambeze_mesh.execution.wfconfig import with_venv_path
+from zambeze_mesh.settings.checks import check_scheduler, parse_walltime
 
 log = logging.getLogger(__name__)
 

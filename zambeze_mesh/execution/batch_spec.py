@@ -20,8 +20,6 @@ from typing import Any
 from zambeze_mesh.errors import InvalidInput
 from zambeze_mesh.execution.model import RunRequest, log_name
 
-#: Schedulers the batch plugin accepts (PSI/J executor names).
-SCHEDULERS = ("slurm", "lsf", "pbs", "flux", "cobalt", "local")
 #: File the cloudpickled ``(func, args, kwargs)`` of a function activity goes to.
 FN_IN = "zmesh-function.pkl"
 #: File its cloudpickled return value comes back in.
@@ -55,39 +53,6 @@ def job_files(req: RunRequest) -> JobFiles:
             d / f"{stem}.stderr.log",
         )
     return JobFiles(d / FN_IN, d / FN_OUT, d / "stdout.log", d / "stderr.log")
-
-
-_WALL = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
-
-
-def parse_walltime(text: str) -> timedelta | None:
-    """Slurm-style walltime: ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``; "" → None."""
-    text = text.strip()
-    if not text:
-        return None
-    m = _WALL.match(text)
-    if not m:
-        raise InvalidInput(f"walltime {text!r} is not MM, HH:MM:SS or D-HH:MM:SS")
-    days, a, b, c = m.groups()
-    nums = [int(x) for x in (a, b, c) if x is not None]
-    if days is not None:
-        h, mi, s = [*nums, 0, 0][:3]
-        total = timedelta(days=int(days), hours=h, minutes=mi, seconds=s)
-    elif len(nums) == 1:
-        total = timedelta(minutes=nums[0])
-    elif len(nums) == 2:
-        total = timedelta(minutes=nums[0], seconds=nums[1])
-    else:
-        total = timedelta(hours=nums[0], minutes=nums[1], seconds=nums[2])
-    if total <= timedelta(0):
-        raise InvalidInput(f"walltime {text!r} must be positive")
-    return total
-
-
-def check_scheduler(name: str) -> None:
-    """Raise InvalidInput for a scheduler name PSI/J does not know."""
-    if name and name not in SCHEDULERS:
-        raise InvalidInput(f"scheduler {name!r} is not one of {', '.join(SCHEDULERS)}")
 
 
 def activity_argv(

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from zambeze_mesh.errors import FailedPrecondition, InvalidInput, NotFound, Unavailable
-from zambeze_mesh.execution.batch_spec import parse_walltime
 from zambeze_mesh.pilots.grant import MAX_TTL_S, prefix_for
 from zambeze_mesh.pilots.grant import obtain as obtain_pilot_token
 from zambeze_mesh.pilots.spec import PilotSpec, build_pilot_job, pilot_name
+from zambeze_mesh.settings.checks import parse_walltime
 from zambeze_mesh.settings.config import AgentConfig, split_hostport
 from zambeze_mesh.settings.home import Home
 from zambeze_mesh.store.db import Store

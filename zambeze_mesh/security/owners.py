@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from zambeze_mesh.errors import InvalidInput, Unauthenticated
 from zambeze_mesh.security.authz import Caller
 from zambeze_mesh.security.identity import Identity
-
-#: The owner recorded for campaigns submitted over the agent's Unix socket.
-LOCAL = "local"
+from zambeze_mesh.settings.checks import LOCAL
 
 _SPIFFE = "spiffe://"
 
@@ -32,16 +30,6 @@ def owner_of(caller: Caller | None) -> str:
         return LOCAL
     assert caller.identity is not None
     return caller.identity.uri
-
-
-def check_admins(admins: Iterable[object]) -> list[str]:
-    """Validate the ``admins`` config list: SPIFFE IDs or ``"local"``."""
-    out = []
-    for a in admins:
-        if not isinstance(a, str) or not (a == LOCAL or a.startswith(_SPIFFE)) or len(a) > 512:
-            raise InvalidInput(f"admins: {a!r} is not a SPIFFE ID (spiffe://<mesh>/<role>/<name>)")
-        out.append(a)
-    return out
 
 
 def wire_owner(mesh: str, monitor: str, owner: str) -> str:

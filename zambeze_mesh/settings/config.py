@@ -128,7 +128,7 @@ class AgentConfig:
     # everyone else sees only their own. Unix-socket callers always do.
     admins: list[str] = field(default_factory=list)
     # [policy]: identity (SPIFFE ID or "*") -> plugins it may run here, "functions"
-    # to ship functions (security/policy.py). Empty: everyone may run everything.
+    # to ship functions (settings/policy.py). Empty: everyone may run everything.
     policy: dict[str, list[str]] = field(default_factory=dict)
     # Pilot autoscaling (zambeze_mesh/pilots): min, max, nodes, slots, walltime,
     # idle_timeout, backlog_wait, labels, per_pilot. Needs a scheduler.
@@ -188,16 +188,16 @@ class AgentConfig:
             )
         if not isinstance(self.run_as, str) or (self.run_as and not self.run_as.isprintable()):
             raise InvalidInput("run_as must be a user name")
-        from zambeze_mesh.security.owners import check_admins
+        from zambeze_mesh.settings.checks import check_admins
 
         if not isinstance(self.admins, list):
             raise InvalidInput("admins must be a list of SPIFFE IDs")
         self.admins = check_admins(self.admins)
-        from zambeze_mesh.security.policy import ExecutionPolicy
+        from zambeze_mesh.settings.policy import ExecutionPolicy
 
         ExecutionPolicy.from_config(self.policy)
         self._check_data()
-        from zambeze_mesh.execution.batch_spec import check_scheduler, parse_walltime
+        from zambeze_mesh.settings.checks import check_scheduler, parse_walltime
 
         check_scheduler(self.scheduler)
         parse_walltime(self.walltime)
@@ -208,7 +208,7 @@ class AgentConfig:
         if (self.queue or self.account or self.walltime) and not self.scheduler:
             raise InvalidInput("queue, account and walltime need a scheduler")
         if self.pilots:
-            from zambeze_mesh.pilots.scale import PilotPolicy
+            from zambeze_mesh.settings.pilots import PilotPolicy
 
             if not isinstance(self.pilots, dict):
                 raise InvalidInput("[pilots] must be a table")
@@ -230,7 +230,7 @@ class AgentConfig:
             raise InvalidInput("transfer_streams must be between 1 and 16")
 
     def _check_rsync(self) -> None:
-        from zambeze_mesh.data.rsync import check_host, check_user
+        from zambeze_mesh.settings.checks import check_host, check_user
 
         if self.rsync_host:
             check_host(self.rsync_host)

@@ -16,12 +16,12 @@ from zambeze_mesh.execution.batch_spec import (
     activity_argv,
     build_job,
     job_files,
-    parse_walltime,
     timeout_reason,
 )
 from zambeze_mesh.execution.loading import SchedulerRegistry, plugin_options, scheduler_facts
 from zambeze_mesh.execution.model import Outcome, RunContext, RunRequest
 from zambeze_mesh.execution.plugin import BasePlugin
+from zambeze_mesh.settings.checks import parse_walltime
 from zambeze_mesh.settings.config import AgentConfig
 from zambeze_mesh.v1 import common_pb2
 

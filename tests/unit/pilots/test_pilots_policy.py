@@ -10,8 +10,9 @@ import pytest
 
 from zambeze_mesh.errors import InvalidInput
 from zambeze_mesh.pilots import drain
-from zambeze_mesh.pilots.scale import PilotPolicy, decide
+from zambeze_mesh.pilots.scale import decide
 from zambeze_mesh.pilots.spec import PilotSpec, job_id_from_env, pilot_name
+from zambeze_mesh.settings.pilots import PilotPolicy
 
 
 def test_may_take_only_what_finishes_before_the_margin() -> None:

@@ -10,8 +10,8 @@ from zambeze_mesh.errors import InvalidInput, NotPermitted, Unauthenticated
 from zambeze_mesh.security.authz import Caller
 from zambeze_mesh.security.identity import Identity
 from zambeze_mesh.security.owners import LOCAL, Access, owner_of, wire_owner
-from zambeze_mesh.security.policy import ExecutionPolicy
 from zambeze_mesh.settings.config import AgentConfig
+from zambeze_mesh.settings.policy import ExecutionPolicy
 
 ALICE = "spiffe://m/client/alice"
 
