@@ -17,16 +17,21 @@ the kernel already loaded, or loads :func:`parsl_config`).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from zambeze_mesh.execution.parsl_config import (
+    cleanup_parsl,
+    load_parsl,
+    parsl_config_from_env,
+)
 from zambeze_mesh.execution.wfconfig import (
     ENV_DASK_SCHEDULER,
-    ENV_SLOTS,
-    ENV_WF_CONFIG,
     ENV_WF_MANAGER,
+    slots_from_env,
+    wf_config_from_env,
+    working_dir_from_env,
 )
 
 __all__ = [
@@ -45,11 +50,7 @@ __all__ = [
 
 def config() -> dict[str, Any]:
     """The activity's ``wf_config`` (``{}`` when it has none or outside the mesh)."""
-    text = os.environ.get(ENV_WF_CONFIG, "")
-    if not text:
-        return {}
-    value = json.loads(text)
-    return value if isinstance(value, dict) else {}
+    return wf_config_from_env()
 
 
 def manager() -> str:
@@ -59,10 +60,7 @@ def manager() -> str:
 
 def slots() -> int:
     """How many workers the agent gives this workflow (CPU count outside the mesh)."""
-    try:
-        return max(1, int(os.environ.get(ENV_SLOTS, "")))
-    except ValueError:
-        return os.cpu_count() or 1
+    return slots_from_env()
 
 
 def output_dir() -> Path:
@@ -72,7 +70,7 @@ def output_dir() -> Path:
 
 def working_dir() -> Path:
     """The activity's working dir (the current dir outside the mesh)."""
-    return Path(os.environ.get("ZMESH_WORKING_DIR", "."))
+    return working_dir_from_env()
 
 
 def inputs() -> list[Path]:
@@ -104,31 +102,14 @@ def parsl_config() -> Any:
     See :mod:`zambeze_mesh.execution.parsl_config` for the keys (default: a
     local HighThroughputExecutor with ``slots()`` workers on 127.0.0.1).
     """
-    from zambeze_mesh.execution.parsl_config import build_parsl_config
-
-    return build_parsl_config(config(), slots(), str(working_dir().absolute()))
+    return parsl_config_from_env()
 
 
 def parsl_load() -> Any:
     """The loaded Parsl DataFlowKernel (loading :func:`parsl_config` if none is)."""
-    import parsl
-
-    try:
-        return parsl.dfk()
-    except Exception:  # parsl raises NoDataFlowKernelError when none is loaded
-        return parsl.load(parsl_config())
+    return load_parsl()
 
 
 def parsl_cleanup() -> None:
     """Shut the loaded Parsl DataFlowKernel down (no-op when none is loaded)."""
-    import parsl
-
-    try:
-        dfk = parsl.dfk()
-    except Exception:
-        return
-    dfk.cleanup()
-    try:
-        parsl.clear()
-    except Exception:  # already cleared by cleanup() in recent Parsl
-        pass
+    cleanup_parsl()

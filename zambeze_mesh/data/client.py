@@ -28,7 +28,13 @@ import grpc
 
 from zambeze_mesh.data.catalog import ObjectInfo, sha256_file
 from zambeze_mesh.data.methods import GRPC_STREAM, RSYNC, TLS_STREAM, normalize_methods
-from zambeze_mesh.data.peers import AgentPeers, HomePeers, Peers, looks_like_address
+from zambeze_mesh.data.peers import (
+    AgentPeers,
+    HomePeers,
+    LocalAgent,
+    Peers,
+    looks_like_address,
+)
 from zambeze_mesh.data.receive import FileReceiver, already_present, manifest_dest
 from zambeze_mesh.data.rsync import RsyncSettings, rsync_fetch
 from zambeze_mesh.data.stream import (
@@ -52,7 +58,6 @@ from zambeze_mesh.errors import (
 from zambeze_mesh.v1 import data_pb2, data_pb2_grpc
 
 if TYPE_CHECKING:
-    from zambeze_mesh.agent.agent import Agent
     from zambeze_mesh.settings.home import Home
 
 __all__ = [
@@ -125,7 +130,7 @@ def _rpc(exc: grpc.RpcError) -> ZmeshError:
 class DataClient:
     """Fetch, push, stat and list data held by agents of the mesh.
 
-    ``source`` is a running :class:`~zambeze_mesh.agent.agent.Agent` or any
+    ``source`` is a running agent (:class:`~zambeze_mesh.data.peers.LocalAgent`) or any
     :class:`Peers`. ``methods`` are the transfer methods this side can run, in order
     of preference (default: for an agent, its ``transfer_methods`` that
     :data:`METHODS` knows, in the config's order; else :data:`METHODS`).
@@ -136,7 +141,7 @@ class DataClient:
 
     def __init__(
         self,
-        source: Agent | Peers,
+        source: LocalAgent | Peers,
         *,
         methods: Mapping[str, FetchMethod] | None = None,
         chunk_size: int = DEFAULT_CHUNK,

@@ -9,7 +9,7 @@ tests) and resolves names through that home's running agent or stored members.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
@@ -17,10 +17,10 @@ import grpc
 from zambeze_mesh.errors import NotFound, Unavailable
 
 if TYPE_CHECKING:
-    from zambeze_mesh.agent.agent import Agent
+    from zambeze_mesh.settings.config import AgentConfig
     from zambeze_mesh.settings.home import Home
 
-__all__ = ["AgentPeers", "HomePeers", "Peers", "looks_like_address"]
+__all__ = ["AgentPeers", "HomePeers", "LocalAgent", "Peers", "looks_like_address"]
 
 
 def looks_like_address(s: str) -> bool:
@@ -45,10 +45,55 @@ class Peers(Protocol):
         ...
 
 
+class _ChannelPool(Protocol):
+    def get(self, address: str) -> grpc.aio.Channel: ...
+
+
+class _TlsIdentity(Protocol):
+    @property
+    def key_pem(self) -> bytes: ...
+    @property
+    def cert_der(self) -> bytes: ...
+    @property
+    def ca_cert_der(self) -> bytes: ...
+
+
+class _Member(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def address(self) -> str: ...
+
+
+class _MemberView(Protocol):
+    def members(self) -> Sequence[_Member]: ...
+
+
+class LocalAgent(Protocol):
+    """What a data client reads of the running agent it works for (an
+    :class:`~zambeze_mesh.agent.agent.Agent` is one): its name, address, config,
+    channel pool, TLS identity and membership view (None when not running)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def config(self) -> AgentConfig: ...
+    @property
+    def channels(self) -> _ChannelPool | None: ...
+    @property
+    def identity(self) -> _TlsIdentity | None: ...
+    @property
+    def gossip(self) -> _MemberView | None: ...
+
+
 class AgentPeers:
     """Peers of a running agent: its channel pool and its gossip view."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: LocalAgent) -> None:
         self.agent = agent
 
     def channel(self, address: str) -> grpc.aio.Channel:

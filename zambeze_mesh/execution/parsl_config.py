@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from zambeze_mesh.errors import InvalidInput
+from zambeze_mesh.execution.wfconfig import slots_from_env, wf_config_from_env, working_dir_from_env
 
 EXECUTORS = ("htex", "threads")
 PROVIDERS = ("local", "slurm", "pbspro", "lsf")
@@ -189,3 +190,35 @@ def _provider(cfg: Mapping[str, Any]) -> Any:
     if name == "pbspro":
         return parsl.providers.PBSProProvider(**kw)
     return parsl.providers.LSFProvider(**kw)
+
+
+def parsl_config_from_env() -> Any:
+    """The Parsl config of the running activity (its ``wf_config``, slots, working dir)."""
+    return build_parsl_config(
+        wf_config_from_env(), slots_from_env(), str(working_dir_from_env().absolute())
+    )
+
+
+def load_parsl() -> Any:
+    """The loaded Parsl DataFlowKernel (loading :func:`parsl_config_from_env` if none is)."""
+    import parsl
+
+    try:
+        return parsl.dfk()
+    except Exception:  # parsl raises NoDataFlowKernelError when none is loaded
+        return parsl.load(parsl_config_from_env())
+
+
+def cleanup_parsl() -> None:
+    """Shut the loaded Parsl DataFlowKernel down (no-op when none is loaded)."""
+    import parsl
+
+    try:
+        dfk = parsl.dfk()
+    except Exception:
+        return
+    dfk.cleanup()
+    try:
+        parsl.clear()
+    except Exception:  # already cleared by cleanup() in recent Parsl
+        pass

@@ -24,10 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     script = args[1]
-    from zambeze_mesh import wf
+    from zambeze_mesh.execution.parsl_config import cleanup_parsl, load_parsl
 
     try:
-        wf.parsl_load()
+        load_parsl()
     except Exception:
         traceback.print_exc()
         print("zmesh: could not load the Parsl configuration", file=sys.stderr)
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         code = 1
     finally:
-        wf.parsl_cleanup()
+        cleanup_parsl()
     sys.stdout.flush()
     sys.stderr.flush()
     return code

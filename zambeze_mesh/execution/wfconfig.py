@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from zambeze_mesh.errors import InvalidInput, Unavailable
@@ -22,6 +23,28 @@ ENV_WF_MANAGER = "ZMESH_WF_MANAGER"
 ENV_DASK_SCHEDULER = "ZMESH_DASK_SCHEDULER"
 #: How many slots (workers) the agent gives a workflow.
 ENV_SLOTS = "ZMESH_SLOTS"
+
+
+def wf_config_from_env() -> dict[str, Any]:
+    """The running activity's ``wf_config`` (``{}`` when it has none or outside the mesh)."""
+    text = os.environ.get(ENV_WF_CONFIG, "")
+    if not text:
+        return {}
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {}
+
+
+def slots_from_env() -> int:
+    """How many workers the agent gives the running workflow (CPU count outside the mesh)."""
+    try:
+        return max(1, int(os.environ.get(ENV_SLOTS, "")))
+    except ValueError:
+        return os.cpu_count() or 1
+
+
+def working_dir_from_env() -> Path:
+    """The running activity's working dir (the current dir outside the mesh)."""
+    return Path(os.environ.get("ZMESH_WORKING_DIR", "."))
 
 
 def parse_wf_config(text: str) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from zambeze_mesh.membership.steps import (
     UpdateLocal,
 )
 from zambeze_mesh.membership.swim import Swim
-from zambeze_mesh.transport.base import Transport
+from zambeze_mesh.membership.transport import Transport
 
 log = logging.getLogger(__name__)
 

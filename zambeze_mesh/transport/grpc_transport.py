@@ -1,4 +1,4 @@
-"""The gRPC implementation of the membership :class:`~zambeze_mesh.transport.base.Transport`.
+"""The gRPC implementation of the membership :class:`~zambeze_mesh.membership.transport.Transport`.
 
 Requests go out over the agent's reused mTLS channels; incoming RPCs are handed to the
 handler registered with :meth:`serve` by the ``Membership`` servicer.
@@ -12,7 +12,7 @@ import grpc
 
 from zambeze_mesh.errors import Unavailable, from_rpc_error
 from zambeze_mesh.membership import messages as m
-from zambeze_mesh.transport.base import Handler
+from zambeze_mesh.membership.transport import Handler
 from zambeze_mesh.transport.channels import ChannelPool
 from zambeze_mesh.transport.membership_wire import from_pb, to_pb
 from zambeze_mesh.v1 import membership_pb2_grpc

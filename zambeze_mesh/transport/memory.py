@@ -14,7 +14,7 @@ import random
 from collections.abc import Iterable
 
 from zambeze_mesh.errors import Unavailable
-from zambeze_mesh.transport.base import Handler
+from zambeze_mesh.membership.transport import Handler
 
 
 class MemoryNetwork:

@@ -14,7 +14,7 @@ from zambeze_mesh.membership.events import MemberEvent
 from zambeze_mesh.membership.messages import Gossip, Update
 from zambeze_mesh.membership.runner import SwimRunner
 from zambeze_mesh.membership.swim import Swim
-from zambeze_mesh.transport.base import Transport
+from zambeze_mesh.membership.transport import Transport
 from zambeze_mesh.transport.memory import MemoryNetwork
 
 

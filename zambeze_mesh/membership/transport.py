@@ -1,4 +1,5 @@
-"""The one interface membership (and friends) use to talk to peers."""
+"""The one interface membership uses to talk to peers: implemented over gRPC and in
+memory by :mod:`zambeze_mesh.transport`, which sits above this package."""
 
 from __future__ import annotations
 
