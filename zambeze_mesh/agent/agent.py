@@ -55,7 +55,7 @@ from zambeze_mesh.v1 import (
 )
 
 if TYPE_CHECKING:
-    from zambeze_mesh.pilots.scaler import PilotScaler
+    from zambeze_mesh.agent.pilot_scaler import PilotScaler
     from zambeze_mesh.ui.embedded import EmbeddedUi
 
 log = logging.getLogger("zambeze_mesh.agent")
@@ -299,7 +299,7 @@ class Agent:
 
     def _start_pilot_scaler(self) -> None:
         """With a scheduler and ``[pilots] max > 0``: submit pilots for the backlog."""
-        from zambeze_mesh.pilots.scaler import PilotScaler
+        from zambeze_mesh.agent.pilot_scaler import PilotScaler
         from zambeze_mesh.settings.pilots import PilotPolicy
 
         policy = PilotPolicy.from_table(self.config.pilots) if self.config.pilots else None

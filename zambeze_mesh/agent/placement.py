@@ -139,7 +139,7 @@ class Placement:
                 continue
             tenders.append(Tender(key, act, tuple(a.name for a in fit), excluded, owner))
         if held:
-            # Only a pilot could run these, and one may come (pilots/scaler.py).
+            # Only a pilot could run these, and one may come (agent/pilot_scaler.py).
             self.monitor.placement_deferred(held)
         self._step(Announce(tenders))
 

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from zambeze_mesh import __version__
 from zambeze_mesh.errors import InvalidInput, ZmeshError
 from zambeze_mesh.settings.home import Home
+from zambeze_mesh.version import __version__
 
 Handler = Callable[[argparse.Namespace], int]
 JSON_HELP = "print JSON instead of a table"

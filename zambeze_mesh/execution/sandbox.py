@@ -306,14 +306,12 @@ def _software_candidates() -> tuple[Path, ...]:
     """What a worker needs to start and import: the Python installation (a virtualenv
     included), this package, and the packages and modules at the top of each import
     path entry (never hidden entries such as ``.zmesh-demo``: only code is exposed)."""
-    import zambeze_mesh
-
     found = {
         Path(sys.prefix),
         Path(sys.base_prefix),
         Path(sys.exec_prefix),
         Path(os.path.realpath(sys.executable)).parent,
-        Path(zambeze_mesh.__file__).resolve().parent,
+        Path(__file__).resolve().parents[1],  # this package
     }
     prefixes = [p.resolve() for p in (Path(sys.prefix), Path(sys.base_prefix))]
     for entry in sys.path:

@@ -8,5 +8,7 @@ before its walltime, hands back what it cannot finish and leaves (``LEFT``).
 * :mod:`.scale`: the pure autoscaling decision.
 * :mod:`.tokens`: pilot join tokens (single use, scoped to ``<agent>-pilot-*`` names).
 * :mod:`.jobs`: submitting, listing and cancelling pilot jobs through PSI/J.
-* :mod:`.run`: the pilot agent inside the allocation (``python -m zambeze_mesh.pilots.run``).
+* :mod:`.spec`: what a pilot job runs (``python -m zambeze_mesh.agent.pilot``, the pilot
+  agent inside the allocation, and its autoscaler :mod:`zambeze_mesh.agent.pilot_scaler`
+  live with the agent they drive).
 """

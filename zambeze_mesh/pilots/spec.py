@@ -1,7 +1,7 @@
 """What a pilot job runs: its spec file, its job description and its scheduler's job id.
 
 The submitting agent writes ``spec.json`` (and the token, mode 0600) into the pilot's
-directory; the job runs ``python -m zambeze_mesh.pilots.run <dir>/spec.json``. Nothing
+directory; the job runs ``python -m zambeze_mesh.agent.pilot <dir>/spec.json``. Nothing
 secret is on the job's command line or in its environment.
 """
 
@@ -105,7 +105,7 @@ def build_pilot_job(
     d = spec_path.parent
     spec = JobSpec(
         executable=python,
-        arguments=["-m", "zambeze_mesh.pilots.run", str(spec_path)],
+        arguments=["-m", "zambeze_mesh.agent.pilot", str(spec_path)],
         directory=d,
         name=name,
         inherit_environment=True,

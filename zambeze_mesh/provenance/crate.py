@@ -41,11 +41,11 @@ from urllib.parse import quote
 
 from google.protobuf import json_format
 
-from zambeze_mesh import __version__
 from zambeze_mesh.errors import InvalidInput
 from zambeze_mesh.provenance.history import Attempt, DataRef, History, history_of
 from zambeze_mesh.provenance.params import public_params
 from zambeze_mesh.v1 import campaigns_pb2, common_pb2
+from zambeze_mesh.version import __version__
 
 PROFILES = {
     "https://w3id.org/ro/wfrun/process/0.5": "Process Run Crate",

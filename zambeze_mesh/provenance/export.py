@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from zambeze_mesh.errors import InvalidInput, ZmeshError
 from zambeze_mesh.provenance.crate import DEFAULT_LICENSE, AgentInfo, build_crate
 from zambeze_mesh.provenance.history import history_of
 
 if TYPE_CHECKING:
-    from zambeze_mesh.campaign.client import Client
     from zambeze_mesh.data.client import DataClient
     from zambeze_mesh.v1 import campaigns_pb2
 
@@ -21,11 +21,40 @@ DEFAULT_DATA_BYTES = 100 * 2**20
 """Default bound on the output bytes copied into a crate with ``with_data``."""
 
 
+class _Member(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def plugins(self) -> Sequence[str]: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+
+
+class _Members(Protocol):
+    @property
+    def members(self) -> Sequence[_Member]: ...
+
+
+class CampaignsSource(Protocol):
+    """What an export reads through the ``Campaigns`` API: a
+    :class:`~zambeze_mesh.campaign.client.Client` is one."""
+
+    async def provenance_record(
+        self, campaign_id: str, *, check_outputs: bool = True
+    ) -> campaigns_pb2.ProvenanceRecord:
+        """The campaign's whole provenance record."""
+        ...
+
+    async def list_members(self) -> _Members:
+        """The mesh members as the connected agent sees them."""
+        ...
+
+
 async def export_crate(
     campaign_id: str,
     out: str | os.PathLike[str],
     *,
-    client: Client | None = None,
+    client: CampaignsSource,
     license: str = DEFAULT_LICENSE,
     check_outputs: bool = True,
     with_data: DataClient | None = None,
@@ -34,7 +63,8 @@ async def export_crate(
     """Write the Provenance Run Crate of ``campaign_id`` to ``out`` (a directory or
     ``.zip``); returns ``out``.
 
-    The record comes from the campaign's monitor (``GetProvenance``; the caller must
+    ``client`` (a :class:`~zambeze_mesh.campaign.client.Client`) reaches the mesh: the
+    record comes from the campaign's monitor (``GetProvenance``; the caller must
     be allowed to ``Get`` the campaign), the agents' labels and plugins from
     ``ListMembers``. With ``check_outputs`` the monitor first checks that every
     recorded output still exists with its sha256; the crate says which do not.
@@ -44,11 +74,8 @@ async def export_crate(
     whose sha256 is the recorded one are included.
     Raises ``NotFound`` for an unknown campaign, ``InvalidInput`` for a bad ``out``.
     """
-    from zambeze_mesh.campaign.client import default_client
-
     if max_data_bytes < 0:
         raise InvalidInput("max_data_bytes must be >= 0")
-    client = client or default_client()
     record = await client.provenance_record(campaign_id, check_outputs=check_outputs)
     agents: dict[str, AgentInfo] = {}
     try:

@@ -156,7 +156,7 @@ def test_pilot_job_scripts(tmp_path: Path, scheduler: str, needles: list[str]) -
     # One pilot process (PSI/J's single launcher), reading its spec by path: no secret
     # on the command line.
     assert "single_launch.sh" in script
-    assert f"/py -m zambeze_mesh.pilots.run {spec_path}" in script
+    assert f"/py -m zambeze_mesh.agent.pilot {spec_path}" in script
     assert "ZMESH1-" not in script
 
 

@@ -18,12 +18,13 @@ import time
 from typing import TYPE_CHECKING
 
 from zambeze_mesh.pilots import jobs
-from zambeze_mesh.pilots.scale import Decision, PilotPolicy, decide
+from zambeze_mesh.pilots.scale import Decision, decide
 from zambeze_mesh.scheduling import TenderKey, agent_from_record
 from zambeze_mesh.scheduling import states as st
 from zambeze_mesh.scheduling.matching import fits
 from zambeze_mesh.scheduling.model import ActivityDef, AgentInfo
 from zambeze_mesh.settings.logs import log_event
+from zambeze_mesh.settings.pilots import PilotPolicy
 from zambeze_mesh.store.db import Store
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""The pilot agent inside an allocation: ``python -m zambeze_mesh.pilots.run SPEC``.
+"""The pilot agent inside an allocation: ``python -m zambeze_mesh.agent.pilot SPEC``.
 
 It reads its spec and its single-use token (then deletes the token file), joins the
 mesh through the submitting agent as ``<agent>-pilot-<jobid>`` with the labels
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the pilot job."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m zambeze_mesh.pilots.run SPEC.json", file=sys.stderr)
+        print("usage: python -m zambeze_mesh.agent.pilot SPEC.json", file=sys.stderr)
         return 2
     started = time.time()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
