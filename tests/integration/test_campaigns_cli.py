@@ -54,6 +54,21 @@ def test_zmesh_run_status_campaigns(procmesh: ProcMesh, tmp_path: Path) -> None:
     table = zmesh("status", cid, home=a.home).stdout
     assert "square it" in table
 
+    # --graph draws the DAG from the specs the agent returns over its API.
+    drawn = zmesh("status", cid, "--graph", str(tmp_path / "g.png"), home=a.home).stdout
+    assert "wrote the campaign graph" in drawn and (tmp_path / "g.png").stat().st_size > 1000
+    from zambeze_mesh.campaign.client import connect
+    from zambeze_mesh.campaign.loop import bridge
+    from zambeze_mesh.cli.graph import dag_edges
+
+    client = connect(home=str(a.home), set_default=False)
+    try:
+        specs = bridge.run(client.activity_specs(cid))
+    finally:
+        bridge.run(client.close())
+    assert sorted(s.name for s in specs) == ["make data", "square it", "use data"]
+    assert dag_edges(specs)[1] == [("make data", "use data", "output")]
+
 
 def test_failing_campaign_file_exits_nonzero(procmesh: ProcMesh, tmp_path: Path) -> None:
     a = procmesh.init("a")

@@ -236,6 +236,13 @@ class Client:
         record.next_seq = 0
         return record
 
+    async def activity_specs(self, campaign_id: str) -> list[common_pb2.ActivitySpec]:
+        """The campaign's activity specs as submitted (shipped functions left out, see
+        ``GetProvenance``): what its DAG is built from."""
+        req = campaigns_pb2.GetProvenanceRequest(campaign_id=campaign_id, limit=1)
+        record: campaigns_pb2.ProvenanceRecord = await self._call("GetProvenance", req)
+        return list(record.activities)
+
     def watch(
         self, campaign_id: str, after_seq: int = 0, *, follow: bool = True
     ) -> AsyncIterator[Event]:

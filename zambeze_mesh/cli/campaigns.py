@@ -174,7 +174,8 @@ def show_status(
     if graph:
         from zambeze_mesh.cli.graph import campaign_graph
 
-        out = campaign_graph(home.root, final, graph)
+        specs = bridge.run(client.activity_specs(cid))
+        out = campaign_graph(final, specs, graph)
         if not as_json:
             print(f"wrote the campaign graph to {out}")
     return 0 if final.state in ("SUCCEEDED", "RUNNING") else 1

@@ -3,9 +3,8 @@
 Nodes are the activities, colored by state and labelled with the agent that ran
 them; edges come from ``depends_on`` and output references, exactly as the
 monitor builds the DAG (:class:`~zambeze_mesh.scheduling.dag.CampaignDag` over the
-submitted specs). The specs are read from this home's store, so the picture has
-edges when this home's agent is the campaign's monitor (the agent it was
-submitted to); otherwise only the activities are drawn.
+submitted specs, which the campaign's monitor returns through the ``Campaigns`` API
+(``GetProvenance``)); without specs only the activities are drawn.
 
 Needs matplotlib (the ``viz`` extra); networkx is a core dependency.
 """
@@ -53,12 +52,14 @@ def dag_edges(
 ) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
     """Kinds per activity and edges ``(from, to, via)`` of the campaign's DAG.
 
-    Edges from the monitor node are left out (they only say "no dependency").
+    Edges from the monitor node are left out (they only say "no dependency"). The
+    API leaves shipped functions out of the specs; a stand-in takes their place (the
+    DAG does not depend on a function's bytes).
     """
     from zambeze_mesh.scheduling.dag import CampaignDag
     from zambeze_mesh.scheduling.model import MONITOR, activity_from_spec
 
-    acts = [activity_from_spec(s) for s in specs]
+    acts = [activity_from_spec(_with_function(s)) for s in specs]
     dag = CampaignDag(acts)
     kinds = {a.name: str(a.kind) for a in acts}
     edges = [
@@ -67,6 +68,15 @@ def dag_edges(
         if u != MONITOR
     ]
     return kinds, edges
+
+
+def _with_function(spec: common_pb2.ActivitySpec) -> common_pb2.ActivitySpec:
+    if not spec.HasField("python") or spec.python.function or spec.python.script_uri:
+        return spec
+    filled = type(spec)()
+    filled.CopyFrom(spec)
+    filled.python.function = b"function left out"
+    return filled
 
 
 def _layout(
@@ -170,23 +180,13 @@ def draw(
     return out
 
 
-def campaign_graph(home_root: Path, status: CampaignStatus, path: str | os.PathLike[str]) -> Path:
-    """Draw the campaign ``status`` with the activity specs from the home's store."""
-    from zambeze_mesh.settings.home import Home
-    from zambeze_mesh.store.campaigns import load_request
-    from zambeze_mesh.store.db import Store
-
-    cid = status.campaign_id
-    kinds: dict[str, str] = {}
-    edges: list[tuple[str, str, str]] = []
-    home = Home.resolve(str(home_root))
-    store = Store(home.db)
-    try:
-        req = load_request(store, cid)
-    finally:
-        store.close()
-    if req is not None:
-        kinds, edges = dag_edges(list(req.activities))
+def campaign_graph(
+    status: CampaignStatus,
+    specs: Sequence[common_pb2.ActivitySpec],
+    path: str | os.PathLike[str],
+) -> Path:
+    """Draw the campaign ``status``, with the edges of its activity ``specs``."""
+    kinds, edges = dag_edges(specs) if specs else ({}, [])
     nodes = [Node(a.name, a.state, a.agent, kinds.get(a.name, "")) for a in status.activities]
-    title = f"{status.name} ({cid}): {status.state}"
+    title = f"{status.name} ({status.campaign_id}): {status.state}"
     return draw(nodes, edges, path, title)
