@@ -11,9 +11,10 @@ from typing import Any
 
 from tests.helpers.ports import free_port_pair
 from zambeze_mesh.agent.agent import Agent
-from zambeze_mesh.agent.bootstrap import create_token, init_mesh, open_store
+from zambeze_mesh.agent.bootstrap import init_mesh, open_store
 from zambeze_mesh.agent.join import join_mesh
 from zambeze_mesh.settings.home import Home
+from zambeze_mesh.store.tokens import create_token
 
 
 def _token(home: Home) -> str:

@@ -20,7 +20,7 @@ import pytest
 
 from tests.helpers.ports import free_port_pair
 from tests.helpers.procs import ProcAgent, ProcMesh, zmesh
-from zambeze_mesh.agent.bootstrap import create_token, issue_client, open_store
+from zambeze_mesh.agent.bootstrap import issue_client, open_store
 from zambeze_mesh.cli.local import list_members
 from zambeze_mesh.cli.members import STATUS_NAMES
 from zambeze_mesh.security.ca import MeshCA
@@ -30,6 +30,7 @@ from zambeze_mesh.security.records import sign_record
 from zambeze_mesh.security.tls import channel_credentials
 from zambeze_mesh.settings.home import Home
 from zambeze_mesh.store import identity as idstore
+from zambeze_mesh.store.tokens import create_token
 from zambeze_mesh.v1 import common_pb2, membership_pb2, membership_pb2_grpc
 
 View = dict[str, tuple[str, int, str]]  # member -> (status, incarnation, address)

@@ -26,11 +26,12 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from tests.system.netns import Lab, NsAgent, finish
-from zambeze_mesh.agent.bootstrap import create_token, open_store
+from zambeze_mesh.agent.bootstrap import open_store
 from zambeze_mesh.cli.local import list_members
 from zambeze_mesh.cli.members import STATUS_NAMES
 from zambeze_mesh.settings.config import AgentConfig
 from zambeze_mesh.settings.home import Home
+from zambeze_mesh.store.tokens import create_token
 from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2
 
 S = common_pb2

@@ -23,7 +23,7 @@ from tests.helpers.creds import home_credentials
 from tests.helpers.inproc import mesh, wait_until
 from tests.helpers.procs import ProcMesh
 from zambeze_mesh.agent.agent import Agent
-from zambeze_mesh.agent.bootstrap import create_token, issue_client, open_store, revoke_token
+from zambeze_mesh.agent.bootstrap import issue_client, open_store, revoke_token
 from zambeze_mesh.agent.datasvc import for_agent
 from zambeze_mesh.agent.join import join_mesh
 from zambeze_mesh.errors import ZmeshError
@@ -32,6 +32,7 @@ from zambeze_mesh.security.records import sign_record
 from zambeze_mesh.security.tls import channel_credentials
 from zambeze_mesh.settings.home import Home
 from zambeze_mesh.store import identity as idstore
+from zambeze_mesh.store.tokens import create_token
 from zambeze_mesh.v1 import (
     campaigns_pb2,
     campaigns_pb2_grpc,

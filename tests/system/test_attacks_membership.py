@@ -24,7 +24,7 @@ from tests.helpers.inproc import mesh, wait_until
 from tests.helpers.ports import free_port_pair
 from tests.helpers.procs import ProcAgent, ProcMesh, zmesh
 from tests.system.test_attacks import _gossip_req, raw_call
-from zambeze_mesh.agent.bootstrap import create_token, open_store
+from zambeze_mesh.agent.bootstrap import open_store
 from zambeze_mesh.agent.join import join_mesh
 from zambeze_mesh.errors import NotPermitted, ZmeshError
 from zambeze_mesh.membership.rules import MAX_INCARNATION
@@ -33,6 +33,7 @@ from zambeze_mesh.security.keys import generate_key, make_csr
 from zambeze_mesh.settings.config import AgentConfig
 from zambeze_mesh.settings.home import Home
 from zambeze_mesh.store import identity as idstore
+from zambeze_mesh.store.tokens import create_token
 from zambeze_mesh.v1 import membership_pb2, membership_pb2_grpc
 
 C = grpc.StatusCode

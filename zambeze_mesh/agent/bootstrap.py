@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from zambeze_mesh.errors import AlreadyExists, InvalidInput, NotPermitted
+from zambeze_mesh.errors import AlreadyExists, InvalidInput
 from zambeze_mesh.security import tokens as tokmod
 from zambeze_mesh.security.ca import MeshCA
 from zambeze_mesh.security.identity import Identity, validate_name
@@ -129,30 +129,6 @@ def parse_ttl(value: str) -> int:
     if seconds <= 0 or seconds > 365 * 86400:
         raise InvalidInput(f"duration {value!r} must be between 1s and 365d")
     return seconds
-
-
-def create_token(store: Store, ttl_s: int, uses: int = 0) -> str:
-    """Make, store and return a new join token valid for ``ttl_s`` seconds.
-
-    ``uses`` > 0 limits how many agents it admits (1: single-use); 0 means until it
-    expires. Only a CA holder creates tokens: it is the one that checks every join proof.
-    """
-    if uses < 0:
-        raise InvalidInput("token uses must be a positive number (or 0 for unlimited)")
-    ident = idstore.load_identity(store)
-    if ident.ca_key_pem is None:
-        holders = ", ".join(name for name, _ in idstore.ca_holders(store)) or "the CA holder"
-        raise NotPermitted(
-            f"agent {ident.name} does not hold the mesh CA key: create join tokens on "
-            f"{holders} (a join may still go through this agent as its seed)"
-        )
-    ca = MeshCA.from_pem(der_to_pem(ident.ca_cert_der))
-    token, rec = tokmod.new_token(ca.digest, ttl_ms=ttl_s * 1000)
-    stored = rec.to_dict()
-    tokstore.add_token(store, rec.token_id, stored["secret"], rec.created_ms, rec.expires_ms)
-    if uses:
-        tokstore.set_max_uses(store, rec.token_id, uses)
-    return token
 
 
 def revoke_token(store: Store, token: str) -> str:

@@ -66,7 +66,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from zambeze_mesh.agent.bootstrap import create_token, open_store, parse_ttl
+    from zambeze_mesh.agent.bootstrap import open_store, parse_ttl
+    from zambeze_mesh.store.tokens import create_token
 
     store = open_store(_home(args))
     try:

@@ -29,8 +29,8 @@ def _ensure(store: Store) -> None:
 
 def create_pilot_token(store: Store, name_prefix: str, ttl_s: int) -> str:
     """A new single-use join token valid for ``ttl_s`` s, only for names ``name_prefix*``."""
-    from zambeze_mesh.agent.bootstrap import create_token
     from zambeze_mesh.security import tokens as tokmod
+    from zambeze_mesh.store.tokens import create_token
 
     if not name_prefix:
         raise ValueError("a pilot token needs a name prefix")

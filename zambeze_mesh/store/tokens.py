@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zambeze_mesh.errors import NotFound
+from zambeze_mesh.errors import InvalidInput, NotFound, NotPermitted
 from zambeze_mesh.security import tokens as tokmod
+from zambeze_mesh.security.ca import MeshCA
+from zambeze_mesh.security.keys import der_to_pem
+from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.store import kv
 from zambeze_mesh.store.db import Store
 
@@ -80,3 +83,27 @@ def token_record(row: TokenRow) -> tokmod.TokenRecord:
             "revoked": row.revoked,
         }
     )
+
+
+def create_token(store: Store, ttl_s: int, uses: int = 0) -> str:
+    """Make, store and return a new join token valid for ``ttl_s`` seconds.
+
+    ``uses`` > 0 limits how many agents it admits (1: single-use); 0 means until it
+    expires. Only a CA holder creates tokens: it is the one that checks every join proof.
+    """
+    if uses < 0:
+        raise InvalidInput("token uses must be a positive number (or 0 for unlimited)")
+    ident = idstore.load_identity(store)
+    if ident.ca_key_pem is None:
+        holders = ", ".join(name for name, _ in idstore.ca_holders(store)) or "the CA holder"
+        raise NotPermitted(
+            f"agent {ident.name} does not hold the mesh CA key: create join tokens on "
+            f"{holders} (a join may still go through this agent as its seed)"
+        )
+    ca = MeshCA.from_pem(der_to_pem(ident.ca_cert_der))
+    token, rec = tokmod.new_token(ca.digest, ttl_ms=ttl_s * 1000)
+    stored = rec.to_dict()
+    add_token(store, rec.token_id, stored["secret"], rec.created_ms, rec.expires_ms)
+    if uses:
+        set_max_uses(store, rec.token_id, uses)
+    return token
