@@ -26,7 +26,7 @@ from tests.helpers.procs import ProcAgent, ProcMesh, zmesh
 from tests.system.test_attacks import _gossip_req, raw_call
 from zambeze_mesh.agent.bootstrap import open_store
 from zambeze_mesh.agent.join import join_mesh
-from zambeze_mesh.errors import NotPermitted, ZmeshError
+from zambeze_mesh.errors import NotPermitted, Unauthenticated, ZmeshError
 from zambeze_mesh.membership.rules import MAX_INCARNATION
 from zambeze_mesh.security.identity import Identity
 from zambeze_mesh.security.keys import generate_key, make_csr
@@ -221,7 +221,7 @@ async def test_single_use_token_is_refused_the_second_time(tmp_path: Path) -> No
         home = Home(tmp_path / "second")
         with pytest.raises(ZmeshError) as err:
             await join_mesh(home, a0.address, token, name="second", listen="127.0.0.1:0")
-        assert err.value.code == C.UNAUTHENTICATED and "used up" in str(err.value), err.value
+        assert isinstance(err.value, Unauthenticated) and "used up" in str(err.value), err.value
         assert not home.db.exists()
         assert a0.gossip is not None
         assert "second" not in {m.name for m in a0.gossip.members()}

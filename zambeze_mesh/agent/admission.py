@@ -27,8 +27,8 @@ from zambeze_mesh.errors import (
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
-    from_rpc_error,
 )
+from zambeze_mesh.grpc_status import from_rpc_error
 from zambeze_mesh.security import tokens as tokmod
 from zambeze_mesh.security.authz import Caller
 from zambeze_mesh.security.identity import Identity, validate_name

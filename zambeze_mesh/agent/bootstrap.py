@@ -21,6 +21,7 @@ from zambeze_mesh.settings.home import Home
 from zambeze_mesh.store import Store
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.store import tokens as tokstore
+from zambeze_mesh.store.tokens import create_token as create_token  # for the CLI
 
 
 def hosts_for(*addresses: str) -> list[str]:

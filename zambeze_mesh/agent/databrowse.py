@@ -28,7 +28,8 @@ from zambeze_mesh.data.sandbox import open_regular
 from zambeze_mesh.data.stream import DEFAULT_CHUNK
 from zambeze_mesh.data.uris import parse_uri
 from zambeze_mesh.data.wire import info_from_pb
-from zambeze_mesh.errors import DataIntegrityError, InvalidInput, NotPermitted, from_rpc_error
+from zambeze_mesh.errors import DataIntegrityError, InvalidInput, NotPermitted
+from zambeze_mesh.grpc_status import from_rpc_error
 from zambeze_mesh.security.authz import Caller
 from zambeze_mesh.v1 import data_pb2
 

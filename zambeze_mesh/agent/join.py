@@ -20,13 +20,8 @@ import grpc
 
 from zambeze_mesh.agent.approval import APPROVAL_MARK
 from zambeze_mesh.agent.bootstrap import prepare_home, write_identity
-from zambeze_mesh.errors import (
-    FailedPrecondition,
-    ResourceExhausted,
-    Unauthenticated,
-    Unavailable,
-    from_rpc_error,
-)
+from zambeze_mesh.errors import FailedPrecondition, ResourceExhausted, Unauthenticated, Unavailable
+from zambeze_mesh.grpc_status import from_rpc_error
 from zambeze_mesh.security import tokens as tokmod
 from zambeze_mesh.security.ca import MeshCA
 from zambeze_mesh.security.identity import Identity, validate_name

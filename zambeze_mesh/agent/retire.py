@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import grpc
 
 from zambeze_mesh.agent.bootstrap import open_store
-from zambeze_mesh.errors import InvalidInput, NotFound, NotPermitted, from_rpc_error
+from zambeze_mesh.errors import InvalidInput, NotFound, NotPermitted, Unavailable
+from zambeze_mesh.grpc_status import from_rpc_error
 from zambeze_mesh.security.ca import MeshCA
 from zambeze_mesh.security.identity import validate_name
 from zambeze_mesh.security.keyfiles import unlock_ca_key
@@ -80,7 +81,7 @@ async def _deliver(home: Home, revocation: membership_pb2.SignedRevocation) -> b
             await membership_pb2_grpc.MembershipStub(ch).Revoke(req, timeout=RPC_TIMEOUT_S)
         except grpc.RpcError as exc:
             err = from_rpc_error(exc)
-            if err.code == grpc.StatusCode.UNAVAILABLE:
+            if isinstance(err, Unavailable):
                 return False
             raise err from None
     return True

@@ -25,13 +25,8 @@ from zambeze_mesh.campaign.loop import bridge
 from zambeze_mesh.campaign.wire import CampaignStatus, Event, Members, SubmitResult
 from zambeze_mesh.data.catalog import ObjectInfo
 from zambeze_mesh.data.wire import info_from_pb
-from zambeze_mesh.errors import (
-    RETRY_AFTER_KEY,
-    DataIntegrityError,
-    InvalidInput,
-    Unavailable,
-    from_rpc_error,
-)
+from zambeze_mesh.errors import RETRY_AFTER_KEY, DataIntegrityError, InvalidInput, Unavailable
+from zambeze_mesh.grpc_status import from_rpc_error
 from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2
 
 if TYPE_CHECKING:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import grpc
 
-from zambeze_mesh.errors import Unavailable, from_rpc_error
+from zambeze_mesh.errors import Unavailable
+from zambeze_mesh.grpc_status import from_rpc_error
 from zambeze_mesh.settings.home import Home
 from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc
 

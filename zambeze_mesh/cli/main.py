@@ -66,8 +66,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from zambeze_mesh.agent.bootstrap import open_store, parse_ttl
-    from zambeze_mesh.store.tokens import create_token
+    from zambeze_mesh.agent.bootstrap import create_token, open_store, parse_ttl
 
     store = open_store(_home(args))
     try:

@@ -53,8 +53,8 @@ from zambeze_mesh.errors import (
     NotPermitted,
     Unavailable,
     ZmeshError,
-    from_rpc_error,
 )
+from zambeze_mesh.grpc_status import from_rpc_error
 from zambeze_mesh.v1 import data_pb2, data_pb2_grpc
 
 if TYPE_CHECKING:

@@ -24,8 +24,8 @@ from zambeze_mesh.errors import (
     ResourceExhausted,
     Unavailable,
     ZmeshError,
-    from_rpc_error,
 )
+from zambeze_mesh.grpc_status import from_rpc_error
 from zambeze_mesh.pilots.tokens import create_pilot_token, outstanding
 from zambeze_mesh.security import tokens as tokmod
 from zambeze_mesh.security.authz import Caller

@@ -20,6 +20,7 @@ import grpc
 from cryptography import x509
 
 from zambeze_mesh.errors import InvalidInput, NotPermitted, Unauthenticated, ZmeshError
+from zambeze_mesh.grpc_status import grpc_code
 from zambeze_mesh.security.certcache import CertCache, default_cache
 from zambeze_mesh.security.identity import Identity
 from zambeze_mesh.security.tls import PeerContext, is_local_peer, peer_cert_pem
@@ -186,7 +187,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
             caller = self.caller_of(context)
             self._policy(method, caller)
         except ZmeshError as exc:
-            await context.abort(exc.code, str(exc))
+            await context.abort(grpc_code(exc), str(exc))
             raise  # pragma: no cover - abort raises
         return caller
 

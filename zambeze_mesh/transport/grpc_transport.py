@@ -10,7 +10,8 @@ from typing import Any
 
 import grpc
 
-from zambeze_mesh.errors import Unavailable, from_rpc_error
+from zambeze_mesh.errors import Unavailable
+from zambeze_mesh.grpc_status import from_rpc_error
 from zambeze_mesh.membership import messages as m
 from zambeze_mesh.membership.transport import Handler
 from zambeze_mesh.transport.channels import ChannelPool

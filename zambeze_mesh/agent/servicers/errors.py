@@ -11,6 +11,7 @@ from typing import Any, TypeVar, cast
 import grpc
 
 from zambeze_mesh.errors import RETRY_AFTER_KEY, Overloaded, ZmeshError
+from zambeze_mesh.grpc_status import grpc_code
 
 log = logging.getLogger("zambeze_mesh.rpc")
 
@@ -29,7 +30,7 @@ def rpc_errors(func: F) -> F:
                 async for item in func(self, request, context):
                     yield item
             except ZmeshError as exc:
-                await context.abort(exc.code, str(exc))
+                await context.abort(grpc_code(exc), str(exc))
             except (grpc.aio.AbortError, GeneratorExit):
                 raise
             except Exception as exc:
@@ -45,8 +46,8 @@ def rpc_errors(func: F) -> F:
         except ZmeshError as exc:
             if isinstance(exc, Overloaded):
                 ms = str(int(exc.retry_after_s * 1000))
-                await context.abort(exc.code, str(exc), ((RETRY_AFTER_KEY, ms),))
-            await context.abort(exc.code, str(exc))
+                await context.abort(grpc_code(exc), str(exc), ((RETRY_AFTER_KEY, ms),))
+            await context.abort(grpc_code(exc), str(exc))
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
@@ -54,16 +55,3 @@ def rpc_errors(func: F) -> F:
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
 
     return cast(F, unary)
-
-
-def not_built(service: str, issue: str) -> Callable[..., Any]:
-    """A handler for an RPC of the contract that this version does not serve yet."""
-
-    async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            f"{service} is part of the zambeze_mesh.v1 contract but not served by this "
-            f"agent version yet ({issue})",
-        )
-
-    return handler
