@@ -29,6 +29,7 @@ from zambeze_mesh.errors import (
     Unavailable,
 )
 from zambeze_mesh.grpc_status import from_rpc_error
+from zambeze_mesh.membership.status import LIVE, MemberStatus
 from zambeze_mesh.security import tokens as tokmod
 from zambeze_mesh.security.authz import Caller
 from zambeze_mesh.security.identity import Identity, validate_name
@@ -210,13 +211,13 @@ class Admission:
             if m.name != name:
                 continue
             status = m.status
-            if m.status != "left" and m.signed is not None:
+            if m.status != MemberStatus.LEFT and m.signed is not None:
                 if key_digest_of_cert(m.signed.cert_der) != key_digest:
                     raise AlreadyExists(
                         f"agent name {name!r} belongs to another key ({m.status}); the "
                         f"operator can retire it with `zmesh members remove {name}`"
                     )
-            elif m.status in ("alive", "suspect"):
+            elif m.status in LIVE:
                 raise AlreadyExists(f"an agent named {name!r} is already an active member")
         store = self.agent.require_store()
         if not status:  # no longer in the view: its last persisted status
@@ -226,7 +227,7 @@ class Admission:
             issued is not None
             and not issued.retired
             and issued.key_sha256 != key_digest
-            and status != "left"
+            and status != MemberStatus.LEFT
         ):
             raise AlreadyExists(
                 f"agent name {name!r} was issued to another key and not retired "

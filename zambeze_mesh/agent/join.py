@@ -22,6 +22,7 @@ from zambeze_mesh.agent.approval import APPROVAL_MARK
 from zambeze_mesh.agent.bootstrap import prepare_home, write_identity
 from zambeze_mesh.errors import FailedPrecondition, ResourceExhausted, Unauthenticated, Unavailable
 from zambeze_mesh.grpc_status import from_rpc_error
+from zambeze_mesh.membership.status import MemberStatus
 from zambeze_mesh.security import tokens as tokmod
 from zambeze_mesh.security.ca import MeshCA
 from zambeze_mesh.security.identity import Identity, validate_name
@@ -152,7 +153,7 @@ async def join_mesh(
                 rec.address,
                 rec.admission_address,
                 rec.incarnation,
-                "alive",
+                MemberStatus.ALIVE,
                 signed.SerializeToString(),
             )
         )

@@ -17,6 +17,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from zambeze_mesh.membership.status import LIVE
 from zambeze_mesh.pilots import jobs
 from zambeze_mesh.pilots.scale import Decision, decide
 from zambeze_mesh.scheduling import TenderKey, agent_from_record
@@ -80,7 +81,7 @@ class PilotScaler:
             return False
         gossip = self.agent.gossip
         for m in gossip.members() if gossip is not None else []:
-            if m.record is None or m.status not in ("alive", "suspect"):
+            if m.record is None or m.status not in LIVE:
                 continue
             if "pilot" in m.record.capabilities.labels:
                 continue  # pilots are what this decides about

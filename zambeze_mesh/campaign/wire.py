@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from zambeze_mesh.membership.status import MemberStatus
 from zambeze_mesh.v1 import campaigns_pb2, common_pb2
 
 __all__ = [
@@ -167,7 +168,7 @@ class Member:
 
     name: str
     address: str
-    status: str
+    status: MemberStatus
     incarnation: int
     is_self: bool
     plugins: tuple[str, ...] = ()
@@ -194,7 +195,7 @@ class Members:
                 Member(
                     name=m.name,
                     address=m.address,
-                    status=common_pb2.MemberStatus.Name(m.status).removeprefix("MEMBER_STATUS_"),
+                    status=MemberStatus.parse(common_pb2.MemberStatus.Name(m.status)),
                     incarnation=m.incarnation,
                     is_self=m.is_self,
                     plugins=tuple(m.capabilities.plugins),

@@ -11,16 +11,25 @@ from rich.live import Live
 from rich.table import Table
 
 from zambeze_mesh.cli.local import list_members
+from zambeze_mesh.errors import ZmeshError
+from zambeze_mesh.membership.status import MemberStatus
 from zambeze_mesh.settings.home import Home
 from zambeze_mesh.v1 import campaigns_pb2, common_pb2
 
-STATUS_NAMES = {
-    common_pb2.MEMBER_STATUS_ALIVE: "alive",
-    common_pb2.MEMBER_STATUS_SUSPECT: "suspect",
-    common_pb2.MEMBER_STATUS_DEAD: "dead",
-    common_pb2.MEMBER_STATUS_LEFT: "left",
+COLORS = {
+    MemberStatus.ALIVE: "green",
+    MemberStatus.SUSPECT: "yellow",
+    MemberStatus.DEAD: "red",
+    MemberStatus.LEFT: "dim",
 }
-COLORS = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
+
+
+def status_name(status: common_pb2.MemberStatus.ValueType) -> str:
+    """A wire ``MemberStatus`` as its name (``"alive"``...; ``"unknown"`` if unset)."""
+    try:
+        return str(MemberStatus.parse(common_pb2.MemberStatus.Name(status)))
+    except (ValueError, ZmeshError):
+        return "unknown"
 
 
 def member_dicts(resp: campaigns_pb2.ListMembersResponse) -> list[dict[str, Any]]:
@@ -32,7 +41,7 @@ def member_dicts(resp: campaigns_pb2.ListMembersResponse) -> list[dict[str, Any]
             {
                 "name": m.name,
                 "address": m.address,
-                "status": STATUS_NAMES.get(m.status, "unknown"),
+                "status": status_name(m.status),
                 "incarnation": m.incarnation,
                 "self": m.is_self,
                 "plugins": list(caps.plugins),

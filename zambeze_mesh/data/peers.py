@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 import grpc
 
 from zambeze_mesh.errors import NotFound, Unavailable
+from zambeze_mesh.membership.status import GONE
 
 if TYPE_CHECKING:
     from zambeze_mesh.settings.config import AgentConfig
@@ -120,7 +121,7 @@ class AgentPeers:
             raise Unavailable("membership is not running")
         for m in gossip.members():
             if m.name == name:
-                if m.status in ("dead", "left"):
+                if m.status in GONE:
                     raise Unavailable(f"agent {name!r} is {m.status}")
                 return m.address
         raise NotFound(f"no agent named {name!r} in the mesh")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from zambeze_mesh.membership.status import MemberStatus
+
 EVENT_KINDS: Final = frozenset({"alive", "updated", "suspect", "dead", "left", "removed"})
 
 
@@ -12,14 +14,14 @@ EVENT_KINDS: Final = frozenset({"alive", "updated", "suspect", "dead", "left", "
 class MemberState:
     """One member as this agent sees it.
 
-    ``status`` is one of ``"alive"``, ``"suspect"``, ``"dead"``, ``"left"``;
+    ``status`` is a :class:`~zambeze_mesh.membership.status.MemberStatus`;
     ``state_change`` is the (caller's clock) time the status last changed.
     """
 
     name: str
     address: str
     incarnation: int
-    status: str
+    status: MemberStatus
     record: Any
     state_change: float
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-ALIVE: Final = "alive"
-SUSPECT: Final = "suspect"
-DEAD: Final = "dead"
-LEFT: Final = "left"
-UPDATE_KINDS: Final = frozenset({ALIVE, SUSPECT, DEAD, LEFT})
+from zambeze_mesh.membership.status import MemberStatus
+
+ALIVE: Final = MemberStatus.ALIVE
+SUSPECT: Final = MemberStatus.SUSPECT
+DEAD: Final = MemberStatus.DEAD
+LEFT: Final = MemberStatus.LEFT
+#: An update's kind is the status it announces.
+UPDATE_KINDS: Final = frozenset(MemberStatus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +28,7 @@ class Update:
     ``source`` names who raised a suspicion or declared a death.
     """
 
-    kind: str
+    kind: MemberStatus
     name: str
     incarnation: int
     address: str = ""

@@ -11,8 +11,9 @@ from collections.abc import Callable, Hashable, Iterable
 from zambeze_mesh.membership.broadcasts import BroadcastQueue
 from zambeze_mesh.membership.config import Config
 from zambeze_mesh.membership.messages import ALIVE, DEAD, LEFT, SUSPECT, Update
+from zambeze_mesh.membership.status import GONE, MemberStatus
 from zambeze_mesh.membership.suspicion import Suspicion
-from zambeze_mesh.membership.table import GONE, Member, MemberTable
+from zambeze_mesh.membership.table import Member, MemberTable
 
 #: Updates claiming a higher incarnation are dropped. Incarnations only grow by one per
 #: refutation, so no honest member gets near it; a hostile accusation near 2**64 would
@@ -53,7 +54,7 @@ class UpdateRules:
     def _refute(self, accused: int) -> None:
         raise NotImplementedError
 
-    def _set_status(self, m: Member, status: str) -> None:
+    def _set_status(self, m: Member, status: MemberStatus) -> None:
         self._table.set_status(m, status, self._now)
 
     def _apply(self, updates: Iterable[Update]) -> None:

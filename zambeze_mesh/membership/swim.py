@@ -33,6 +33,7 @@ from zambeze_mesh.membership.messages import (
     Update,
 )
 from zambeze_mesh.membership.rules import UpdateRules
+from zambeze_mesh.membership.status import GONE, MemberStatus
 from zambeze_mesh.membership.steps import (
     Effects,
     Input,
@@ -48,7 +49,7 @@ from zambeze_mesh.membership.steps import (
     UpdateLocal,
 )
 from zambeze_mesh.membership.suspicion import Awareness, Suspicion
-from zambeze_mesh.membership.table import GONE, Member, MemberTable
+from zambeze_mesh.membership.table import Member, MemberTable
 
 
 class _Probe:
@@ -156,9 +157,9 @@ class Swim(UpdateRules):
         m = self._members.get(name)
         return None if m is None else m.snapshot()
 
-    def count(self, status: str) -> int:
+    def count(self, status: MemberStatus | str) -> int:
         """How many known members (ourselves included) have ``status``; O(1)."""
-        return self._counts[status]
+        return self._counts[MemberStatus(status)]
 
     def suspicion_deadline(self, name: str) -> float | None:
         """When a pending suspicion of ``name`` turns into death, if there is one."""

@@ -7,9 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from zambeze_mesh.membership.events import MemberState
-from zambeze_mesh.membership.messages import ALIVE, DEAD, LEFT, SUSPECT, Update
-
-GONE = (DEAD, LEFT)
+from zambeze_mesh.membership.messages import ALIVE, Update
+from zambeze_mesh.membership.status import GONE, MemberStatus
 
 
 class Member:
@@ -18,7 +17,13 @@ class Member:
     __slots__ = ("_update", "address", "incarnation", "name", "record", "state_change", "status")
 
     def __init__(
-        self, name: str, address: str, incarnation: int, status: str, record: Any, now: float
+        self,
+        name: str,
+        address: str,
+        incarnation: int,
+        status: MemberStatus,
+        record: Any,
+        now: float,
     ) -> None:
         self.name = name
         self.address = address
@@ -56,11 +61,12 @@ class MemberTable:
         self.members: dict[str, Member] = {me.name: me}
         self.names: list[str] = [me.name]
         self.name_idx: dict[str, int] = {me.name: 0}
-        self.counts: dict[str, int] = {ALIVE: 1, SUSPECT: 0, DEAD: 0, LEFT: 0}
+        self.counts: dict[MemberStatus, int] = dict.fromkeys(MemberStatus, 0)
+        self.counts[MemberStatus.ALIVE] = 1
         self.probe_list: list[str] = []
         self.probe_index = 0
 
-    def set_status(self, m: Member, status: str, now: float) -> None:
+    def set_status(self, m: Member, status: MemberStatus, now: float) -> None:
         """Change ``m``'s status, keeping the counters right."""
         self.counts[m.status] -= 1
         self.counts[status] += 1

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from zambeze_mesh.membership.status import LIVE
 from zambeze_mesh.scheduling.model import ActivityDef, AgentInfo, transfer_dest_agent
 
 #: Member statuses an activity may be placed on. A SUSPECT member is usually only
 #: slow; if it really is gone, the bid deadline and ``AgentDown`` deal with it.
-LIVE_STATUSES = frozenset({"ALIVE", "SUSPECT"})
+LIVE_STATUSES = LIVE
 
 
 def _fmt_bytes(n: int) -> str:
@@ -38,7 +39,7 @@ def _has_plugin(activity: ActivityDef, agent: AgentInfo) -> bool:
 def fits(activity: ActivityDef, agent: AgentInfo) -> str | None:
     """None if ``agent`` can take ``activity``, else a short reason why not."""
     if agent.status not in LIVE_STATUSES:
-        return f"agent is {agent.status.lower()}"
+        return f"agent is {agent.status}"
     if activity.agent and activity.agent != agent.name:
         return f"pinned to agent {activity.agent}"
     dest = transfer_dest_agent(activity)

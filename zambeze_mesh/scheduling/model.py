@@ -26,6 +26,7 @@ from typing import Literal
 
 from zambeze_mesh.data.uris import parse_uri, split_escape
 from zambeze_mesh.errors import InvalidInput
+from zambeze_mesh.membership.status import MemberStatus
 from zambeze_mesh.v1 import common_pb2
 
 Kind = Literal["shell", "python", "workflow", "transfer"]
@@ -136,11 +137,12 @@ class ActivityDef:
 class AgentInfo:
     """What the scheduler knows about one mesh member (from its gossiped record).
 
-    ``status`` is ``"ALIVE"``, ``"SUSPECT"``, ``"DEAD"`` or ``"LEFT"``.
+    ``status`` is a :class:`~zambeze_mesh.membership.status.MemberStatus` (a string
+    such as ``"ALIVE"`` or ``"MEMBER_STATUS_ALIVE"`` is parsed into one).
     """
 
     name: str
-    status: str = "ALIVE"
+    status: MemberStatus = MemberStatus.ALIVE
     plugins: frozenset[str] = frozenset()
     cpus: int = 0
     memory_bytes: int = 0
@@ -159,9 +161,9 @@ class AgentInfo:
         object.__setattr__(self, "status", normalize_status(self.status))
 
 
-def normalize_status(status: str) -> str:
-    """``"alive"`` / ``"MEMBER_STATUS_ALIVE"`` -> ``"ALIVE"``."""
-    return status.upper().removeprefix("MEMBER_STATUS_")
+def normalize_status(status: str) -> MemberStatus:
+    """``"alive"`` / ``"ALIVE"`` / ``"MEMBER_STATUS_ALIVE"`` -> ``MemberStatus.ALIVE``."""
+    return MemberStatus.parse(status)
 
 
 def agent_from_record(record: common_pb2.AgentRecord, status: str) -> AgentInfo:
@@ -169,7 +171,7 @@ def agent_from_record(record: common_pb2.AgentRecord, status: str) -> AgentInfo:
     caps = record.capabilities
     return AgentInfo(
         name=record.name,
-        status=status,
+        status=normalize_status(status),
         plugins=frozenset(caps.plugins),
         cpus=caps.cpus,
         memory_bytes=caps.memory_bytes,

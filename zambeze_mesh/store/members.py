@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Final
 
 from zambeze_mesh.store.db import Store
+
+#: The stored status of a member admitted by this agent but not yet seen in gossip.
+JOINING: Final = "joining"
 
 
 @dataclass(frozen=True)
@@ -17,6 +21,8 @@ class MemberRow:
     admission_address: str
     incarnation: int
     status: str
+    """The stored spelling: a :class:`~zambeze_mesh.membership.status.MemberStatus`
+    value, or :data:`JOINING` for a member admitted here and not yet seen in gossip."""
     signed_record: bytes | None
 
 

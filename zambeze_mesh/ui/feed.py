@@ -22,6 +22,7 @@ from zambeze_mesh.campaign.wire import (
     Members,
 )
 from zambeze_mesh.errors import ZmeshError
+from zambeze_mesh.membership.status import MemberStatus
 
 __all__ = ["MemberTracker", "PolledFeed", "campaign_summary", "sse"]
 
@@ -55,7 +56,7 @@ class MemberTracker:
             out.append(
                 {
                     "name": m.name,
-                    "status": m.status.lower(),
+                    "status": str(MemberStatus.parse(m.status)),
                     "address": m.address,
                     "labels": dict(m.labels),
                     "plugins": list(m.plugins),

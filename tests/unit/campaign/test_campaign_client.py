@@ -22,6 +22,7 @@ from tests.unit.campaign.fake_campaigns import FakeCampaigns, ServerThread
 from zambeze_mesh.campaign.client import Client, connect, default_client, set_default_client
 from zambeze_mesh.campaign.futures import ActivityResult
 from zambeze_mesh.errors import FailedPrecondition, InvalidInput, NotFound, Unavailable
+from zambeze_mesh.membership.status import MemberStatus
 
 
 def square_plus(x: int, plus: int = 0) -> dict[str, int]:
@@ -210,7 +211,7 @@ def test_cancel_list_and_members(client: Client, fake: FakeCampaigns) -> None:
     campaigns, members = asyncio.run(lists())
     assert [c.campaign_id for c in campaigns] == [cid]
     assert members.self_name == "agent-0" and members.mesh == "testmesh"
-    assert members.members[0].status == "ALIVE" and members.members[0].plugins == (
+    assert members.members[0].status == MemberStatus.ALIVE and members.members[0].plugins == (
         "shell",
         "python",
     )

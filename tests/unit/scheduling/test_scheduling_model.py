@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from zambeze_mesh.errors import FailedPrecondition, InvalidInput
+from zambeze_mesh.membership.status import MemberStatus
 from zambeze_mesh.scheduling import states as st
 from zambeze_mesh.scheduling.model import (
     ActivityDef,
@@ -168,12 +169,12 @@ def test_agent_from_record() -> None:
         ),
     )
     info = agent_from_record(rec, "alive")
-    assert info.name == "hpc1" and info.status == "ALIVE"
+    assert info.name == "hpc1" and info.status == MemberStatus.ALIVE
     assert info.plugins == frozenset({"shell", "dask"})
     assert (info.cpus, info.gpus, info.slots, info.free_slots) == (8, 1, 4, 3)
     assert info.labels == {"role": "hpc"} and info.accept_functions
     assert info.transfer_methods == ("grpc-stream",) and info.scheduler == "slurm"
-    assert agent_from_record(rec, "MEMBER_STATUS_DEAD").status == "DEAD"
+    assert agent_from_record(rec, "MEMBER_STATUS_DEAD").status == MemberStatus.DEAD
 
 
 def test_state_transitions() -> None:

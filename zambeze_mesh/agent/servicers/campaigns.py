@@ -15,6 +15,7 @@ from zambeze_mesh.agent import databrowse
 from zambeze_mesh.agent.servicers.errors import rpc_errors
 from zambeze_mesh.data.wire import info_to_pb
 from zambeze_mesh.errors import InvalidInput, NotFound, Unavailable
+from zambeze_mesh.membership.status import MemberStatus
 from zambeze_mesh.security.authz import current_caller, require_caller
 from zambeze_mesh.security.owners import Access
 from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2, data_pb2
@@ -23,12 +24,6 @@ if TYPE_CHECKING:
     from zambeze_mesh.agent.agent import Agent
     from zambeze_mesh.agent.monitor import Monitor
 
-STATUS = {
-    "alive": common_pb2.MEMBER_STATUS_ALIVE,
-    "suspect": common_pb2.MEMBER_STATUS_SUSPECT,
-    "dead": common_pb2.MEMBER_STATUS_DEAD,
-    "left": common_pb2.MEMBER_STATUS_LEFT,
-}
 MAX_ID = 64
 
 
@@ -130,7 +125,7 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
             member = resp.members.add(
                 name=m.name,
                 address=m.address,
-                status=STATUS.get(m.status, common_pb2.MEMBER_STATUS_UNSPECIFIED),
+                status=common_pb2.MemberStatus.Value(MemberStatus(m.status).proto_name),
                 incarnation=m.incarnation,
                 is_self=m.name == self.agent.name,
             )
