@@ -106,7 +106,6 @@ class Client:
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
         self._closed = False
-        self._batched = True  # WatchBatches until the agent says it has none
 
     def __repr__(self) -> str:
         return f"Client({self.target!r})"
@@ -276,14 +275,12 @@ class Client:
         failures = 0
         while True:
             req = campaigns_pb2.WatchRequest(campaign_id=campaign_id, after_seq=last, follow=follow)
-            batched = self._batched
-            stub = self._get_stub()
-            call = stub.WatchBatches(req) if batched else stub.Watch(req)
+            call = self._get_stub().WatchBatches(req)
             try:
                 async for msg in call:
                     fresh = []
                     final = False
-                    for pb in msg.events if batched else (msg,):
+                    for pb in msg.events:
                         if pb.seq <= last:
                             continue  # already seen (a server replaying after a resume)
                         if pb.seq != last + 1:
@@ -304,9 +301,6 @@ class Client:
                 return
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
-                if code == grpc.StatusCode.UNIMPLEMENTED and batched:
-                    self._batched = False  # an agent older than WatchBatches
-                    continue
                 if code != grpc.StatusCode.UNAVAILABLE or failures >= self.watch_retries:
                     raise self._error(exc) from None
                 failures += 1

@@ -44,9 +44,6 @@ DEFAULT_CHUNK = 1 << 20
 MAX_CHUNK = 4 << 20
 """Largest chunk a holder sends (4 MiB, the gRPC default message limit)."""
 
-_CHUNK_DIGEST_FIELD = "chunk_digest"
-_HAS_CHUNK_DIGEST = _CHUNK_DIGEST_FIELD in data_pb2.Chunk.DESCRIPTOR.fields_by_name
-
 
 class Piece(NamedTuple):
     """One chunk: its offset, bytes, whether it is the last, and its optional digest."""
@@ -156,18 +153,14 @@ async def chunk_messages(
     *,
     digest_alg: str | None = None,
 ) -> AsyncGenerator[data_pb2.Chunk, None]:
-    """``data_pb2.Chunk`` messages for a Fetch response; the last carries ``sha256``.
-
-    Per-chunk digests are set only if the ``Chunk`` message has a ``chunk_digest``
-    field (proposed as field 5).
-    """
-    alg = digest_alg if _HAS_CHUNK_DIGEST else None
-    async for p in read_chunks(path, offset, chunk_size, digest_alg=alg):
+    """``data_pb2.Chunk`` messages for a Fetch response; the last carries ``sha256``,
+    each its ``chunk_digest`` when ``digest_alg`` is given."""
+    async for p in read_chunks(path, offset, chunk_size, digest_alg=digest_alg):
         msg = data_pb2.Chunk(offset=p.offset, data=p.data, last=p.last)
         if p.last:
             msg.sha256 = sha256
         if p.digest is not None:
-            setattr(msg, _CHUNK_DIGEST_FIELD, p.digest)
+            msg.chunk_digest = p.digest
         yield msg
 
 
@@ -176,8 +169,7 @@ async def pieces_from_messages(
 ) -> AsyncGenerator[PieceTuple, None]:
     """Turn received ``Chunk`` messages into ``(offset, data, last, chunk_digest)``."""
     async for m in messages:
-        dig = getattr(m, _CHUNK_DIGEST_FIELD, "") if _HAS_CHUNK_DIGEST else ""
-        yield (m.offset, m.data, m.last, dig or None)
+        yield (m.offset, m.data, m.last, m.chunk_digest or None)
 
 
 @dataclass(slots=True)

@@ -82,6 +82,7 @@ class FakeCampaigns(campaigns_pb2_grpc.CampaignsServicer):
     def __init__(self) -> None:
         self.submits: list[campaigns_pb2.SubmitRequest] = []
         self.watches: list[tuple[str, int]] = []
+        self.batched_watches = 0  # how many of them came through WatchBatches
         self.cancels: list[str] = []
         self.events: dict[str, list[common_pb2.Event]] = {}
         self.names: dict[str, str] = {}
@@ -138,6 +139,14 @@ class FakeCampaigns(campaigns_pb2_grpc.CampaignsServicer):
             if self.break_at_seq is not None and ev.seq == self.break_at_seq:
                 self.break_at_seq = None
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated link loss")
+
+    async def WatchBatches(
+        self, request: campaigns_pb2.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[campaigns_pb2.EventBatch]:
+        """Watch's events, one per batch (the client must not depend on batch sizes)."""
+        self.batched_watches += 1
+        async for ev in self.Watch(request, context):
+            yield campaigns_pb2.EventBatch(events=[ev])
 
     async def Get(
         self, request: campaigns_pb2.GetCampaignRequest, context: grpc.aio.ServicerContext

@@ -62,14 +62,12 @@ def test_dispatch_futures_and_wait(client: Client, fake: FakeCampaigns) -> None:
     assert camp.dispatch() == cid and len(fake.submits) == 1  # idempotent
 
 
-def test_agent_without_watch_batches_is_followed_with_watch(client: Client) -> None:
-    """The test double serves only Watch (like agents older than WatchBatches): the
-    client falls back to it on UNIMPLEMENTED and misses nothing."""
+def test_campaigns_are_followed_with_watch_batches(client: Client, fake: FakeCampaigns) -> None:
     camp, acts = three_step(client)
     camp.dispatch(timeout=10)
     assert camp.wait(10) == "SUCCEEDED"
     assert all(a.future.done() for a in acts)
-    assert client._batched is False
+    assert fake.watches and fake.batched_watches == len(fake.watches)
 
 
 def test_failure_becomes_activity_failed(client: Client) -> None:
