@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import stat
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -67,28 +68,35 @@ class DigestStore(Protocol):
 
 
 class MemoryDigestStore:
-    """An in-memory LRU :class:`DigestStore` bounded to ``max_entries``."""
+    """An in-memory LRU :class:`DigestStore` bounded to ``max_entries``.
+
+    Safe to share between threads (digests are computed in ``asyncio.to_thread``
+    workers): one lock guards the LRU order."""
 
     def __init__(self, max_entries: int = 200_000) -> None:
         self._max = max_entries
         self._d: OrderedDict[DigestKey, str] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key: DigestKey) -> str | None:
         """The cached digest, refreshing its LRU position."""
-        v = self._d.get(key)
-        if v is not None:
-            self._d.move_to_end(key)
-        return v
+        with self._lock:
+            v = self._d.get(key)
+            if v is not None:
+                self._d.move_to_end(key)
+            return v
 
     def put(self, key: DigestKey, sha256: str) -> None:
         """Store a digest, evicting the least recently used entry when full."""
-        self._d[key] = sha256
-        self._d.move_to_end(key)
-        while len(self._d) > self._max:
-            self._d.popitem(last=False)
+        with self._lock:
+            self._d[key] = sha256
+            self._d.move_to_end(key)
+            while len(self._d) > self._max:
+                self._d.popitem(last=False)
 
     def __len__(self) -> int:
-        return len(self._d)
+        with self._lock:
+            return len(self._d)
 
 
 @dataclass(frozen=True, slots=True)

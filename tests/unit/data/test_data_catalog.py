@@ -151,3 +151,40 @@ def test_manifest_of_file_and_refusals(cat: Catalog) -> None:
     os.mkfifo(agent / "fifo")
     with pytest.raises(NotPermitted):
         cat.stat("fifo")
+
+
+def test_memory_digest_store_is_safe_from_many_threads() -> None:
+    """Digests are computed in ``to_thread`` workers: concurrent gets, puts and
+    evictions must neither raise nor break the bound or the LRU bookkeeping."""
+    import sys
+    import threading
+
+    store = MemoryDigestStore(max_entries=2)
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def hammer(seed: int) -> None:
+        start.wait()
+        try:
+            for i in range(60_000):
+                key = DigestKey(f"/f{(i + seed) % 3}", 1, 1, 1)
+                if i % 3:
+                    got = store.get(key)
+                    assert got is None or got == f"{key.path}-sha"
+                else:
+                    store.put(key, f"{key.path}-sha")
+        except BaseException as exc:
+            errors.append(exc)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=hammer, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert errors == []
+    assert len(store) <= 2
