@@ -165,6 +165,7 @@ class Catalog:
         self.max_entries = max_entries
         self.hashes_computed = 0
         """How many files were actually hashed (cache misses); handy for tests and metrics."""
+        self._count_lock = threading.Lock()  # digests are computed in worker threads
 
     # -- single objects ------------------------------------------------------------
 
@@ -195,7 +196,8 @@ class Catalog:
             if cached is not None:
                 return cached, st
             digest = sha256_file(real)
-            self.hashes_computed += 1
+            with self._count_lock:
+                self.hashes_computed += 1
             after = os.stat(real)
             if (after.st_size, after.st_mtime_ns, after.st_ino) == key[1:]:
                 self.store.put(key, digest)
