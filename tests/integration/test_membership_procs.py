@@ -22,7 +22,7 @@ from tests.helpers.ports import free_port_pair
 from tests.helpers.procs import ProcAgent, ProcMesh, zmesh
 from zambeze_mesh.agent.bootstrap import issue_client, open_store
 from zambeze_mesh.cli.local import list_members
-from zambeze_mesh.cli.members import STATUS_NAMES
+from zambeze_mesh.cli.members import status_name
 from zambeze_mesh.security.ca import MeshCA
 from zambeze_mesh.security.identity import Identity
 from zambeze_mesh.security.keys import der_to_pem, key_from_pem
@@ -83,10 +83,7 @@ def views(agents: list[ProcAgent]) -> dict[str, View]:
 
     async def one(a: ProcAgent) -> View:
         resp = await list_members(Home(a.home), timeout=5)
-        return {
-            m.name: (STATUS_NAMES.get(m.status, "?"), m.incarnation, m.address)
-            for m in resp.members
-        }
+        return {m.name: (status_name(m.status), m.incarnation, m.address) for m in resp.members}
 
     async def every() -> list[View]:
         return list(await asyncio.gather(*(one(a) for a in agents)))

@@ -28,7 +28,7 @@ import grpc
 from tests.system.netns import Lab, NsAgent, finish
 from zambeze_mesh.agent.bootstrap import open_store
 from zambeze_mesh.cli.local import list_members
-from zambeze_mesh.cli.members import STATUS_NAMES
+from zambeze_mesh.cli.members import status_name
 from zambeze_mesh.settings.config import AgentConfig
 from zambeze_mesh.settings.home import Home
 from zambeze_mesh.store.tokens import create_token
@@ -149,7 +149,7 @@ def views(agents: list[NsAgent]) -> dict[str, dict[str, str]]:
             resp = await list_members(Home(a.home), timeout=5)
         except Exception as exc:  # an agent being restarted
             return {"?": type(exc).__name__}
-        return {m.name: STATUS_NAMES.get(m.status, "?") for m in resp.members}
+        return {m.name: status_name(m.status) for m in resp.members}
 
     async def every() -> list[dict[str, str]]:
         return list(await asyncio.gather(*(one(a) for a in agents)))
