@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -89,7 +89,9 @@ async def _cancel_watches(sock: Path, cid: str) -> None:
         await asyncio.sleep(0.5)  # the agent sees the cancellations
 
 
-async def _idle_reports(target: str, creds: grpc.ChannelCredentials, n: int) -> AsyncIterator[None]:
+async def _idle_reports(
+    target: str, creds: grpc.ChannelCredentials, n: int
+) -> AsyncGenerator[None, None]:
     """Hold ``n`` ReportStreams of a contractor open (sending nothing) while the caller runs."""
     opts = [("grpc.ssl_target_name_override", "mon")]
     async with grpc.aio.secure_channel(target, creds, options=opts) as ch:
