@@ -19,8 +19,6 @@ START_TIMEOUT_S = 30.0
 #: Sent by ``zmesh agent stop --leave``: gossip a graceful departure, then stop.
 LEAVE_SIGNAL = signal.SIGUSR1
 STOP_TIMEOUT_S = 20.0
-#: How long a stopped agent waits for gRPC to end the calls its server cancelled.
-CALLS_SETTLE_S = 3.0
 
 
 def freeze_startup_objects() -> None:
@@ -38,6 +36,7 @@ def freeze_startup_objects() -> None:
 async def run_foreground(home: Home, ca_passphrase: bytes | None = None) -> None:
     """Start the agent and serve until SIGTERM/SIGINT, then leave nothing behind."""
     from zambeze_mesh.agent.agent import Agent
+    from zambeze_mesh.agent.settle import settle_tasks
 
     agent = Agent(home, ca_passphrase=ca_passphrase)
     await agent.start()
@@ -67,25 +66,7 @@ async def run_foreground(home: Home, ca_passphrase: bytes | None = None) -> None
     if leaving:
         await agent.leave()
     await agent.shutdown()
-    await settle_tasks(CALLS_SETTLE_S)
-
-
-async def settle_tasks(timeout: float) -> int:
-    """Let the tasks still running in this loop end (at most ``timeout`` s); how many did not.
-
-    A stopped gRPC aio server ends each call it cancelled (a stream a peer still held
-    open past the grace period: a contractor's report stream, a Watch) in tasks of its
-    own, a few loop turns later. ``asyncio.run`` cancels whatever is still pending when
-    the main coroutine returns, and gRPC prints each such cancellation as a
-    ``CancelledError`` traceback on stderr (``agent.out``) although nothing went wrong.
-    Called once the agent has shut down, when only such tasks are left.
-    """
-    me = asyncio.current_task()
-    pending = {t for t in asyncio.all_tasks() if t is not me}
-    if not pending:
-        return 0
-    _, left = await asyncio.wait(pending, timeout=timeout)
-    return len(left)
+    await settle_tasks()  # no CancelledError tracebacks from grpc in agent.out
 
 
 def start_background(home: Home, ca_passphrase_file: str = "") -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from zambeze_mesh.cli.daemon import settle_tasks
+from zambeze_mesh.agent.settle import settle_tasks
 
 
 async def test_waits_for_tasks_that_end_and_counts_those_that_do_not() -> None:
