@@ -8,6 +8,7 @@ runs ``campaign.py`` from the edge agent with the live status; draws the DAG;
 exports the campaign's Provenance Run Crate (``zmesh provenance``, validated
 offline with roc-validator); prints where the results are; stops the agents
 unless ``--keep`` (which also starts ``zmesh ui`` on the edge agent and prints its URL).
+``--stop`` stops what a ``--keep`` run left running: the agents and the web view.
 """
 
 from __future__ import annotations
@@ -133,9 +134,12 @@ class Demo:
             return
         for pidfile in sorted(self.root.glob("*/ui.pid")):  # web views of --keep runs
             try:
-                os.kill(int(pidfile.read_text()), signal.SIGTERM)
+                pid = int(pidfile.read_text())
+                os.kill(pid, signal.SIGTERM)
             except (OSError, ValueError):
                 pass
+            else:
+                _wait_gone(pid, 10.0)
             pidfile.unlink(missing_ok=True)
         for home in sorted(self.root.iterdir()):
             if (home / "config.toml").exists():
@@ -243,6 +247,15 @@ def shown(path: Path) -> str:
     return str(rel) if str(rel) != "." else "."
 
 
+def _wait_gone(pid: int, timeout: float) -> None:
+    """Wait (at most ``timeout`` s) until process ``pid`` has exited."""
+    from zambeze_mesh.cli.daemon import process_alive
+
+    deadline = time.monotonic() + timeout
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def write_env(root: Path) -> Path:
     """``<root>/env``: puts ``zmesh`` on PATH and makes the edge agent the default home."""
     env = root / "env"
@@ -265,7 +278,7 @@ def next_steps(root: Path, cid: str) -> list[str]:
         f"zmesh status {cid or 'ID'}",
         "zmesh data ls repository://user/repository",
         f"zmesh --home {home}/hpc members",
-        f"for a in edge hpc cluster repository; do zmesh --home {home}/$a agent stop; done",
+        "./scripts/demo --stop",
     ]
 
 
@@ -314,6 +327,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="the zambeze-mesh electron-microscopy demo")
     p.add_argument("--quick", action="store_true", help="smaller data and grid")
     p.add_argument("--keep", action="store_true", help="leave the agents running")
+    p.add_argument(
+        "--stop",
+        action="store_true",
+        help="stop the agents and the web view that a --keep run left running, and exit",
+    )
     p.add_argument("--root", default=".zmesh-demo", help="where the agent homes go")
     p.add_argument("--graph", default="demo-dag.png", help="picture of the DAG")
     p.add_argument("--timeout", type=float, default=900.0, help="campaign time limit (s)")
@@ -323,6 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     started = time.monotonic()
     demo = Demo(Path(args.root).absolute())
+    if args.stop:
+        demo.stop_all()
+        demo.say(f"stopped the demo's agents and web view (homes in {shown(demo.root)})")
+        return 0
     code = 1
     cid = ""
     try:
@@ -395,7 +417,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"    {line}", flush=True)
             if (demo.home("edge") / "ui.pid").exists():
                 pid = (demo.home("edge") / "ui.pid").read_text()
-                demo.say(f"web view left running (pid {pid}); it stops with the next demo run")
+                demo.say(
+                    f"web view left running (pid {pid}); `./scripts/demo --stop` stops it "
+                    "with the agents"
+                )
         else:
             demo.stop_all()
     return code

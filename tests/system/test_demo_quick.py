@@ -21,9 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from zambeze_mesh.cli.daemon import process_alive
+
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "scripts" / "demo_assets"
 DRIVER = ROOT / "scripts" / "demo_assets" / "run_demo.py"
+AGENT_NAMES = ("edge", "hpc", "cluster", "repository")
 
 pytestmark = [
     pytest.mark.slow,
@@ -57,7 +60,7 @@ def test_quick_demo_stores_validated_models(tmp_path: Path) -> None:
         _check_crate(crate, mesh)
         _run_readme_next_steps(tmp_path, proc.stdout)
     finally:
-        for name in ("edge", "hpc", "cluster", "repository"):
+        for name in AGENT_NAMES:
             cli = [sys.executable, "-m", "zambeze_mesh.cli.main", "--home", str(mesh / name)]
             subprocess.run([*cli, "agent", "stop"], capture_output=True, timeout=60, check=False)
         ui_pid = mesh / "edge" / "ui.pid"  # --keep leaves the web view running too
@@ -126,15 +129,24 @@ def _check_crate(crate: Path, mesh: Path) -> None:
 
 
 def _run_readme_next_steps(cwd: Path, stdout: str) -> None:
-    """The README's block after ``./scripts/demo --keep``, pasted into a shell."""
+    """The README's block after ``./scripts/demo --keep``, pasted into a shell: the same
+    steps the demo printed, and the last one stops the agents and the web view."""
     readme = (ROOT / "README.md").read_text()
     block = re.search(r"<!-- demo-next-steps -->\n```bash\n(.*?)```", readme, re.S)
     assert block, "README.md has no demo next-steps block"
     lines = [ln.split("#")[0].strip() for ln in block.group(1).splitlines()]
-    script = "\n".join(ln for ln in lines if ln and not ln.startswith("./scripts/demo"))
+    steps = [ln for ln in lines if ln and ln != "./scripts/demo --keep"]
     cid = re.search(r"zmesh status ([0-9a-f]{16})", stdout)
     assert cid, stdout[-2000:]  # the demo printed its own next steps, with the id
-    script = script.replace("zmesh status ID", f"zmesh status {cid.group(1)[:6]}")
+    printed = stdout.split("next steps:\n", 1)[1].splitlines()
+    printed = [ln.strip() for ln in printed if ln.startswith("    ")]
+    assert [ln.replace(cid.group(1), "ID") for ln in printed] == steps, printed
+    script = "\n".join(steps).replace("zmesh status ID", f"zmesh status {cid.group(1)[:6]}")
+    # the driver itself: ./scripts/demo would first make a .venv in the checkout
+    script = script.replace("./scripts/demo --stop", f'"{sys.executable}" "{DRIVER}" --stop')
+    mesh = cwd / ".zmesh-demo"
+    pids = [int((mesh / n / "agent.pid").read_text()) for n in AGENT_NAMES]
+    pids.append(int((mesh / "edge" / "ui.pid").read_text()))
     env = {k: v for k, v in os.environ.items() if k != "ZMESH_HOME"}
     env["PATH"] = "/usr/bin:/bin"  # the env file must put zmesh on PATH by itself
     proc = subprocess.run(
@@ -146,6 +158,7 @@ def _run_readme_next_steps(cwd: Path, stdout: str) -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for name in ("edge", "hpc", "cluster", "repository"):
+    for name in AGENT_NAMES:
         assert name in proc.stdout
     assert "SUCCEEDED" in proc.stdout and "model validation" in proc.stdout
+    assert not [pid for pid in pids if process_alive(pid)], "--stop left agents or the web view"

@@ -164,6 +164,7 @@ async def run_pilot(spec_path: Path, started: float | None = None) -> str:
     """Join, serve and leave; returns why the pilot left."""
     from zambeze_mesh.agent.agent import Agent
     from zambeze_mesh.agent.join import join_mesh
+    from zambeze_mesh.agent.settle import settle_tasks
 
     started = time.time() if started is None else started
     spec = PilotSpec.load(spec_path)
@@ -225,6 +226,7 @@ async def run_pilot(spec_path: Path, started: float | None = None) -> str:
         write_state(pdir, mesh="left", left=time.time(), reason=reason)
         log_event(log, "pilot.left", name=name, reason=reason)
         await agent.shutdown()
+        await settle_tasks()  # the job's output gets no CancelledError tracebacks from grpc
     return reason
 
 

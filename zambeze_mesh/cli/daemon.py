@@ -36,6 +36,7 @@ def freeze_startup_objects() -> None:
 async def run_foreground(home: Home, ca_passphrase: bytes | None = None) -> None:
     """Start the agent and serve until SIGTERM/SIGINT, then leave nothing behind."""
     from zambeze_mesh.agent.agent import Agent
+    from zambeze_mesh.agent.settle import settle_tasks
 
     agent = Agent(home, ca_passphrase=ca_passphrase)
     await agent.start()
@@ -65,6 +66,7 @@ async def run_foreground(home: Home, ca_passphrase: bytes | None = None) -> None
     if leaving:
         await agent.leave()
     await agent.shutdown()
+    await settle_tasks()  # no CancelledError tracebacks from grpc in agent.out
 
 
 def start_background(home: Home, ca_passphrase_file: str = "") -> int:
