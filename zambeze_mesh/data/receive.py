@@ -59,6 +59,8 @@ PART_SUFFIX = ".zpart"
 SIDECAR_SUFFIX = ".json"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _REHASH_BUFFER = 1 << 20
+WRITE_PIECE = 256 << 10
+"""Largest single ``write`` to the part file (see :meth:`FileReceiver.write`)."""
 
 
 class ChunkCorrupt(DataIntegrityError):
@@ -196,6 +198,13 @@ class FileReceiver:
     def write(self, offset: int, data: bytes, chunk_digest: str | None = None) -> None:
         """Append ``data``, which must start at the current offset.
 
+        ``data`` is hashed and written in pieces of at most :data:`WRITE_PIECE`
+        bytes: the kernel backs one large ``write`` with large page-cache folios,
+        and on the virtual machines this was measured on, copying into those cost
+        about ten times more than copying into the small folios that 256 KiB
+        writes get (profile: ``copy_folio_from_iter_atomic``), which held
+        ``tls-stream`` to disk at half the raw socket's rate.
+
         Raises :class:`InvalidInput` for an out-of-order offset, :class:`ChunkCorrupt`
         when ``chunk_digest`` does not match (nothing written) and
         :class:`DataIntegrityError` when more bytes arrive than announced.
@@ -209,9 +218,12 @@ class FileReceiver:
             raise DataIntegrityError(
                 f"received more than the announced {self.size} bytes for {self.dest.name!r}"
             )
-        f.write(data)
-        self._hash.update(data)
-        self._offset += len(data)
+        view = memoryview(data)
+        for pos in range(0, len(view), WRITE_PIECE):
+            piece = view[pos : pos + WRITE_PIECE]
+            self._hash.update(piece)
+            f.write(piece)  # still in the CPU cache from the hash
+        self._offset += len(view)
         if self._offset - self._checkpointed >= self.checkpoint_bytes:
             self.checkpoint()
 
