@@ -67,7 +67,7 @@ class ChunkCorrupt(DataIntegrityError):
     """A chunk did not match its per-chunk digest; nothing of it was written."""
 
 
-def chunk_digest(data: bytes, alg: str = "crc32") -> str:
+def chunk_digest(data: bytes | bytearray | memoryview, alg: str = "crc32") -> str:
     """Per-chunk digest string: ``"crc32:<8 hex>"`` (zlib CRC-32) or ``"sha256:<hex>"``."""
     if alg == "crc32":
         return f"crc32:{zlib.crc32(data):08x}"
@@ -76,7 +76,7 @@ def chunk_digest(data: bytes, alg: str = "crc32") -> str:
     raise InvalidInput(f"unknown chunk digest algorithm {alg!r}")
 
 
-def verify_chunk_digest(data: bytes, digest: str) -> bool:
+def verify_chunk_digest(data: bytes | bytearray | memoryview, digest: str) -> bool:
     """Whether ``data`` matches ``digest`` (a :func:`chunk_digest` string).
 
     A bare 64-hex string is taken as sha256. Unknown algorithms raise
@@ -195,7 +195,9 @@ class FileReceiver:
         """Where the next fetch should start: all bytes present and accounted for."""
         return self._offset
 
-    def write(self, offset: int, data: bytes, chunk_digest: str | None = None) -> None:
+    def write(
+        self, offset: int, data: bytes | bytearray | memoryview, chunk_digest: str | None = None
+    ) -> None:
         """Append ``data``, which must start at the current offset.
 
         ``data`` is hashed and written in pieces of at most :data:`WRITE_PIECE`

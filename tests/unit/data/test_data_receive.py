@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -54,8 +55,8 @@ def test_large_chunks_are_written_in_pieces(tmp_path: Path) -> None:
     dest = tmp_path / "big.bin"
     r = FileReceiver(dest, len(data), sha)
     sizes: list[int] = []
-    real = r._file
-    assert real is not None
+    assert r._file is not None
+    real: BinaryIO = r._file
 
     class Recording:
         def write(self, b: memoryview) -> int:
