@@ -205,7 +205,9 @@ class StripedReceive:
             self._conns.append(conn)
             if self._stopped:
                 raise self._error or Unavailable("tls-stream: cancelled")
-        req = RangeRequest(self.grant, self.relpath, start, self.size, self.frame, stripe, stripes)
+        req = RangeRequest(
+            self.grant, self.relpath, start, self.size, self.frame, stripe, stripes, tuple(CHECKS)
+        )
         write_json(conn, req.to_json(), prefix=MAGIC)
         answer = read_json(conn)
         if not isinstance(answer, dict) or answer.get("ok") is not True:
