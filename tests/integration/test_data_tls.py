@@ -15,9 +15,10 @@ from tests.helpers.files import sha, write_random
 from tests.helpers.inproc import mesh, wait_until
 from zambeze_mesh.agent.agent import Agent
 from zambeze_mesh.agent.datasvc import for_agent
-from zambeze_mesh.data import tlsfetch
+from zambeze_mesh.data import tlsfetch, tlsrecv
 from zambeze_mesh.data.client import DataClient
 from zambeze_mesh.data.tlswire import (
+    CHECKS,
     ERROR_LEN,
     FRAME,
     MAGIC,
@@ -87,6 +88,29 @@ async def test_both_ends_have_it_it_is_used_striped_and_resumable(tmp_path: Path
         for p in tree.rglob("*"):
             if p.is_file():
                 assert sha(out / p.relative_to(tree)) == sha(p)
+
+
+async def test_crc32c_is_used_when_both_ends_have_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The requester offers every checksum it has, best first (CRC-32C is several times
+    cheaper than zlib's CRC-32), and the holder answers with the first it has too."""
+    used: list[str] = []
+
+    class Recording(tlsrecv.StripedReceive):
+        def run(self) -> tlsrecv.RangeStats:
+            try:
+                return super().run()
+            finally:
+                used.append(self.check)
+
+    monkeypatch.setattr(tlsfetch, "StripedReceive", Recording)
+    async with mesh(tmp_path, 2) as (a, b):
+        src = write_random(a.data_dir / "f.bin", 9 * MiB + 3)
+        dest = tmp_path / "f.bin"
+        res = await DataClient(b, transfer_streams=1).fetch(a.name, "f.bin", dest)
+        assert res.method == "tls-stream" and sha(dest) == sha(src)
+    assert "crc32c" in CHECKS and used == ["crc32c"]
 
 
 async def test_broken_connection_resumes_from_the_last_verified_frame(tmp_path: Path) -> None:

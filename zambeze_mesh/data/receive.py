@@ -45,6 +45,7 @@ except ImportError:  # pragma: no cover - non-POSIX
 
 __all__ = [
     "CHECKPOINT_BYTES",
+    "WRITE_PIECE",
     "ChunkCorrupt",
     "FileReceiver",
     "already_present",
@@ -59,13 +60,15 @@ PART_SUFFIX = ".zpart"
 SIDECAR_SUFFIX = ".json"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _REHASH_BUFFER = 1 << 20
+WRITE_PIECE = 256 << 10
+"""Largest single ``write`` to the part file (see :meth:`FileReceiver.write`)."""
 
 
 class ChunkCorrupt(DataIntegrityError):
     """A chunk did not match its per-chunk digest; nothing of it was written."""
 
 
-def chunk_digest(data: bytes, alg: str = "crc32") -> str:
+def chunk_digest(data: bytes | bytearray | memoryview, alg: str = "crc32") -> str:
     """Per-chunk digest string: ``"crc32:<8 hex>"`` (zlib CRC-32) or ``"sha256:<hex>"``."""
     if alg == "crc32":
         return f"crc32:{zlib.crc32(data):08x}"
@@ -74,7 +77,7 @@ def chunk_digest(data: bytes, alg: str = "crc32") -> str:
     raise InvalidInput(f"unknown chunk digest algorithm {alg!r}")
 
 
-def verify_chunk_digest(data: bytes, digest: str) -> bool:
+def verify_chunk_digest(data: bytes | bytearray | memoryview, digest: str) -> bool:
     """Whether ``data`` matches ``digest`` (a :func:`chunk_digest` string).
 
     A bare 64-hex string is taken as sha256. Unknown algorithms raise
@@ -193,8 +196,17 @@ class FileReceiver:
         """Where the next fetch should start: all bytes present and accounted for."""
         return self._offset
 
-    def write(self, offset: int, data: bytes, chunk_digest: str | None = None) -> None:
+    def write(
+        self, offset: int, data: bytes | bytearray | memoryview, chunk_digest: str | None = None
+    ) -> None:
         """Append ``data``, which must start at the current offset.
+
+        ``data`` is hashed and written in pieces of at most :data:`WRITE_PIECE`
+        bytes, each written right after it was hashed (still in the CPU cache). On
+        the virtual machines this was measured on (Linux 6.18, ext4) one 4 MiB
+        ``write`` lands in 2 MiB page-cache folios and the kernel's copy into them
+        cost 1.0-1.7 ms of CPU per MiB, against 0.22 ms for 256 KiB writes (256 KiB
+        folios); 4 MiB writes held ``tls-stream`` to disk at half the raw socket's rate.
 
         Raises :class:`InvalidInput` for an out-of-order offset, :class:`ChunkCorrupt`
         when ``chunk_digest`` does not match (nothing written) and
@@ -209,9 +221,12 @@ class FileReceiver:
             raise DataIntegrityError(
                 f"received more than the announced {self.size} bytes for {self.dest.name!r}"
             )
-        f.write(data)
-        self._hash.update(data)
-        self._offset += len(data)
+        view = memoryview(data)
+        for pos in range(0, len(view), WRITE_PIECE):
+            piece = view[pos : pos + WRITE_PIECE]
+            self._hash.update(piece)
+            f.write(piece)  # still in the CPU cache from the hash
+        self._offset += len(view)
         if self._offset - self._checkpointed >= self.checkpoint_bytes:
             self.checkpoint()
 

@@ -63,7 +63,7 @@ class Sink(Protocol):
         """The next offset the sink expects."""
         ...
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Take ``data`` at ``offset`` (always the current offset)."""
         ...
 
@@ -82,7 +82,7 @@ class DigestSink:
         """Bytes taken so far."""
         return self._offset
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Hash ``data`` (which must start at :attr:`offset`)."""
         if offset != self._offset:
             raise FailedPrecondition(f"out-of-order frame at {offset}, expected {self._offset}")
@@ -205,7 +205,9 @@ class StripedReceive:
             self._conns.append(conn)
             if self._stopped:
                 raise self._error or Unavailable("tls-stream: cancelled")
-        req = RangeRequest(self.grant, self.relpath, start, self.size, self.frame, stripe, stripes)
+        req = RangeRequest(
+            self.grant, self.relpath, start, self.size, self.frame, stripe, stripes, tuple(CHECKS)
+        )
         write_json(conn, req.to_json(), prefix=MAGIC)
         answer = read_json(conn)
         if not isinstance(answer, dict) or answer.get("ok") is not True:
@@ -231,7 +233,7 @@ class StripedReceive:
             data = memoryview(buf)[:n]
             if check(data) != crc:
                 raise ChunkCorrupt(f"frame at offset {expected} does not match its {self.check}")
-            self.sink.write(expected, data)  # type: ignore[arg-type]
+            self.sink.write(expected, data)
             self._free[stripe].put(buf)
             expected += n
             if self.on_write is not None:
@@ -255,7 +257,7 @@ class StripedReceive:
             data = view[:n]
             if check(data) != crc:
                 raise ChunkCorrupt(f"frame at offset {off} does not match its {self.check}")
-            self.sink.write(off, data)  # type: ignore[arg-type]
+            self.sink.write(off, data)
             if self.on_write is not None:
                 self.on_write(off + n)
 

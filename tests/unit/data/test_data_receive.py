@@ -6,10 +6,12 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
 from zambeze_mesh.data.receive import (
+    WRITE_PIECE,
     ChunkCorrupt,
     FileReceiver,
     already_present,
@@ -42,6 +44,39 @@ def test_receive_and_install(tmp_path: Path) -> None:
     assert r.finish() == dest
     assert dest.read_bytes() == DATA
     assert sorted(p.name for p in dest.parent.iterdir()) == ["out.bin"]
+
+
+def test_large_chunks_are_written_in_pieces(tmp_path: Path) -> None:
+    """A frame bigger than WRITE_PIECE reaches the file as several writes of at most
+    WRITE_PIECE bytes (large writes are slow into the page cache), from a reused
+    buffer as tls-stream passes them, and installs the exact bytes."""
+    data = os.urandom(3 * WRITE_PIECE + 777) + os.urandom(2 * WRITE_PIECE + 5)
+    sha = hashlib.sha256(data).hexdigest()
+    dest = tmp_path / "big.bin"
+    r = FileReceiver(dest, len(data), sha)
+    sizes: list[int] = []
+    assert r._file is not None
+    real: BinaryIO = r._file
+
+    class Recording:
+        def write(self, b: memoryview) -> int:
+            sizes.append(len(b))
+            return real.write(b)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    r._file = Recording()  # type: ignore[assignment]
+    buf = bytearray(4 * WRITE_PIECE)  # one frame buffer, reused like tlsrecv's
+    first = 3 * WRITE_PIECE + 777
+    for off, end in ((0, first), (first, len(data))):
+        buf[: end - off] = data[off:end]
+        r.write(off, memoryview(buf)[: end - off])
+    assert sizes and max(sizes) <= WRITE_PIECE and sum(sizes) == len(data)
+    assert len(sizes) == 4 + 3
+    r._file = real
+    assert r.finish() == dest
+    assert dest.read_bytes() == data
 
 
 def test_empty_file(tmp_path: Path) -> None:
