@@ -320,7 +320,7 @@ class ContractorMachine:
             state, message, detail = self._stopped_outcome(job, "cancelled")
             result = b""
         detail.update(inp.context)
-        detail.setdefault("plugin", job.label)
+        detail.setdefault("plugin", job.runner or job.label)
         if not self._end(job, Emit(job.key, state, message, detail, result, final=True)):
             return
         self._learn(job, inp.elapsed)

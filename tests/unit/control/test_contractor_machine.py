@@ -53,12 +53,11 @@ def test_work_beyond_the_slots_waits_and_starts_when_one_frees() -> None:
     assert h.award(A1, B1).of(Start) == [Start(A1)]
     assert h.m.snapshot() == {A1: JobState.RUNNING, B1: JobState.QUEUED}
     assert h.step(Tick()).effects == [Load(0)]
-    h.step(Started(A1, "shell"))
+    h.step(Started(A1, "shell-batch"))  # the plugin that ran is named in the event
     fx = h.step(Finished(A1, "SUCCEEDED", "ok", {"exit_code": "0"}, {"inputs": "[]"}, b"r", 0.5))
+    detail = {"exit_code": "0", "inputs": "[]", "plugin": "shell-batch"}
     assert fx.effects == [
-        Emit(
-            A1, "SUCCEEDED", "ok", {"exit_code": "0", "inputs": "[]", "plugin": "shell"}, b"r", True
-        ),
+        Emit(A1, "SUCCEEDED", "ok", detail, b"r", True),
         Start(B1),
     ]
     assert h.m.snapshot() == {B1: JobState.RUNNING}
