@@ -5,12 +5,13 @@ A *job* is one accepted attempt, keyed ``(monitor, attempt key)``; the attempt k
 names ``(campaign_id, activity, attempt)`` (``scheduling.TenderKey`` fits
 :class:`AttemptKey`). Its life here::
 
-    ACCEPTED --Persisted--> QUEUED --slot free--> RUNNING --Finished--> DONE
-        |                   |  ^                     |                   ^
-        |      another attempt |  | it ended         | cancel /          |
-        |      of the activity v  |                  v hand back         |
-        |      runs --------> HELD                STOPPING --Finished----+
-        +--PersistFailed--> DONE (no event)   QUEUED/HELD --cancel--> DONE
+    ACCEPTED --Persisted--> QUEUED --a slot is free--> RUNNING --Finished--> DONE
+       |                    ^    |                        |                  ^
+       | PersistFailed      |    | another attempt of     | cancel, hand     |
+       v (no event)         |    v its activity runs      v back, close      |
+      DONE                  +--- HELD                  STOPPING --Finished---+
+                         it ended
+    QUEUED, HELD --cancel, hand back--> DONE (its final event at once)
 
 Pure data: no asyncio, grpc, sqlite3 or networkx (see :mod:`zambeze_mesh.control`).
 """
