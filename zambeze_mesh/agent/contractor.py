@@ -1,15 +1,21 @@
 """The contractor: bids on tenders, accepts awards, runs activities, reports back.
 
-Events go through the :class:`~.reporter.Reporter`: written to the contractor's own
-outbox (SQLite) before they are sent and deleted only when the monitor acknowledges
-them, so neither side's restart loses one. At most ``slots`` activities run at once;
-accepted work beyond that waits in a queue.
+This is the async shell around :class:`~zambeze_mesh.control.contractor.ContractorMachine`,
+which owns the jobs, slots, queue, cancels and hand-backs: the shell turns awards,
+process completions, cancels and timers into the machine's inputs and carries out
+its effects (write contracts, start and kill runs through the execution plugins,
+events through the :class:`~.reporter.Reporter`). The time comes from an injected
+clock.
+
+Events are written to the contractor's own outbox (SQLite) before they are sent and
+deleted only when the monitor acknowledges them, so neither side's restart loses
+one. At most ``slots`` activities run at once; accepted work beyond that waits in a
+queue, and an accepted job runs only once its contract is written.
 
 Work is scoped to its monitor: a job is keyed by (monitor, campaign, activity,
-attempt), and only that monitor may cancel it. Two monitors naming the same
-(campaign, activity, attempt) get two separate jobs (in separate default working
-dirs); they never run at the same time here, so a plugin's own (campaign, activity,
-attempt) key always names exactly one run.
+attempt), and only that monitor may cancel it. Two attempts of one activity (two
+monitors naming the same key included) never run at the same time here, so a
+plugin's own (campaign, activity, attempt) key always names exactly one run.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +36,31 @@ from zambeze_mesh.agent.campaign_wire import event, key_of
 from zambeze_mesh.agent.digests import output_detail, result_sha256
 from zambeze_mesh.agent.reporter import Reporter
 from zambeze_mesh.agent.staging import Prepared, Stager, run_scopes
+from zambeze_mesh.control.contractor import ContractorMachine, JobRecord
+from zambeze_mesh.control.jobs import (
+    Awarded,
+    AwardItem,
+    CancelRequested,
+    Close,
+    ContractorConfig,
+    Effects,
+    Emit,
+    Finished,
+    Gate,
+    HandBack,
+    Input,
+    Kill,
+    Load,
+    Lost,
+    MarkHandedBack,
+    Persist,
+    Persisted,
+    PersistFailed,
+    Progress,
+    Start,
+    Started,
+    Tick,
+)
 from zambeze_mesh.errors import InvalidInput, ZmeshError
 from zambeze_mesh.execution import Outcome, PluginRegistry, RunContext, RunRequest
 from zambeze_mesh.scheduling import (
@@ -53,9 +86,12 @@ log = logging.getLogger("zambeze_mesh.contractor")
 
 QUEUE_PER_SLOT = 512
 LOAD_GOSSIP_INTERVAL_S = 1.0
-#: A service interval (see Contractor._completed) older than this is not used: the
-#: load it measured is gone.
+#: A service interval (see ContractorMachine) older than this is not used: the load
+#: it measured is gone.
 SERVICE_MEMORY_S = 30.0
+#: Set (to anything but "" or "0") to make the contractor's machine raise on an
+#: illegal job transition instead of logging and refusing it (tests set it).
+STRICT_ENV = "ZMESH_STRICT_MACHINES"
 
 
 JobKey = tuple[str, TenderKey]
@@ -64,23 +100,37 @@ JobKey = tuple[str, TenderKey]
 
 @dataclass
 class Job:
-    """One accepted attempt."""
+    """One accepted attempt: what the shell needs to run it. Its state lives in the
+    machine (``record``)."""
 
     key: TenderKey
     monitor: str
     act: ActivityDef
     item: scheduling_pb2.AwardItem
-    cancelled: bool = False
-    running: bool = False
     plugin_name: str = ""
-    started: float = field(default_factory=time.monotonic)
-    elapsed: float = 0.0  # the plugin's run time, once it ran
-    handed_back: str = ""  # why this attempt is given back to its monitor (pilots)
+    started: float = 0.0  # when it was accepted (the contractor's clock)
+    elapsed: float | None = None  # the plugin's run time, once it ran
+    record: JobRecord | None = None
 
     @property
     def job_key(self) -> JobKey:
         """``(monitor, key)``: jobs of different monitors never share a key."""
         return (self.monitor, self.key)
+
+    @property
+    def running(self) -> bool:
+        """Whether it holds a slot (staging, running or being stopped)."""
+        return self.record is not None and self.record.running
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether it was told to stop while running (cancel, hand-back, close)."""
+        return self.record is not None and self.record.stopping
+
+    @property
+    def handed_back(self) -> str:
+        """Why this attempt is given back to its monitor ('' = it is not; pilots)."""
+        return self.record.handed_back if self.record is not None else ""
 
     inputs: list[dict[str, str]] = field(default_factory=list)
     """What the attempt read (uri, size, sha256...), for its final event."""
@@ -89,63 +139,130 @@ class Job:
 class Contractor:
     """Executes awarded activities on this agent."""
 
-    def __init__(self, agent: Agent, registry: PluginRegistry) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        registry: PluginRegistry,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.agent = agent
         self.registry = registry
+        self.clock = clock
         self.stager = Stager(agent)
+        config = ContractorConfig(
+            slots=agent.config.slots,
+            max_queued=agent.config.max_queued,
+            queue_per_slot=QUEUE_PER_SLOT,
+            service_memory_s=SERVICE_MEMORY_S,
+            strict=os.environ.get(STRICT_ENV, "") not in ("", "0"),
+        )
+        self.machine = ContractorMachine(config)
         self.jobs: dict[JobKey, Job] = {}
-        # Jobs waiting for another monitor's job with the same TenderKey to end.
-        self._held: dict[TenderKey, list[Job]] = {}
-        self._queue: asyncio.Queue[Job] = asyncio.Queue()
-        self._running = 0
-        self._workers: list[asyncio.Task[None]] = []
+        self._tasks: dict[JobKey, asyncio.Task[None]] = {}
         self._loadtask: asyncio.Task[None] | None = None
         self.reporter = Reporter(agent)
-        # Learned run time per plugin (EWMA). Unknown = 0: a contractor without history
-        # bids low, gets work and learns (exploration), instead of being starved.
-        self._runtime: dict[str, float] = {}
-        # Measured time between completions while saturated (EWMA per plugin): the
-        # real cost of one more queued activity here, this process's other work
-        # included (see scheduling.bidding.estimate_bid).
-        self._service: dict[str, tuple[float, float]] = {}  # plugin -> (EWMA, when)
-        self._last_done: float | None = None
-        self._closing = False
-        #: Optional admission gate (a pilot's drain policy, see zambeze_mesh.pilots):
-        #: given the expected run time of an activity, the queue length, the free
-        #: slots and the slots, a reason to refuse it now, or None to take it.
-        self.gate: Callable[[float, int, int, int], str | None] | None = None
 
     @property
     def slots(self) -> int:
-        return self.agent.config.slots
+        return self.machine.slots
+
+    @property
+    def gate(self) -> Gate | None:
+        """Optional admission gate (a pilot's drain policy, see zambeze_mesh.pilots):
+        given the expected run time of an activity, the queue length, the free slots
+        and the slots, a reason to refuse it now, or None to take it."""
+        return self.machine.gate
+
+    @gate.setter
+    def gate(self, gate: Gate | None) -> None:
+        self.machine.gate = gate
+
+    # ------------------------------------------------------------ the machine
+    def _step(self, inp: Input) -> tuple[Effects, list[Kill]]:
+        """Step the machine and carry out its effects; returns the step's answers
+        and the kills for the caller to await."""
+        fx = self.machine.step(self.clock(), inp)
+        return fx, self._carry_out(fx)
+
+    def _carry_out(self, fx: Effects) -> list[Kill]:
+        """Carry out a step's effects, and those of the steps they lead to (a written
+        contract lets its job run); returns the kills to await. A failed contract
+        write is re-raised once the machine has forgotten those jobs."""
+        kills: list[Kill] = []
+        failure: BaseException | None = None
+        pending: deque[Input] = deque()
+        while True:
+            for effect in fx.effects:
+                if isinstance(effect, Persist):
+                    try:
+                        self._persist(effect)
+                    except Exception as exc:
+                        failure = exc
+                        pending.append(PersistFailed(effect.jobs))
+                    else:
+                        pending.append(Persisted(effect.jobs))
+                elif isinstance(effect, Start):
+                    job = self.jobs[effect.job]  # type: ignore[index]
+                    self._tasks[job.job_key] = asyncio.create_task(self._execute(job))
+                elif isinstance(effect, Kill):
+                    kills.append(effect)
+                elif isinstance(effect, Emit):
+                    self._emit(effect)
+                elif isinstance(effect, Load):
+                    gossip = self.agent.gossip
+                    if gossip is not None:
+                        gossip.set_load(effect.free)
+            if not pending:
+                break
+            fx = self.machine.step(self.clock(), pending.popleft())
+        if failure is not None:
+            raise failure
+        return kills
+
+    def _persist(self, effect: Persist) -> None:
+        """Write the contracts of newly accepted jobs (one transaction)."""
+        jobs = [self.jobs[k] for k in effect.jobs]  # type: ignore[index]
+        try:
+            with self.agent.require_store().tx() as db:
+                for job in jobs:
+                    cstore.contract_put(
+                        db,
+                        job.monitor,
+                        job.key.campaign_id,
+                        job.key.activity,
+                        job.key.attempt,
+                        job.item.SerializeToString(),
+                        st.AWARDED,
+                    )
+        except Exception:
+            for job in jobs:
+                del self.jobs[job.job_key]
+            raise
+
+    async def _kill(self, kills: list[Kill]) -> None:
+        for kill in kills:
+            plugin = self.registry.loaded.get(kill.plugin)
+            if plugin is not None:
+                _, key = kill.job
+                await plugin.cancel(key.campaign_id, key.activity, key.attempt)
 
     # ------------------------------------------------------------ life cycle
     async def start(self) -> None:
-        """Report attempts lost by a previous crash, then start workers and the reporter."""
+        """Report attempts lost by a previous crash, then start the reporter."""
         store = self.agent.require_store()
         lost = cstore.contracts_open(store)
         self.reporter.start()  # first whatever the outbox still holds
-        for cid, act, attempt, monitor, _item in lost:
-            ev = event(
-                cid,
-                act,
-                st.FAILED,
-                attempt=attempt,
-                agent=self.agent.name,
-                message="the contractor restarted and lost this attempt",
-            )
-            self.reporter.emit(monitor, ev, final=True)
+        self._step(
+            Lost(tuple((monitor, TenderKey(cid, act, n)) for cid, act, n, monitor, _ in lost))
+        )
         self.reporter.persist()  # closes the lost contracts before new work starts
-        self._workers = [asyncio.create_task(self._worker()) for _ in range(self.slots)]
         self._loadtask = asyncio.create_task(self._load_loop())
 
     async def close(self) -> None:
-        """Cancel running work and stop the workers (events stay in the outbox)."""
-        self._closing = True
-        for job in list(self.jobs.values()):
-            if job.running:
-                await self._cancel_job(job)
-        tasks = [*self._workers, self._loadtask]
+        """Cancel running work and stop (events stay in the outbox)."""
+        _, kills = self._step(Close())
+        await self._kill(kills)
+        tasks = [*self._tasks.values(), self._loadtask]
         for t in tasks:
             if t is not None:
                 t.cancel()
@@ -165,9 +282,8 @@ class Contractor:
         bids of a burst with their ``marginal_s`` as it awards them).
         """
         me = self._self_info()
-        queued = self._queue.qsize()
-        free = max(0, self.slots - self._running)
-        busy = "shutting down" if self._closing else "queue is full" if self._full() else ""
+        m, now = self.machine, self.clock()
+        queued, free, busy = m.queued, m.free_slots, m.busy_reason()
         # Look-alike tenders (same match_key) get the same answer: parse one of each.
         answers: dict[tuple[object, ...], Bid] = {}
         out = []
@@ -195,10 +311,10 @@ class Contractor:
                     queue_len=queued,
                     free_slots=free,
                     slots=self.slots,
-                    avg_runtime_s=self._runtime.get(act.plugin, 0.0),
-                    service_interval_s=self._service_interval(act.plugin),
+                    avg_runtime_s=m.runtime(act.plugin),
+                    service_interval_s=m.service_interval(act.plugin, now),
                 )
-                gated = self._gated(act, queued, free)
+                gated = m.gated(act.plugin, now, queued, free)
                 if gated and not answer.refused:
                     answer = answers[profile] = Bid.busy_refusal(key, gated)
             out.append(dataclasses.replace(answer, key=key))
@@ -217,18 +333,9 @@ class Contractor:
         function = act.is_function or t.function_bytes > 0
         return policy.refusal(owner, act.plugin, function=function)
 
-    def _gated(self, act: ActivityDef, queued: int, free: int) -> str | None:
-        if self.gate is None:
-            return None
-        return self.gate(self.expected_runtime(act.plugin), queued, free, self.slots)
-
     def expected_runtime(self, plugin: str) -> float:
         """The measured run time of ``plugin``'s activities here (0 when unknown)."""
-        return max(self._runtime.get(plugin, 0.0), self._service_interval(plugin))
-
-    def _full(self) -> bool:
-        limit = self.agent.config.max_queued or self.slots * QUEUE_PER_SLOT
-        return len(self.jobs) >= limit
+        return self.machine.expected_runtime(plugin, self.clock())
 
     # ------------------------------------------------------------ awards
     def award(
@@ -238,127 +345,90 @@ class Contractor:
     ) -> list[scheduling_pb2.AwardDecision]:
         """Accept (and queue) or reject each awarded activity.
 
-        ``known``: activities already validated by this agent's own monitor (the
-        in-process award), so they are not parsed again.
+        An accepted attempt's contract is written before this returns. ``known``:
+        activities already validated by this agent's own monitor (the in-process
+        award), so they are not parsed again.
         """
-        decisions = []
-        accepted: list[Job] = []
-        monitor = req.monitor
+        monitor, m = req.monitor, self.machine
+        items: list[AwardItem] = []
+        parsed: dict[TenderKey, tuple[ActivityDef, scheduling_pb2.AwardItem]] = {}
         for item in req.items:
             key = key_of(item.tender)
             jkey = (monitor, key)
-            d = scheduling_pb2.AwardDecision(
-                campaign_id=key.campaign_id, activity=key.activity, attempt=key.attempt
+            settled = (
+                m.job(jkey) is not None
+                or m.succeeded(jkey)
+                or (item.monitor and item.monitor != monitor)
+                or m.full()
+                or m.closing
             )
-            if jkey in self.jobs:
-                if self.jobs[jkey].cancelled:
-                    d.reason = "this attempt is being cancelled here"
-                else:
-                    d.accepted = True
-            elif item.monitor and item.monitor != monitor:
-                d.reason = f"award item names monitor {item.monitor!r}, the award {monitor!r}"
-            elif self._full() or self._closing:
-                d.reason = "slots gone: queue is full"
-            else:
-                try:
-                    act = (known or {}).get(key) or activity_from_spec(item.tender.spec)
-                    refused = self._policy_refusal(monitor, item.tender, act)
-                    if refused is None:
-                        refused = self._gated(
-                            act,
-                            self._queue.qsize() + len(accepted),
-                            max(0, self.slots - self._running - len(accepted)),
-                        )
-                except InvalidInput as exc:
-                    refused = str(exc)
-                if refused is not None:
-                    d.reason = refused
-                else:
-                    job = Job(key, monitor, act, item)
-                    self.jobs[jkey] = job
-                    accepted.append(job)
-                    d.accepted = True
-            decisions.append(d)
-        if accepted:
-            with self.agent.require_store().tx() as db:
-                for job in accepted:
-                    cstore.contract_put(
-                        db,
-                        job.monitor,
-                        job.key.campaign_id,
-                        job.key.activity,
-                        job.key.attempt,
-                        job.item.SerializeToString(),
-                        st.AWARDED,
-                    )
-            for job in accepted:
-                self._queue.put_nowait(job)
-        return decisions
+            if settled:  # the machine answers without looking at the activity
+                items.append(AwardItem(key, named_monitor=item.monitor))
+                continue
+            try:
+                act = (known or {}).get(key) or activity_from_spec(item.tender.spec)
+                refused = self._policy_refusal(monitor, item.tender, act)
+            except InvalidInput as exc:
+                items.append(AwardItem(key, named_monitor=item.monitor, refusal=str(exc)))
+                continue
+            parsed.setdefault(key, (act, item))
+            label = act.plugin or act.kind
+            items.append(AwardItem(key, act.plugin, label, item.monitor, refused))
+        fx = m.step(self.clock(), Awarded(monitor, tuple(items)))
+        now = self.clock()
+        for effect in fx.of(Persist):
+            for new in effect.jobs:
+                act, item = parsed[new[1]]  # type: ignore[index]
+                job = Job(new[1], monitor, act, item, started=now)  # type: ignore[arg-type]
+                job.record = m.job(new)
+                self.jobs[job.job_key] = job
+        self._carry_out(fx)
+        return [
+            scheduling_pb2.AwardDecision(
+                campaign_id=d.key.campaign_id,
+                activity=d.key.activity,
+                attempt=d.key.attempt,
+                accepted=d.accepted,
+                reason=d.reason,
+            )
+            for d in fx.decisions
+        ]
 
     # ------------------------------------------------------------ running
-    async def _worker(self) -> None:
-        while True:
-            job = await self._queue.get()
-            if job.cancelled:
-                continue
-            if self._other_running(job):
-                self._held.setdefault(job.key, []).append(job)
-                continue
-            self._running += 1
-            job.running = True
-            try:
-                outcome = await self._run(job)
-            except asyncio.CancelledError:
-                raise
-            except ZmeshError as exc:
-                outcome = Outcome("FAILED", message=str(exc))
-            except Exception as exc:
-                log.exception("activity crashed the contractor path")
-                outcome = Outcome("FAILED", message=f"{type(exc).__name__}: {exc}")
-            finally:
-                self._running -= 1
-                job.running = False
-            if job.cancelled or job.handed_back:
-                outcome = self._stopped_outcome(job, "cancelled")
-            self._finish(job, outcome)
-            self._completed(job)
-
-    def _other_running(self, job: Job) -> bool:
-        """Whether another monitor's job with the same TenderKey is running here."""
-        return any(
-            other.running and other.key == job.key and other is not job
-            for (mon, _), other in self.jobs.items()
-            if mon != job.monitor
+    async def _execute(self, job: Job) -> None:
+        """Run a started job and tell the machine how it ended."""
+        try:
+            outcome = await self._run(job)
+        except asyncio.CancelledError:
+            raise
+        except ZmeshError as exc:
+            outcome = Outcome("FAILED", message=str(exc))
+        except Exception as exc:
+            log.exception("activity crashed the contractor path")
+            outcome = Outcome("FAILED", message=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._tasks.pop(job.job_key, None)
+        detail = dict(outcome.detail)
+        if outcome.exit_code is not None:
+            detail["exit_code"] = str(outcome.exit_code)
+        if outcome.stderr_tail:
+            detail["stderr_tail"] = outcome.stderr_tail
+        if outcome.stdout_tail:
+            detail["stdout_tail"] = outcome.stdout_tail
+        context = {}
+        if job.inputs:
+            context["inputs"] = json.dumps(job.inputs, separators=(",", ":"))
+        self._step(
+            Finished(
+                job.job_key,
+                outcome.state,
+                outcome.message,
+                detail,
+                context,
+                outcome.result,
+                job.elapsed,
+            )
         )
-
-    def _release_held(self, key: TenderKey) -> None:
-        """Queue again the jobs that waited for ``key``'s running job to end."""
-        for job in self._held.pop(key, []):
-            self._queue.put_nowait(job)
-
-    def _completed(self, job: Job) -> None:
-        """Learn the service interval from completions that follow each other while
-        work was waiting (an idle gap says nothing about this agent's capacity).
-
-        A job far slower than this plugin's usual run time (a worker being started,
-        a one-off) is not a sample, so one outlier cannot price the agent out."""
-        now = time.monotonic()
-        plugin = job.act.plugin
-        saturated = self._queue.qsize() > 0 or self._running >= self.slots
-        usual = self._runtime.get(plugin, 0.0)
-        if self._last_done is not None and job.elapsed <= 10 * max(usual, 0.001):
-            gap = now - self._last_done
-            old = self._service.get(plugin)
-            value = gap if old is None else 0.8 * old[0] + 0.2 * gap
-            self._service[plugin] = (value, now)
-        self._last_done = now if saturated else None
-
-    def _service_interval(self, plugin: str) -> float:
-        """The learned service interval, if learned in the last SERVICE_MEMORY_S."""
-        learned = self._service.get(plugin)
-        if learned is None or time.monotonic() - learned[1] > SERVICE_MEMORY_S:
-            return 0.0
-        return learned[0]
 
     async def _run(self, job: Job) -> Outcome:
         spec = job.item.tender.spec
@@ -369,6 +439,9 @@ class Contractor:
             return outcome
         plugin = self.registry.for_kind(job.act.kind, job.act.plugin)
         job.plugin_name = plugin.name
+        _, kills = self._step(Started(job.job_key, plugin.name))
+        if kills:  # stopped while it staged: its plugin never runs
+            return Outcome("CANCELLED", message="cancelled")
         req = RunRequest(
             campaign_id=job.key.campaign_id,
             activity=job.key.activity,
@@ -382,12 +455,9 @@ class Contractor:
             timeout_s=job.act.timeout_s or None,
             sandbox=self._jail(job, prepared),
         )
-        started = time.monotonic()
+        started = self.clock()
         outcome = await plugin.run(req, RunContext(emit=self._emitter(job)))
-        elapsed = time.monotonic() - started
-        job.elapsed = elapsed
-        old = self._runtime.get(job.act.plugin)
-        self._runtime[job.act.plugin] = elapsed if old is None else 0.8 * old + 0.2 * elapsed
+        job.elapsed = self.clock() - started
         outcome.detail.setdefault("output_dir", str(prepared.output_dir))
         if outcome.result:
             outcome.detail["result_sha256"] = result_sha256(outcome.result)
@@ -435,84 +505,35 @@ class Contractor:
 
     def _emitter(self, job: Job):  # type: ignore[no-untyped-def]
         async def emit(state: str, message: str = "", detail: dict[str, str] | None = None) -> None:
-            if job.cancelled:
-                return
-            self._emit(job, state, message, detail or {})
+            self._step(Progress(job.job_key, state, message, detail or {}))
 
         return emit
 
-    def _finish(self, job: Job, outcome: Outcome) -> None:
-        detail = dict(outcome.detail)
-        if outcome.exit_code is not None:
-            detail["exit_code"] = str(outcome.exit_code)
-        if outcome.stderr_tail:
-            detail["stderr_tail"] = outcome.stderr_tail
-        if outcome.stdout_tail:
-            detail["stdout_tail"] = outcome.stdout_tail
-        detail.setdefault("plugin", job.plugin_name or job.act.plugin or job.act.kind)
-        if job.inputs:
-            detail["inputs"] = json.dumps(job.inputs, separators=(",", ":"))
-        self._emit(job, outcome.state, outcome.message, detail, outcome.result, final=True)
-        if self.jobs.get(job.job_key) is job:
-            del self.jobs[job.job_key]
-        self._drop_held(job)
-        self._release_held(job.key)
-
-    def _drop_held(self, job: Job) -> None:
-        held = self._held.get(job.key)
-        if held and job in held:
-            held.remove(job)
-            if not held:
-                del self._held[job.key]
-
-    def _emit(
-        self,
-        job: Job,
-        state: str,
-        message: str,
-        detail: dict[str, str],
-        result: bytes = b"",
-        *,
-        final: bool = False,
-    ) -> None:
+    def _emit(self, effect: Emit) -> None:
+        monitor, key = effect.job
         ev = event(
-            job.key.campaign_id,
-            job.key.activity,
-            state,
-            attempt=job.key.attempt,
+            key.campaign_id,
+            key.activity,
+            effect.state,
+            attempt=key.attempt,
             agent=self.agent.name,
-            message=message,
-            detail=detail,
-            result=result,
+            message=effect.message,
+            detail=dict(effect.detail),
+            result=effect.result,
         )
-        self.reporter.emit(job.monitor, ev, final=final)
+        self.reporter.emit(monitor, ev, final=effect.final)
+        if effect.final:
+            self.jobs.pop(effect.job, None)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------ cancel
     async def cancel(self, refs: list[scheduling_pb2.ActivityRef], monitor: str) -> int:
         """Stop matching attempts of ``monitor``'s jobs (attempt 0 = any attempt).
 
         Jobs of other monitors are never touched, whatever the refs name."""
-        count = 0
-        for ref in refs:
-            for (mon, key), job in list(self.jobs.items()):
-                if mon != monitor:
-                    continue
-                if key.campaign_id != ref.campaign_id or key.activity != ref.activity:
-                    continue
-                if ref.attempt and key.attempt != ref.attempt:
-                    continue
-                await self._cancel_job(job)
-                count += 1
-        return count
-
-    async def _cancel_job(self, job: Job) -> None:
-        job.cancelled = True
-        if job.running and job.plugin_name:
-            plugin = self.registry.loaded.get(job.plugin_name)
-            if plugin is not None:
-                await plugin.cancel(job.key.campaign_id, job.key.activity, job.key.attempt)
-        elif not job.running:
-            self._finish(job, self._stopped_outcome(job, "cancelled before it started"))
+        wanted = tuple((r.campaign_id, r.activity, r.attempt) for r in refs)
+        fx, kills = self._step(CancelRequested(monitor, wanted))
+        await self._kill(kills)
+        return fx.matched
 
     async def hand_back(self, key: JobKey, reason: str) -> bool:
         """Give an accepted attempt back to its monitor (stopping it if it runs).
@@ -520,41 +541,18 @@ class Contractor:
         The monitor offers it again without counting a failure (a pilot does this
         before its walltime). False when there is no such attempt here any more.
         """
-        job = self.jobs.get(key)
-        if job is None or job.cancelled:
-            return False
-        job.handed_back = job.handed_back or reason or "handed back"
-        log.info(
-            "handing back %s/%s attempt %d of %s: %s",
-            *dataclasses.astuple(key[1]),
-            key[0],
-            reason,
-        )
-        await self._cancel_job(job)
-        return True
+        fx, kills = self._step(HandBack(key, reason))
+        await self._kill(kills)
+        return fx.matched == 1
 
     def mark_handed_back(self, reason: str) -> None:
         """Mark every accepted attempt as handed back (they report so however they end);
         :meth:`hand_back` then stops them."""
-        for job in self.jobs.values():
-            if not job.handed_back:
-                job.handed_back = reason
-
-    @staticmethod
-    def _stopped_outcome(job: Job, message: str) -> Outcome:
-        if job.handed_back:
-            return Outcome(
-                "FAILED",
-                message=f"handed back: {job.handed_back}",
-                detail={"handed_back": "1"},
-            )
-        return Outcome("CANCELLED", message=message)
+        self._step(MarkHandedBack(reason))
 
     # ------------------------------------------------------------ load
     async def _load_loop(self) -> None:
         """Gossip free slots when they change (at most once per interval)."""
         while True:
             await asyncio.sleep(LOAD_GOSSIP_INTERVAL_S)
-            gossip = self.agent.gossip
-            if gossip is not None:
-                gossip.set_load(max(0, self.slots - self._running - self._queue.qsize()))
+            self._step(Tick())
