@@ -205,8 +205,9 @@ class FileReceiver:
         bytes, each written right after it was hashed (still in the CPU cache). On
         the virtual machines this was measured on (Linux 6.18, ext4) one 4 MiB
         ``write`` lands in 2 MiB page-cache folios and the kernel's copy into them
-        cost 1.0-1.7 ms of CPU per MiB, against 0.22 ms for 256 KiB writes (256 KiB
-        folios); 4 MiB writes held ``tls-stream`` to disk at half the raw socket's rate.
+        cost up to 1.7 ms of CPU per MiB (it varied from run to run), against a
+        steady 0.22-0.24 ms for 256 KiB writes (256 KiB folios) and 0.44-0.47 ms for
+        16 KiB ones.
 
         Raises :class:`InvalidInput` for an out-of-order offset, :class:`ChunkCorrupt`
         when ``chunk_digest`` does not match (nothing written) and
