@@ -211,7 +211,9 @@ class FileReceiver:
 
         Raises :class:`InvalidInput` for an out-of-order offset, :class:`ChunkCorrupt`
         when ``chunk_digest`` does not match (nothing written) and
-        :class:`DataIntegrityError` when more bytes arrive than announced.
+        :class:`DataIntegrityError` when more bytes arrive than announced. When a
+        piece cannot be written (``OSError``), the pieces before it are cut off again
+        and the offset is unchanged.
         """
         f = self._require_open()
         if offset != self._offset:
@@ -223,10 +225,18 @@ class FileReceiver:
                 f"received more than the announced {self.size} bytes for {self.dest.name!r}"
             )
         view = memoryview(data)
-        for pos in range(0, len(view), WRITE_PIECE):
-            piece = view[pos : pos + WRITE_PIECE]
-            self._hash.update(piece)
-            f.write(piece)  # still in the CPU cache from the hash
+        before = self._hash.copy()
+        try:
+            for pos in range(0, len(view), WRITE_PIECE):
+                piece = view[pos : pos + WRITE_PIECE]
+                self._hash.update(piece)
+                f.write(piece)  # still in the CPU cache from the hash
+        except BaseException:  # e.g. disk full mid-chunk: none of it counts
+            self._hash = before
+            with contextlib.suppress(OSError):
+                f.seek(self._offset)
+                f.truncate()
+            raise
         self._offset += len(view)
         if self._offset - self._checkpointed >= self.checkpoint_bytes:
             self.checkpoint()
