@@ -79,6 +79,37 @@ def test_large_chunks_are_written_in_pieces(tmp_path: Path) -> None:
     assert dest.read_bytes() == data
 
 
+def test_a_chunk_that_fails_midway_counts_for_nothing(tmp_path: Path) -> None:
+    """A write error after some pieces of a chunk (disk full) leaves offset, sha256 and
+    file where they were: the chunk can be written again and the file installs."""
+    data = os.urandom(3 * WRITE_PIECE)
+    dest = tmp_path / "f.bin"
+    r = FileReceiver(dest, len(data), hashlib.sha256(data).hexdigest())
+    r.write(0, data[:WRITE_PIECE])
+    assert r._file is not None
+    real: BinaryIO = r._file
+    calls: list[int] = []
+
+    class FullAfterOne:
+        def write(self, b: memoryview) -> int:
+            calls.append(len(b))
+            if len(calls) == 2:
+                raise OSError(28, "No space left on device")
+            return real.write(b)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    r._file = FullAfterOne()  # type: ignore[assignment]
+    with pytest.raises(OSError, match="No space"):
+        r.write(WRITE_PIECE, data[WRITE_PIECE:])
+    r._file = real
+    assert r.offset == WRITE_PIECE
+    r.write(WRITE_PIECE, data[WRITE_PIECE:])
+    assert r.finish() == dest
+    assert dest.read_bytes() == data
+
+
 def test_empty_file(tmp_path: Path) -> None:
     r = FileReceiver(tmp_path / "e", 0, hashlib.sha256(b"").hexdigest())
     r.finish()
