@@ -23,7 +23,10 @@ from zambeze_mesh.agent.datalistener import start_data_listener
 from zambeze_mesh.agent.gossip import Gossip
 from zambeze_mesh.agent.monitor import Monitor
 from zambeze_mesh.agent.placement import Placement
+from zambeze_mesh.agent.reporter import Reporter
 from zambeze_mesh.agent.revocations import Revocations
+from zambeze_mesh.agent.servicers.scheduling import SchedulingService
+from zambeze_mesh.agent.staging import Stager
 from zambeze_mesh.data.tlsserve import DataListener
 from zambeze_mesh.errors import AlreadyExists, Unavailable
 from zambeze_mesh.execution import PluginRegistry
@@ -43,6 +46,8 @@ from zambeze_mesh.settings.logs import log_event, setup_logging
 from zambeze_mesh.store import Store
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.transport.channels import ChannelPool
+from zambeze_mesh.transport.scheduling import InProcessScheduling, Routed
+from zambeze_mesh.transport.scheduling_grpc import GrpcScheduling
 from zambeze_mesh.v1 import (
     campaigns_pb2,
     campaigns_pb2_grpc,
@@ -112,6 +117,8 @@ class Agent:
         self.pilot_scaler: PilotScaler | None = None
         self.data_listener: DataListener | None = None
         self.revocations: Revocations | None = None
+        #: Answers Scheduling calls (gRPC, and this agent's own in-process ones).
+        self.scheduling = SchedulingService(self.config.name)
 
     @property
     def name(self) -> str:
@@ -266,7 +273,9 @@ class Agent:
 
         membership_pb2_grpc.add_MembershipServicer_to_server(MembershipServicer(self), server)
         campaigns_pb2_grpc.add_CampaignsServicer_to_server(CampaignsServicer(self), server)
-        scheduling_pb2_grpc.add_SchedulingServicer_to_server(SchedulingServicer(self), server)
+        scheduling_pb2_grpc.add_SchedulingServicer_to_server(
+            SchedulingServicer(self.scheduling), server
+        )
         data_pb2_grpc.add_DataServicer_to_server(DataServicer(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -287,10 +296,27 @@ class Agent:
         self.revocations.start()
         # Advertise the batch scheduler and its partitions (re-signs the record).
         self.gossip.set_capabilities(self.registry.names(), *scheduler_facts(self.registry))
+        assert self.channels is not None
+        # One Scheduling seam: this agent's own contractor and monitor in-process,
+        # every other agent over gRPC (by the address membership knows).
+        transport = Routed(
+            self.name,
+            InProcessScheduling(self.name, self.scheduling),
+            GrpcScheduling(self.channels, self.gossip.address_of),
+        )
         self.monitor = Monitor(self)
-        self.contractor = Contractor(self, self.registry)
+        reporter = Reporter(name=self.name, store=self.store, transport=transport)
+        self.contractor = Contractor(self, self.registry, reporter=reporter, stager=Stager(self))
+        self.scheduling.attach(self.contractor, self.monitor)
         await self.contractor.start()
-        self.placement = Placement(self, self.monitor)
+        self.placement = Placement(
+            name=self.name,
+            mesh=self.mesh,
+            max_message_bytes=cfg.max_message_bytes,
+            monitor=self.monitor,
+            members=self.gossip,
+            transport=transport,
+        )
         await self.monitor.start(self.placement)
         self.gossip.runner.add_listener(self._on_member_event)
         self._start_pilot_scaler()

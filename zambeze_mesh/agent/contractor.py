@@ -89,10 +89,12 @@ class Job:
 class Contractor:
     """Executes awarded activities on this agent."""
 
-    def __init__(self, agent: Agent, registry: PluginRegistry) -> None:
+    def __init__(
+        self, agent: Agent, registry: PluginRegistry, *, reporter: Reporter, stager: Stager
+    ) -> None:
         self.agent = agent
         self.registry = registry
-        self.stager = Stager(agent)
+        self.stager = stager
         self.jobs: dict[JobKey, Job] = {}
         # Jobs waiting for another monitor's job with the same TenderKey to end.
         self._held: dict[TenderKey, list[Job]] = {}
@@ -100,7 +102,7 @@ class Contractor:
         self._running = 0
         self._workers: list[asyncio.Task[None]] = []
         self._loadtask: asyncio.Task[None] | None = None
-        self.reporter = Reporter(agent)
+        self.reporter = reporter
         # Learned run time per plugin (EWMA). Unknown = 0: a contractor without history
         # bids low, gets work and learns (exploration), instead of being starved.
         self._runtime: dict[str, float] = {}

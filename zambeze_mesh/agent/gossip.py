@@ -230,6 +230,13 @@ class Gossip:
         """The latest verified record of ``name`` (our own included)."""
         return self._records.get(name)
 
+    def address_of(self, name: str) -> str | None:
+        """Where to call the member ``name`` (None when unknown or gone for good)."""
+        for m in self.runner.members():
+            if m.name == name and m.status != LEFT:
+                return str(m.address)
+        return None
+
     def alive(self) -> list[MemberInfo]:
         """Members currently alive (or suspect, still usable)."""
         return [m for m in self.members() if m.status in (ALIVE, "suspect")]
