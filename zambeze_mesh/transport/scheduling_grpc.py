@@ -64,6 +64,13 @@ class GrpcLink:
             if self._closed and exc.code() == grpc.StatusCode.CANCELLED:
                 return
             raise from_rpc_error(exc) from None
+        except asyncio.CancelledError:
+            # grpc.aio raises this for a call cancelled by close(); a cancelled task
+            # (cancelling() > 0) still gets its CancelledError.
+            task = asyncio.current_task()
+            if self._closed and (task is None or not task.cancelling()):
+                return
+            raise
 
     def close(self) -> None:
         """Cancel the call."""
