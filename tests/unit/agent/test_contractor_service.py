@@ -23,7 +23,8 @@ def make(monkeypatch: pytest.MonkeyPatch, slots: int = 1) -> tuple[Contractor, C
     clock = Clock()
     monkeypatch.setattr(contractor_mod.time, "monotonic", clock)
     agent = SimpleNamespace(config=SimpleNamespace(slots=slots, max_queued=0))
-    return Contractor(agent, registry=None), clock  # type: ignore[arg-type]
+    c = Contractor(agent, registry=None, reporter=None, stager=None)  # type: ignore[arg-type]
+    return c, clock
 
 
 def job(elapsed: float) -> Job:

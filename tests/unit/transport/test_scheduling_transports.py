@@ -300,7 +300,7 @@ async def test_routed_sends_own_calls_in_process_and_the_rest_remotely() -> None
 
 async def test_memory_network_cut_and_heal() -> None:
     net = MemorySchedulingNetwork()
-    svc, c, m = _service("con")
+    svc, _c, m = _service("con")
     net.serve("con", svc)
     t = net.transport("mon")
     link = t.open_reports("con")
