@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from zambeze_mesh.agent.contractor import Contractor
 from zambeze_mesh.agent.datalistener import start_data_listener
+from zambeze_mesh.agent.datasvc import DataService, build_data_service
 from zambeze_mesh.agent.gossip import Gossip
 from zambeze_mesh.agent.monitor import Monitor
 from zambeze_mesh.agent.placement import Placement
@@ -60,6 +61,7 @@ from zambeze_mesh.v1 import (
 )
 
 if TYPE_CHECKING:
+    from zambeze_mesh.data.client import FetchResult
     from zambeze_mesh.pilots.scaler import PilotScaler
     from zambeze_mesh.ui.embedded import EmbeddedUi
 
@@ -117,6 +119,7 @@ class Agent:
         self.pilot_scaler: PilotScaler | None = None
         self.data_listener: DataListener | None = None
         self.revocations: Revocations | None = None
+        self._datasvc: DataService | None = None
         #: Answers Scheduling calls (gRPC, and this agent's own in-process ones).
         self.scheduling = SchedulingService(self.config.name)
 
@@ -187,6 +190,13 @@ class Agent:
             self.server.add_insecure_port,
             self.config.admission_listen,
             self.config.admission_advertise,
+        )
+        self._datasvc = build_data_service(
+            self.config,
+            home_root=self.home.root,
+            data_dir=self.data_dir,
+            store=self.store,
+            address=self.address,
         )
         sock = self.home.socket
         self.home.prepare_socket_dir()
@@ -290,13 +300,24 @@ class Agent:
         # Plugins and their options from the config (execution/loading.py); with a
         # `scheduler`, shell/python activities go to the batch plugin.
         self.registry = load_registry(cfg, self.data_dir)
-        self.gossip = Gossip(self, plugins=self.registry.names())
+        assert self.channels is not None and self.revocations is not None
+        self.gossip = Gossip(
+            agent_config=cfg,
+            address=self.address,
+            admission_address=self.admission_address,
+            identity=self.identity,
+            ca_cert=self.ca.cert,
+            channels=self.channels,
+            store=self.store,
+            home_root=self.home.root,
+            data_dir=self.data_dir,
+            is_revoked=self.revocations.set.is_revoked,
+            plugins=self.registry.names(),
+        )
         await self.gossip.start()
-        assert self.revocations is not None
         self.revocations.start()
         # Advertise the batch scheduler and its partitions (re-signs the record).
         self.gossip.set_capabilities(self.registry.names(), *scheduler_facts(self.registry))
-        assert self.channels is not None
         # One Scheduling seam: this agent's own contractor and monitor in-process,
         # every other agent over gRPC (by the address membership knows).
         transport = Routed(
@@ -306,7 +327,14 @@ class Agent:
         )
         self.monitor = Monitor(self)
         reporter = Reporter(name=self.name, store=self.store, transport=transport)
-        self.contractor = Contractor(self, self.registry, reporter=reporter, stager=Stager(self))
+        stager = Stager(
+            name=self.name,
+            mesh=self.mesh,
+            data_dir=self.data_dir,
+            data=self.datasvc,
+            fetch=self._fetch,
+        )
+        self.contractor = Contractor(self, self.registry, reporter=reporter, stager=stager)
         self.scheduling.attach(self.contractor, self.monitor)
         await self.contractor.start()
         self.placement = Placement(
@@ -426,6 +454,19 @@ class Agent:
     def data_dir(self) -> Path:
         """The agent's data directory (``@agentdir``)."""
         return self._data_dir
+
+    @property
+    def datasvc(self) -> DataService:
+        """This agent's data service (sandbox, catalog, grants) once it is started."""
+        if self._datasvc is None:
+            raise Unavailable("agent is not running")
+        return self._datasvc
+
+    async def _fetch(self, holder: str, path: str, dest: Path) -> FetchResult:
+        """Pull ``holder``'s ``path`` into ``dest`` (the stager's data fabric)."""
+        from zambeze_mesh.data.client import DataClient
+
+        return await DataClient(self).fetch(holder, path, dest)
 
     def require_store(self) -> Store:
         """The open store (raises when the agent is not running)."""

@@ -430,9 +430,7 @@ class Contractor:
         """Add the size and sha256 of what a successful attempt produced to its detail."""
         if outcome.state != "SUCCEEDED":
             return
-        from zambeze_mesh.agent.datasvc import for_agent
-
-        catalog = for_agent(self.agent).catalog
+        catalog = self.agent.datasvc.catalog
         outcome.detail.update(await asyncio.to_thread(output_detail, catalog, path))
 
     def _emitter(self, job: Job):  # type: ignore[no-untyped-def]
