@@ -9,7 +9,6 @@ import pytest
 
 from tests.helpers.files import sha, write_random
 from tests.helpers.inproc import mesh
-from zambeze_mesh.agent.datasvc import for_agent
 from zambeze_mesh.data.client import DataClient
 from zambeze_mesh.errors import DataIntegrityError, Unavailable
 from zambeze_mesh.v1 import data_pb2, data_pb2_grpc
@@ -117,7 +116,7 @@ async def test_corrupted_chunk_detected_refetched_never_installed(tmp_path: Path
         with pytest.raises(DataIntegrityError):
             await client.fetch(a.name, "f.bin", dest2)
         assert not dest2.exists()
-        assert for_agent(a).catalog.hashes_computed >= 1
+        assert a.datasvc.catalog.hashes_computed >= 1
 
 
 async def test_slow_reader_holder_does_not_buffer_the_file(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import pytest
 
 from tests.helpers.inproc import mesh
 from zambeze_mesh.agent.agent import Agent
-from zambeze_mesh.agent.datasvc import for_agent
 from zambeze_mesh.data.client import DataClient
 from zambeze_mesh.errors import NotFound, NotPermitted
 from zambeze_mesh.v1 import data_pb2, data_pb2_grpc
@@ -77,7 +76,7 @@ async def test_offer_and_fetch_refusals(tmp_path: Path, export: Path) -> None:
             return m
 
         a.data_fault = count  # type: ignore[attr-defined]
-        svc = for_agent(a)
+        svc = a.datasvc
         s = stub(b, a)
 
         async def offer_code(path: str, methods: list[str] | None = None) -> grpc.StatusCode:

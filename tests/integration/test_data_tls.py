@@ -14,7 +14,6 @@ import pytest
 from tests.helpers.files import sha, write_random
 from tests.helpers.inproc import mesh, wait_until
 from zambeze_mesh.agent.agent import Agent
-from zambeze_mesh.agent.datasvc import for_agent
 from zambeze_mesh.data import tlsfetch, tlsrecv
 from zambeze_mesh.data.client import DataClient
 from zambeze_mesh.data.tlswire import (
@@ -231,7 +230,7 @@ async def test_data_port_refusals(tmp_path: Path) -> None:
         assert code(bctx, req(bytes(tampered))) == "PERMISSION_DENIED"
         assert code(bctx, req(b"x" * 80)) == "PERMISSION_DENIED"
         assert code(bctx, req(fg, end=3 * MiB + 1)) == "INVALID_ARGUMENT"  # past the end
-        svc = for_agent(a)
+        svc = a.datasvc
         real_now = svc.now_ms
         svc.now_ms = lambda: real_now() + 11 * 60 * 1000
         assert code(bctx, req(fg, end=10)) == "PERMISSION_DENIED"  # expired

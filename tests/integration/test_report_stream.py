@@ -1,8 +1,9 @@
 """The contractor's reporter against a real gRPC monitor endpoint on 127.0.0.1.
 
 The monitor side is a small Scheduling servicer whose behaviour each test chooses
-(ack everything, drop the stream, never ack, serve only the unary ReportStatus); the
-reporter under test is the real one, with a real SQLite outbox.
+(ack everything, drop the stream, never ack, serve no ReportStream); the reporter
+under test is the real one, over the real gRPC Scheduling transport, with a real
+SQLite outbox.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from zambeze_mesh.agent.campaign_wire import event
 from zambeze_mesh.agent.reporter import Reporter
 from zambeze_mesh.store import campaigns as cstore
 from zambeze_mesh.store.db import Store
+from zambeze_mesh.transport.scheduling_grpc import GrpcScheduling
 from zambeze_mesh.v1 import scheduling_pb2, scheduling_pb2_grpc
 
 
@@ -55,10 +57,11 @@ class Monitor(scheduling_pb2_grpc.SchedulingServicer):
                 yield scheduling_pb2.ReportStatusResponse(acked=acked)
 
 
-class UnaryOnly(Monitor):
-    """An older monitor without ReportStream."""
+class NoStream(Monitor):
+    """A monitor endpoint that does not serve ReportStream (only the unary call)."""
 
     async def ReportStream(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
+        self.streams += 1
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
         yield  # pragma: no cover
 
@@ -76,6 +79,12 @@ class Gossip:
 
     def members(self) -> list[Member]:
         return list(self.members_)
+
+    def address_of(self, name: str) -> str | None:
+        for m in self.members_:
+            if m.name == name and m.status != "left":
+                return m.address
+        return None
 
 
 class Channels:
@@ -95,17 +104,17 @@ class Channels:
 
 
 class AgentStandIn:
-    """What the reporter uses of an Agent: name, store, gossip, channels, monitor."""
+    """What the reporter is built from: a name, a store and a Scheduling transport."""
 
     def __init__(self, root: Path, gossip: Gossip) -> None:
         self.name = "contractor"
         self.store = Store(root / "agent.db")
         self.gossip = gossip
         self.channels = Channels()
-        self.monitor = None
+        self.transport = GrpcScheduling(self.channels, gossip.address_of)
 
-    def require_store(self) -> Store:
-        return self.store
+    def reporter(self) -> Reporter:
+        return Reporter(name=self.name, store=self.store, transport=self.transport)
 
 
 async def serve(servicer: Monitor) -> tuple[grpc.aio.Server, str]:
@@ -137,7 +146,7 @@ async def started(tmp_path: Path, servicer: Monitor, known: bool = True) -> tupl
     server, address = await serve(servicer)
     gossip = Gossip([Member("mon", address)] if known else [])
     agent = AgentStandIn(tmp_path, gossip)
-    rep = Reporter(agent)  # type: ignore[arg-type]
+    rep = agent.reporter()
     rep.start()
     return server, address, gossip, agent, rep
 
@@ -206,14 +215,16 @@ async def test_overdue_acknowledgement_reconnects_and_resends(
         await stop(server, agent, rep)
 
 
-async def test_monitor_without_stream_gets_unary_reports(tmp_path: Path) -> None:
-    mon = UnaryOnly()
+async def test_monitor_without_stream_keeps_every_event(tmp_path: Path) -> None:
+    """ReportStream is the only way reports travel: a monitor that refuses it gets
+    nothing (not the unary call), and every event stays in the outbox, retried."""
+    mon = NoStream()
     server, _, _, agent, rep = await started(tmp_path, mon)
     try:
         emit_run(rep, 20)
-        await wait_until(lambda: all_acked(agent, rep), 10, "an empty outbox")
-        assert sorted(in_order(mon.seen)) == in_order(mon.seen)
-        assert len(in_order(mon.seen)) == 40
+        await wait_until(lambda: mon.streams >= 2, 10, "the stream retried")
+        assert mon.seen == []
+        assert outbox_rows(agent) == 40 and rep.unacknowledged() == 40
     finally:
         await stop(server, agent, rep)
 
@@ -239,7 +250,7 @@ async def test_restart_sends_what_the_previous_run_left(tmp_path: Path) -> None:
     await rep.close()  # nothing delivered: the events are in the outbox
     assert outbox_rows(agent) == 8
     gossip.members_.append(Member("mon", address))
-    rep2 = Reporter(agent)  # type: ignore[arg-type]
+    rep2 = agent.reporter()
     rep2.start()
     try:
         await wait_until(lambda: all_acked(agent, rep2), 10, "the old outbox delivered")

@@ -24,7 +24,6 @@ from tests.helpers.inproc import mesh, wait_until
 from tests.helpers.procs import ProcMesh
 from zambeze_mesh.agent.agent import Agent
 from zambeze_mesh.agent.bootstrap import issue_client, open_store, revoke_token
-from zambeze_mesh.agent.datasvc import for_agent
 from zambeze_mesh.agent.join import join_mesh
 from zambeze_mesh.errors import Unauthenticated, ZmeshError
 from zambeze_mesh.security.keys import der_to_pem, key_from_pem
@@ -264,7 +263,7 @@ async def test_client_certificate_cannot_call_agent_rpcs(tmp_path: Path) -> None
         creds = channel_credentials(
             bundle.key.read_bytes(), bundle.cert.read_bytes(), bundle.ca.read_bytes()
         )
-        hashed = for_agent(a0).catalog.hashes_computed
+        hashed = a0.datasvc.catalog.hashes_computed
         plausible = {
             "/zambeze_mesh.v1.Data/Offer": data_pb2.OfferRequest(path="f.txt"),
             "/zambeze_mesh.v1.Data/Stat": data_pb2.StatRequest(path="f.txt"),
@@ -283,7 +282,7 @@ async def test_client_certificate_cannot_call_agent_rpcs(tmp_path: Path) -> None
             stub = campaigns_pb2_grpc.CampaignsStub(ch)
             members = await stub.ListMembers(campaigns_pb2.ListMembersRequest(), timeout=5)
             assert {m.name for m in members.members} == {"agent-0", "agent-1"}
-        assert for_agent(a0).catalog.hashes_computed == hashed
+        assert a0.datasvc.catalog.hashes_computed == hashed
         await still_serving(a0)
 
 
@@ -336,7 +335,7 @@ async def test_stolen_grant_is_refused(tmp_path: Path) -> None:
         async with as_agent(a1, a0) as ch1, as_agent(a2, a0) as ch2:
             s1, s2 = data_pb2_grpc.DataStub(ch1), data_pb2_grpc.DataStub(ch2)
             offer = await s1.Offer(data_pb2.OfferRequest(path="f.bin"), timeout=5)
-            hashed = for_agent(a0).catalog.hashes_computed
+            hashed = a0.datasvc.catalog.hashes_computed
             for req in (
                 data_pb2.FetchRequest(grant=offer.grant),
                 data_pb2.FetchRequest(grant=offer.grant, offset=MiB),
@@ -344,7 +343,7 @@ async def test_stolen_grant_is_refused(tmp_path: Path) -> None:
             ):
                 assert await code_of(s2.Fetch(req, timeout=5)) == C.PERMISSION_DENIED
             assert chunks == []
-            assert for_agent(a0).catalog.hashes_computed == hashed
+            assert a0.datasvc.catalog.hashes_computed == hashed
             got = b"".join(
                 [c.data async for c in s1.Fetch(data_pb2.FetchRequest(grant=offer.grant))]
             )
@@ -384,7 +383,7 @@ async def test_path_traversal_in_data_rpcs(tmp_path: Path) -> None:
         async with as_agent(a1, a0) as ch:
             s = data_pb2_grpc.DataStub(ch)
             offer = await s.Offer(data_pb2.OfferRequest(path="d"), timeout=5)
-            hashed = for_agent(a0).catalog.hashes_computed
+            hashed = a0.datasvc.catalog.hashes_computed
             for p in paths:
                 for call in (
                     s.Offer(data_pb2.OfferRequest(path=p), timeout=5),
@@ -405,7 +404,7 @@ async def test_path_traversal_in_data_rpcs(tmp_path: Path) -> None:
                 assert await code_of(s.Fetch(req, timeout=5)) in REFUSED, rel
         assert tree(outside) == before
         assert (outside / "secret.txt").read_text() == "secret"
-        assert for_agent(a0).catalog.hashes_computed == hashed
+        assert a0.datasvc.catalog.hashes_computed == hashed
         await still_serving(a0)
 
 

@@ -20,10 +20,14 @@ from grpc_reflection.v1alpha import reflection
 
 from zambeze_mesh.agent.contractor import Contractor
 from zambeze_mesh.agent.datalistener import start_data_listener
+from zambeze_mesh.agent.datasvc import DataService, build_data_service
 from zambeze_mesh.agent.gossip import Gossip
 from zambeze_mesh.agent.monitor import Monitor
 from zambeze_mesh.agent.placement import Placement
+from zambeze_mesh.agent.reporter import Reporter
 from zambeze_mesh.agent.revocations import Revocations
+from zambeze_mesh.agent.servicers.scheduling import SchedulingService
+from zambeze_mesh.agent.staging import Stager
 from zambeze_mesh.data.tlsserve import DataListener
 from zambeze_mesh.errors import AlreadyExists, Unavailable
 from zambeze_mesh.execution import PluginRegistry
@@ -43,6 +47,8 @@ from zambeze_mesh.settings.policy import ExecutionPolicy
 from zambeze_mesh.store import Store
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.transport.channels import ChannelPool
+from zambeze_mesh.transport.scheduling import InProcessScheduling, Routed
+from zambeze_mesh.transport.scheduling_grpc import GrpcScheduling
 from zambeze_mesh.v1 import (
     campaigns_pb2,
     campaigns_pb2_grpc,
@@ -56,6 +62,7 @@ from zambeze_mesh.v1 import (
 
 if TYPE_CHECKING:
     from zambeze_mesh.agent.pilot_scaler import PilotScaler
+    from zambeze_mesh.data.client import FetchResult
     from zambeze_mesh.ui.embedded import EmbeddedUi
 
 log = logging.getLogger("zambeze_mesh.agent")
@@ -112,6 +119,9 @@ class Agent:
         self.pilot_scaler: PilotScaler | None = None
         self.data_listener: DataListener | None = None
         self.revocations: Revocations | None = None
+        self._datasvc: DataService | None = None
+        #: Answers Scheduling calls (gRPC, and this agent's own in-process ones).
+        self.scheduling = SchedulingService(self.config.name)
 
     @property
     def name(self) -> str:
@@ -180,6 +190,13 @@ class Agent:
             self.server.add_insecure_port,
             self.config.admission_listen,
             self.config.admission_advertise,
+        )
+        self._datasvc = build_data_service(
+            self.config,
+            home_root=self.home.root,
+            data_dir=self.data_dir,
+            store=self.store,
+            address=self.address,
         )
         sock = self.home.socket
         self.home.prepare_socket_dir()
@@ -266,7 +283,9 @@ class Agent:
 
         membership_pb2_grpc.add_MembershipServicer_to_server(MembershipServicer(self), server)
         campaigns_pb2_grpc.add_CampaignsServicer_to_server(CampaignsServicer(self), server)
-        scheduling_pb2_grpc.add_SchedulingServicer_to_server(SchedulingServicer(self), server)
+        scheduling_pb2_grpc.add_SchedulingServicer_to_server(
+            SchedulingServicer(self.scheduling), server
+        )
         data_pb2_grpc.add_DataServicer_to_server(DataServicer(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -281,16 +300,51 @@ class Agent:
         # Plugins and their options from the config (execution/loading.py); with a
         # `scheduler`, shell/python activities go to the batch plugin.
         self.registry = load_registry(cfg, self.data_dir)
-        self.gossip = Gossip(self, plugins=self.registry.names())
+        assert self.channels is not None and self.revocations is not None
+        self.gossip = Gossip(
+            agent_config=cfg,
+            address=self.address,
+            admission_address=self.admission_address,
+            identity=self.identity,
+            ca_cert=self.ca.cert,
+            channels=self.channels,
+            store=self.store,
+            home_root=self.home.root,
+            data_dir=self.data_dir,
+            is_revoked=self.revocations.set.is_revoked,
+            plugins=self.registry.names(),
+        )
         await self.gossip.start()
-        assert self.revocations is not None
         self.revocations.start()
         # Advertise the batch scheduler and its partitions (re-signs the record).
         self.gossip.set_capabilities(self.registry.names(), *scheduler_facts(self.registry))
+        # One Scheduling seam: this agent's own contractor and monitor in-process,
+        # every other agent over gRPC (by the address membership knows).
+        transport = Routed(
+            self.name,
+            InProcessScheduling(self.name, self.scheduling),
+            GrpcScheduling(self.channels, self.gossip.address_of),
+        )
         self.monitor = Monitor(self)
-        self.contractor = Contractor(self, self.registry)
+        reporter = Reporter(name=self.name, store=self.store, transport=transport)
+        stager = Stager(
+            name=self.name,
+            mesh=self.mesh,
+            data_dir=self.data_dir,
+            data=self.datasvc,
+            fetch=self._fetch,
+        )
+        self.contractor = Contractor(self, self.registry, reporter=reporter, stager=stager)
+        self.scheduling.attach(self.contractor, self.monitor)
         await self.contractor.start()
-        self.placement = Placement(self, self.monitor)
+        self.placement = Placement(
+            name=self.name,
+            mesh=self.mesh,
+            max_message_bytes=cfg.max_message_bytes,
+            monitor=self.monitor,
+            members=self.gossip,
+            transport=transport,
+        )
         await self.monitor.start(self.placement)
         self.gossip.runner.add_listener(self._on_member_event)
         self._start_pilot_scaler()
@@ -400,6 +454,19 @@ class Agent:
     def data_dir(self) -> Path:
         """The agent's data directory (``@agentdir``)."""
         return self._data_dir
+
+    @property
+    def datasvc(self) -> DataService:
+        """This agent's data service (sandbox, catalog, grants) once it is started."""
+        if self._datasvc is None:
+            raise Unavailable("agent is not running")
+        return self._datasvc
+
+    async def _fetch(self, holder: str, path: str, dest: Path) -> FetchResult:
+        """Pull ``holder``'s ``path`` into ``dest`` (the stager's data fabric)."""
+        from zambeze_mesh.data.client import DataClient
+
+        return await DataClient(self).fetch(holder, path, dest)
 
     def require_store(self) -> Store:
         """The open store (raises when the agent is not running)."""

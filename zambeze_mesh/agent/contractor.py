@@ -143,12 +143,15 @@ class Contractor:
         self,
         agent: Agent,
         registry: PluginRegistry,
+        *,
+        reporter: Reporter,
+        stager: Stager,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.agent = agent
         self.registry = registry
         self.clock = clock
-        self.stager = Stager(agent)
+        self.stager = stager
         config = ContractorConfig(
             slots=agent.config.slots,
             max_queued=agent.config.max_queued,
@@ -160,7 +163,7 @@ class Contractor:
         self.jobs: dict[JobKey, Job] = {}
         self._tasks: dict[JobKey, asyncio.Task[None]] = {}
         self._loadtask: asyncio.Task[None] | None = None
-        self.reporter = Reporter(agent)
+        self.reporter = reporter
 
     @property
     def slots(self) -> int:
@@ -498,9 +501,7 @@ class Contractor:
         """Add the size and sha256 of what a successful attempt produced to its detail."""
         if outcome.state != "SUCCEEDED":
             return
-        from zambeze_mesh.agent.datasvc import for_agent
-
-        catalog = for_agent(self.agent).catalog
+        catalog = self.agent.datasvc.catalog
         outcome.detail.update(await asyncio.to_thread(output_detail, catalog, path))
 
     def _emitter(self, job: Job):  # type: ignore[no-untyped-def]

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from zambeze_mesh.agent.datasvc import for_agent
 from zambeze_mesh.data.catalog import ObjectInfo
 from zambeze_mesh.data.client import DataClient
 from zambeze_mesh.data.sandbox import open_regular
@@ -94,7 +93,7 @@ async def list_data(agent: Agent, uri: str, limit: int = 0) -> tuple[str, list[O
     """(holder, entries, truncated) of ``uri`` (a directory's entries, or the file itself)."""
     holder, path = split_data_uri(uri)
     if holder == agent.name:
-        entries, truncated = await asyncio.to_thread(for_agent(agent).list, path, limit)
+        entries, truncated = await asyncio.to_thread(agent.datasvc.list, path, limit)
         return holder, entries, truncated
     entries, truncated = await DataClient(agent).list(holder, path, limit)
     return holder, entries, truncated
@@ -104,7 +103,7 @@ async def stat_data(agent: Agent, uri: str) -> ObjectInfo:
     """Size, mtime and (for files) sha256 of ``uri``."""
     holder, path = split_data_uri(uri)
     if holder == agent.name:
-        return await asyncio.to_thread(for_agent(agent).stat, path)
+        return await asyncio.to_thread(agent.datasvc.stat, path)
     return await DataClient(agent).stat(holder, path)
 
 
@@ -120,7 +119,7 @@ async def read_data(agent: Agent, uri: str, offset: int = 0, size: int = 0) -> A
     if offset < 0 or size < 0:
         raise InvalidInput("offset and size must not be negative")
     holder, path = split_data_uri(uri)
-    svc = for_agent(agent)
+    svc = agent.datasvc
     chunk = min(DEFAULT_CHUNK, svc.max_chunk)
     if holder == agent.name:
         async for piece in _read_local(agent, path, offset, size, chunk):
@@ -133,7 +132,7 @@ async def read_data(agent: Agent, uri: str, offset: int = 0, size: int = 0) -> A
 async def _read_local(
     agent: Agent, path: str, offset: int, size: int, chunk: int
 ) -> AsyncIterator[Piece]:
-    real = await asyncio.to_thread(for_agent(agent).sandbox.resolve, path)
+    real = await asyncio.to_thread(agent.datasvc.sandbox.resolve, path)
     if real.is_dir():
         raise InvalidInput(f"{path!r} is a directory: list it, read its files")
     fd = await asyncio.to_thread(open_regular, real)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from zambeze_mesh.agent.datasvc import for_agent
 from zambeze_mesh.data.methods import TLS_STREAM
 from zambeze_mesh.data.tlsserve import DataListener, FrameFault
 from zambeze_mesh.data.tlswire import server_context
@@ -35,7 +34,7 @@ def start_data_listener(agent: Agent) -> DataListener | None:
     if not cfg.data_listen:
         port = 0
     ctx = server_context(ident.key_pem, der_to_pem(ident.cert_der), der_to_pem(ident.ca_cert_der))
-    svc = for_agent(agent)
+    svc = agent.datasvc
 
     def fault() -> FrameFault | None:
         hook: FrameFault | None = getattr(agent, "tls_data_fault", None)

@@ -21,7 +21,6 @@ import secrets
 import shutil
 import stat
 import time
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +54,6 @@ from zambeze_mesh.settings.config import DEFAULT_MAX_MESSAGE, AgentConfig, split
 from zambeze_mesh.store import kv
 
 if TYPE_CHECKING:
-    from zambeze_mesh.agent.agent import Agent
     from zambeze_mesh.store.db import Store
 
 __all__ = [
@@ -65,7 +63,7 @@ __all__ = [
     "DataService",
     "FetchTarget",
     "OfferResult",
-    "for_agent",
+    "build_data_service",
     "grant_secret",
 ]
 
@@ -366,24 +364,17 @@ def _rsync_endpoint(cfg: AgentConfig) -> dict[str, str]:
     return out
 
 
-_SERVICES: weakref.WeakKeyDictionary[Agent, DataService] = weakref.WeakKeyDictionary()
-
-
-def for_agent(agent: Agent) -> DataService:
-    """The data service of a running ``agent`` (built once, on first use)."""
-    svc = _SERVICES.get(agent)
-    if svc is None:
-        cfg = agent.config
-        roots = [agent.home.root / r for r in cfg.exported_roots]
-        svc = DataService(
-            agent.data_dir,
-            roots,
-            grant_secret(agent.require_store()),
-            methods=cfg.transfer_methods,
-            max_message_bytes=cfg.max_message_bytes,
-            max_push_bytes=cfg.max_push_bytes,
-            address=agent.address,
-            rsync_endpoint=_rsync_endpoint(cfg),
-        )
-        _SERVICES[agent] = svc
-    return svc
+def build_data_service(
+    cfg: AgentConfig, *, home_root: Path, data_dir: Path, store: Store, address: str
+) -> DataService:
+    """The data service of an agent with this config (built once, by the agent)."""
+    return DataService(
+        data_dir,
+        [home_root / r for r in cfg.exported_roots],
+        grant_secret(store),
+        methods=cfg.transfer_methods,
+        max_message_bytes=cfg.max_message_bytes,
+        max_push_bytes=cfg.max_push_bytes,
+        address=address,
+        rsync_endpoint=_rsync_endpoint(cfg),
+    )

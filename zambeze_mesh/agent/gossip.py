@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+
+from cryptography import x509
 
 from zambeze_mesh.agent.capabilities import build_capabilities
+from zambeze_mesh.clock import SYSTEM_CLOCK, Clock
 from zambeze_mesh.errors import ZmeshError
 from zambeze_mesh.membership.config import Config
 from zambeze_mesh.membership.events import MemberEvent, MemberState
@@ -28,14 +30,14 @@ from zambeze_mesh.membership.swim import Swim
 from zambeze_mesh.security.keys import key_from_pem
 from zambeze_mesh.security.records import sign_record, verify_record
 from zambeze_mesh.security.revocation import der_digest
+from zambeze_mesh.settings.config import AgentConfig
 from zambeze_mesh.settings.logs import log_event
+from zambeze_mesh.store import Store
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.store import members as memstore
+from zambeze_mesh.transport.channels import ChannelPool
 from zambeze_mesh.transport.grpc_transport import GrpcTransport
 from zambeze_mesh.v1 import common_pb2
-
-if TYPE_CHECKING:
-    from zambeze_mesh.agent.agent import Agent
 
 log = logging.getLogger("zambeze_mesh.gossip")
 
@@ -62,25 +64,53 @@ class MemberInfo:
 
 
 class Gossip:
-    """Runs this agent's membership; the only owner of the SWIM state machine."""
+    """Runs this agent's membership; the only owner of the SWIM state machine.
 
-    def __init__(self, agent: Agent, plugins: list[str] | None = None) -> None:
-        self.agent = agent
-        ident = agent.identity
-        assert ident is not None and agent.ca is not None and agent.channels is not None
+    Built from what it uses: the agent's settings (``agent_config``: name, mesh,
+    slots, membership preset, capabilities), its advertised addresses, identity and
+    the mesh CA certificate, the peer channels, the store (view and incarnation),
+    ``is_revoked`` (a certificate's DER digest → revoked?) and a clock for record stamps.
+    """
+
+    def __init__(
+        self,
+        *,
+        agent_config: AgentConfig,
+        address: str,
+        admission_address: str,
+        identity: idstore.StoredIdentity,
+        ca_cert: x509.Certificate,
+        channels: ChannelPool,
+        store: Store,
+        home_root: Path,
+        data_dir: Path,
+        is_revoked: Callable[[str], bool],
+        plugins: list[str] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        ident = identity
+        self.agent_config = agent_config
+        self.name = agent_config.name
+        self.mesh = agent_config.mesh
+        self.address = address
+        self.admission_address = admission_address
+        self.store = store
+        self.home_root = home_root
+        self.data_dir = data_dir
+        self.is_revoked = is_revoked
+        self.clock = clock
         self._key = key_from_pem(ident.key_pem)
         self._cert_der = ident.cert_der
-        self._ca_cert = agent.ca.cert
+        self._ca_cert = ca_cert
         self.rejected = 0
-        self._free_slots = agent.config.slots
+        self._free_slots = agent_config.slots
         self._plugins: list[str] = list(plugins or [])
         self._scheduler = ""
         self._partitions: list[str] = []
         self._records: dict[str, common_pb2.AgentRecord] = {}
         self._started = False
         self._stats_task: asyncio.Task[None] | None = None
-        self.transport = GrpcTransport(agent.channels, agent.address)
-        store = agent.require_store()
+        self.transport = GrpcTransport(channels, address)
         # A restarted agent resumes above every incarnation it ever used.
         start_inc = idstore.bump_incarnation(store, ident.incarnation + 1)
         if start_inc >= MAX_INCARNATION:
@@ -89,10 +119,10 @@ class Gossip:
             # records, synced back, lift us just above what they hold.
             log_event(log, "gossip.incarnation_reset", level=logging.WARNING, was=start_inc)
             start_inc = idstore.reset_incarnation(store, 1)
-        self.config = PRESETS[agent.config.membership]()
+        self.config = PRESETS[agent_config.membership]()
         self.swim = Swim(
-            agent.name,
-            agent.address,
+            self.name,
+            address,
             self.config,
             random.Random(),
             self._make_record,
@@ -105,29 +135,26 @@ class Gossip:
 
     # ----------------------------------------------------------- records
     def _record(self, inc: int, status: int) -> common_pb2.SignedRecord:
-        agent = self.agent
         rec = common_pb2.AgentRecord(
-            name=agent.name,
-            mesh=agent.mesh,
-            address=agent.address,
-            admission_address=agent.admission_address,
+            name=self.name,
+            mesh=self.mesh,
+            address=self.address,
+            admission_address=self.admission_address,
             incarnation=inc,
             capabilities=build_capabilities(
-                agent.config,
+                self.agent_config,
                 plugins=self._plugins,
                 free_slots=self._free_slots,
-                data_dir=agent.data_dir,
-                home=agent.home.root,
+                data_dir=self.data_dir,
+                home=self.home_root,
                 scheduler=self._scheduler,
                 partitions=self._partitions,
             ),
             status=status,  # type: ignore[arg-type]
-            issued_unix_ms=int(time.time() * 1000),
+            issued_unix_ms=int(self.clock.time() * 1000),
         )
-        self._records[agent.name] = rec
-        store = agent.store
-        if store is not None:
-            idstore.bump_incarnation(store, inc)
+        self._records[self.name] = rec
+        idstore.bump_incarnation(self.store, inc)
         return sign_record(self._key, self._cert_der, rec)
 
     def _make_record(self, inc: int) -> common_pb2.SignedRecord:
@@ -142,9 +169,8 @@ class Gossip:
         try:
             if not isinstance(signed, common_pb2.SignedRecord):
                 raise ZmeshError("no signed record")
-            rec = verify_record(signed, self._ca_cert, mesh=self.agent.mesh)
-            revocations = self.agent.revocations
-            if revocations is not None and revocations.set.is_revoked(der_digest(signed.cert_der)):
+            rec = verify_record(signed, self._ca_cert, mesh=self.mesh)
+            if self.is_revoked(der_digest(signed.cert_der)):
                 raise ZmeshError("record certificate was revoked")
             want = (
                 common_pb2.MEMBER_STATUS_LEFT if u.kind == LEFT else common_pb2.MEMBER_STATUS_ALIVE
@@ -172,11 +198,10 @@ class Gossip:
     # ----------------------------------------------------------- life cycle
     async def start(self) -> None:
         """Join through the members this home remembers and start gossiping."""
-        store = self.agent.require_store()
         seeds = [
             (row.name, row.address)
-            for row in memstore.load_members(store)
-            if row.name != self.agent.name and row.status != "left"
+            for row in memstore.load_members(self.store)
+            if row.name != self.name and row.status != "left"
         ]
         await self.runner.start(seeds)
         self._started = True
@@ -230,6 +255,13 @@ class Gossip:
         """The latest verified record of ``name`` (our own included)."""
         return self._records.get(name)
 
+    def address_of(self, name: str) -> str | None:
+        """Where to call the member ``name`` (None when unknown or gone for good)."""
+        for m in self.runner.members():
+            if m.name == name and m.status != LEFT:
+                return str(m.address)
+        return None
+
     def alive(self) -> list[MemberInfo]:
         """Members currently alive (or suspect, still usable)."""
         return [m for m in self.members() if m.status in (ALIVE, "suspect")]
@@ -261,7 +293,7 @@ class Gossip:
     async def introduce(self, name: str, address: str) -> None:
         """A new member was admitted here: remember it so we sync with it once it runs."""
         memstore.upsert_members(
-            self.agent.require_store(),
+            self.store,
             [memstore.MemberRow(name, address, "", 0, "joining", None)],
         )
 
@@ -278,13 +310,12 @@ class Gossip:
             self._persist_one(m)
 
     def _persist_one(self, m: MemberState) -> None:
-        store = self.agent.store
-        if store is None or m.name == self.agent.name:
+        if m.name == self.name:
             return
         rec = self._records.get(m.name)
         signed = m.record if isinstance(m.record, common_pb2.SignedRecord) else None
         memstore.upsert_members(
-            store,
+            self.store,
             [
                 memstore.MemberRow(
                     m.name,

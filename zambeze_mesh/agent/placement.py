@@ -10,14 +10,12 @@ import asyncio
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
-
-import grpc
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from zambeze_mesh.agent.campaign_wire import bid_from_pb, key_of, tender_to_pb
+from zambeze_mesh.errors import ZmeshError
 from zambeze_mesh.scheduling import (
-    ActivityDef,
     AgentDown,
     Announce,
     AwardDecisions,
@@ -46,16 +44,15 @@ from zambeze_mesh.scheduling import states as st
 from zambeze_mesh.scheduling.model import OUTPUT_REF_PREFIX
 from zambeze_mesh.security.owners import wire_owner
 from zambeze_mesh.settings.logs import log_event
-from zambeze_mesh.v1 import scheduling_pb2, scheduling_pb2_grpc
+from zambeze_mesh.transport.scheduling import SchedulingTransport
+from zambeze_mesh.v1 import common_pb2, scheduling_pb2
 
 if TYPE_CHECKING:
-    from zambeze_mesh.agent.agent import Agent
     from zambeze_mesh.agent.journal import Live
     from zambeze_mesh.agent.monitor import Monitor
 
 log = logging.getLogger("zambeze_mesh.placement")
 
-RPC_TIMEOUT_S = 10.0
 #: Activities put out to tender per turn of the event loop (see Placement.offer).
 OFFER_CHUNK = 256
 #: States of activities that are offered: first offers (BIDDING), and those waiting for
@@ -81,12 +78,52 @@ def _split(items: list[M], limit: int) -> list[list[M]]:
     return parts
 
 
-class Placement:
-    """Places activities of the monitor's campaigns by contract net."""
+class Member(Protocol):
+    """What placement reads of a member (see :class:`~zambeze_mesh.agent.gossip.MemberInfo`)."""
 
-    def __init__(self, agent: Agent, monitor: Monitor) -> None:
-        self.agent = agent
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def record(self) -> common_pb2.AgentRecord | None: ...
+
+
+class Members(Protocol):
+    """The membership view placement chooses candidates from (the agent's Gossip)."""
+
+    def members(self) -> Sequence[Member]:
+        """Every known member, this agent included."""
+        ...
+
+    def alive(self) -> Sequence[Member]:
+        """Members alive or suspect."""
+        ...
+
+
+class Placement:
+    """Places activities of the monitor's campaigns by contract net.
+
+    It talks to contractors (this agent's own included) only through ``transport``,
+    and reads candidates from ``members``.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        mesh: str,
+        max_message_bytes: int,
+        monitor: Monitor,
+        members: Members,
+        transport: SchedulingTransport,
+    ) -> None:
+        self.name = name
+        self.mesh = mesh
+        self.max_message_bytes = max_message_bytes
         self.monitor = monitor
+        self.members = members
+        self.transport = transport
         self.cn = ContractNet(ContractNetConfig.local(), rng=random.Random())
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -116,11 +153,10 @@ class Placement:
         self.offer(live, [n for n in names if live.acts[n].state in OFFERABLE])
 
     def _announce(self, live: Live, names: list[str]) -> None:
-        gossip = self.agent.gossip
-        members = gossip.members() if gossip is not None else []
+        members = self.members.members()
         agents = [agent_from_record(m.record, m.status) for m in members if m.record is not None]
         tenders = []
-        owner = wire_owner(self.agent.mesh, self.agent.name, live.owner)
+        owner = wire_owner(self.mesh, self.name, live.owner)
         held: list[tuple[TenderKey, str]] = []
         for name in names:
             act = live.dag.activity(name)
@@ -197,90 +233,59 @@ class Placement:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _stub(self, name: str) -> scheduling_pb2_grpc.SchedulingStub | None:
-        gossip = self.agent.gossip
-        assert self.agent.channels is not None
-        if gossip is not None:
-            for m in gossip.members():
-                if m.name == name:
-                    return scheduling_pb2_grpc.SchedulingStub(self.agent.channels.get(m.address))
-        return None
-
-    # ------------------------------------------------------------ RPCs
+    # ------------------------------------------------------------ calls
     def _chunk_bytes(self) -> int:
         """Largest call (bytes) before it is split: a quarter of the message limit."""
-        return max(1024, min(CHUNK_BYTES, self.agent.config.max_message_bytes // 4))
+        return max(1024, min(CHUNK_BYTES, self.max_message_bytes // 4))
 
-    # RPCs are started right here, synchronously: a call created now is on the wire
-    # before whatever else this turn of the event loop does (answering Submit, starting
-    # a Watch...); only waiting for the answer happens in a task.
+    # Calls are started right here, synchronously: a remote call created now is on the
+    # wire before whatever else this turn of the event loop does (answering Submit,
+    # starting a Watch...); only waiting for the answer happens in a task (so an
+    # answer never arrives inside the step that asked).
     def _cfp(self, msg: SendCFP, tenders: list[scheduling_pb2.Tender]) -> None:
-        local = self.agent.contractor
-        if msg.to == self.agent.name and local is not None:
-            req = scheduling_pb2.CallForProposalsRequest(monitor=self.agent.name, tenders=tenders)
-            # next turn: no re-entrant step while this step's effects are applied
-            self._loop.call_soon(lambda: self._step(BidsReceived(msg.to, local.bids(req))))
-            return
-        stub = self._stub(msg.to)
-        # Big calls go out in several RPCs (each under the message limit), at once.
+        # Big calls go out in several calls (each under the message limit), at once.
         for part in _split(tenders, self._chunk_bytes()):
-            req = scheduling_pb2.CallForProposalsRequest(monitor=self.agent.name, tenders=part)
-            call = stub.CallForProposals(req, timeout=RPC_TIMEOUT_S) if stub else None
-            self._spawn(self._bids(msg.to, part, call))
+            req = scheduling_pb2.CallForProposalsRequest(monitor=self.name, tenders=part)
+            self._spawn(self._bids(msg.to, part, self.transport.call_for_proposals(msg.to, req)))
 
-    async def _bids(self, to: str, tenders: list[scheduling_pb2.Tender], call: Any) -> None:
+    async def _bids(
+        self,
+        to: str,
+        tenders: list[scheduling_pb2.Tender],
+        reply: Awaitable[scheduling_pb2.CallForProposalsResponse],
+    ) -> None:
         try:
-            if call is None:
-                raise ConnectionError("unknown member")
-            resp = await call
+            resp = await reply
             bids = [bid_from_pb(b) for b in resp.bids]
-        except (grpc.RpcError, ConnectionError) as exc:
+        except ZmeshError as exc:
             # Unreachable now (gossip decides whether it is gone): ask again later.
-            reason = f"unreachable: {exc.details() if isinstance(exc, grpc.RpcError) else exc}"
-            bids = [Bid.busy_refusal(key_of(t), reason) for t in tenders]
+            bids = [Bid.busy_refusal(key_of(t), f"unreachable: {exc}") for t in tenders]
         self._step(BidsReceived(to, bids))
 
     def _award(self, msg: SendAward) -> None:
         items = []
         for t in msg.tenders:
-            item = scheduling_pb2.AwardItem(tender=tender_to_pb(t), monitor=self.agent.name)
+            item = scheduling_pb2.AwardItem(tender=tender_to_pb(t), monitor=self.name)
             item.resolved_inputs.update(self._resolve_outputs(t))
             items.append(item)
-        local = self.agent.contractor
-        if msg.to == self.agent.name and local is not None:
-            req = scheduling_pb2.AwardRequest(monitor=self.agent.name, items=items)
-            known = {t.key: t.activity for t in msg.tenders}
-            self._loop.call_soon(self._local_award, msg.to, req, known)
-            return
-        stub = self._stub(msg.to)
         for part in _split(items, self._chunk_bytes()):
-            req = scheduling_pb2.AwardRequest(monitor=self.agent.name, items=part)
-            call = stub.Award(req, timeout=RPC_TIMEOUT_S) if stub else None
-            self._spawn(self._decisions(msg.to, part, call))
+            req = scheduling_pb2.AwardRequest(monitor=self.name, items=part)
+            self._spawn(self._decisions(msg.to, part, self.transport.award(msg.to, req)))
 
-    def _local_award(
-        self, to: str, req: scheduling_pb2.AwardRequest, known: dict[TenderKey, ActivityDef]
+    async def _decisions(
+        self,
+        to: str,
+        items: list[scheduling_pb2.AwardItem],
+        reply: Awaitable[scheduling_pb2.AwardResponse],
     ) -> None:
-        local = self.agent.contractor
-        assert local is not None
-        decisions = [
-            Decision(TenderKey(d.campaign_id, d.activity, d.attempt), d.accepted, d.reason)
-            for d in local.award(req, known)
-        ]
-        self._step(AwardDecisions(to, decisions))
-
-    async def _decisions(self, to: str, items: list[scheduling_pb2.AwardItem], call: Any) -> None:
         try:
-            if call is None:
-                raise ConnectionError("unknown member")
-            resp = await call
+            resp = await reply
             decisions = [
                 Decision(TenderKey(d.campaign_id, d.activity, d.attempt), d.accepted, d.reason)
                 for d in resp.decisions
             ]
-        except (grpc.RpcError, ConnectionError) as exc:
-            reason = f"unreachable: {exc.details() if isinstance(exc, grpc.RpcError) else exc}"
-            decisions = [Decision(key_of(i.tender), False, reason) for i in items]
+        except ZmeshError as exc:
+            decisions = [Decision(key_of(i.tender), False, f"unreachable: {exc}") for i in items]
         self._step(AwardDecisions(to, decisions))
 
     def _resolve_outputs(self, t: Tender) -> dict[str, str]:
@@ -300,16 +305,14 @@ class Placement:
 
     def _output_location(self, producer: str, path: str) -> str:
         """``producer://path``, or where a pilot that has left returned it."""
-        gossip = self.agent.gossip
-        if gossip is not None:
-            for m in gossip.members():
-                if m.name == producer and m.status == "left" and m.record is not None:
-                    from zambeze_mesh.pilots.spec import returned_location
+        for m in self.members.members():
+            if m.name == producer and m.status == "left" and m.record is not None:
+                from zambeze_mesh.pilots.spec import returned_location
 
-                    labels = dict(m.record.capabilities.labels)
-                    moved = returned_location(producer, path, labels)
-                    if moved is not None:
-                        return moved
+                labels = dict(m.record.capabilities.labels)
+                moved = returned_location(producer, path, labels)
+                if moved is not None:
+                    return moved
         return f"{producer}://{path}"
 
     def cancel_on(self, targets: Iterable[tuple[TenderKey, str]]) -> None:
@@ -323,15 +326,11 @@ class Placement:
 
     def cancel_everywhere(self, keys: list[TenderKey]) -> None:
         """Cancel attempts on every live member (used when the holder is unknown)."""
-        gossip = self.agent.gossip
-        if gossip is None:
-            return
-        self.cancel_on((k, m.name) for m in gossip.alive() for k in keys)
+        self.cancel_on((k, m.name) for m in self.members.alive() for k in keys)
 
     async def _cancel(self, agent: str, keys: list[TenderKey]) -> None:
-        stub = self._stub(agent)
         req = scheduling_pb2.CancelActivitiesRequest(
-            monitor=self.agent.name,
+            monitor=self.name,
             activities=[
                 scheduling_pb2.ActivityRef(
                     campaign_id=k.campaign_id, activity=k.activity, attempt=k.attempt
@@ -339,18 +338,10 @@ class Placement:
                 for k in keys
             ],
         )
-        local = self.agent.contractor
-        if agent == self.agent.name and local is not None:
-            await local.cancel(list(req.activities), self.agent.name)
-            return
-        if stub is None:
-            return
         try:
-            await stub.Cancel(req, timeout=RPC_TIMEOUT_S)
-        except grpc.RpcError as exc:
-            log_event(
-                log, "cancel.failed", level=logging.WARNING, agent=agent, reason=exc.details()
-            )
+            await self.transport.cancel(agent, req)
+        except ZmeshError as exc:
+            log_event(log, "cancel.failed", level=logging.WARNING, agent=agent, reason=str(exc))
 
     async def close(self) -> None:
         """Stop timers and in-flight RPCs."""

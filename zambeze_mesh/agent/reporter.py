@@ -9,28 +9,25 @@ Each remote monitor gets one long-lived ``Scheduling.ReportStream`` call: report
 out in order without waiting for the previous acknowledgement, and acknowledgements
 come back on the same stream. When the stream breaks (the monitor restarted, the link
 was cut, or an acknowledgement is overdue), what was in flight goes back to the head
-of the queue and is sent on a new stream, with backoff. Monitors of an older version
-that do not serve the stream get unary ``ReportStatus`` calls instead. Events for this
-agent's own monitor are handed over in-process.
+of the queue and is sent on a new stream, with backoff. Streams are opened on the
+Scheduling transport (:mod:`zambeze_mesh.transport.scheduling`): over gRPC to other
+agents, in-process to this agent's own monitor, with the same semantics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-import grpc
 
 from zambeze_mesh.agent.campaign_wire import from_proto
+from zambeze_mesh.clock import SYSTEM_CLOCK, Clock
+from zambeze_mesh.errors import ZmeshError
+from zambeze_mesh.store import Store
 from zambeze_mesh.store import campaigns as cstore
-from zambeze_mesh.v1 import common_pb2, scheduling_pb2, scheduling_pb2_grpc
-
-if TYPE_CHECKING:
-    from zambeze_mesh.agent.agent import Agent
+from zambeze_mesh.transport.scheduling import ReportLink, SchedulingTransport
+from zambeze_mesh.v1 import common_pb2, scheduling_pb2
 
 log = logging.getLogger("zambeze_mesh.reporter")
 
@@ -50,9 +47,9 @@ Item = tuple[int, common_pb2.Event]  # (outbox seq, event)
 
 @dataclass
 class _Link:
-    """One ReportStream call to a monitor and what travels on it unacknowledged."""
+    """One report stream to a monitor and what travels on it unacknowledged."""
 
-    call: Any
+    stream: ReportLink
     in_flight: dict[int, common_pb2.Event] = field(default_factory=dict)
     sent_at: list[tuple[float, int]] = field(default_factory=list)  # (time, last seq) per send
     reader: asyncio.Task[None] | None = None
@@ -65,16 +62,29 @@ class _Route:
 
     queue: list[Item] = field(default_factory=list)  # in the outbox, not sent; seq order
     link: _Link | None = None
-    unary: bool = False  # the monitor does not serve ReportStream
     backoff: float = BACKOFF_MIN_S
     retry_at: float = 0.0
 
 
 class Reporter:
-    """The contractor's outbox and its delivery; see the module docs."""
+    """The contractor's outbox and its delivery; see the module docs.
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    ``name`` is this contractor's agent name (the reports' sender), ``store`` holds the
+    outbox, ``transport`` opens the streams to monitors.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        store: Store,
+        transport: SchedulingTransport,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.name = name
+        self.store = store
+        self.transport = transport
+        self.clock = clock
         self._emitted: list[tuple[str, common_pb2.Event, bool]] = []
         self._acked: list[int] = []
         self._routes: dict[str, _Route] = defaultdict(_Route)
@@ -84,7 +94,7 @@ class Reporter:
     # ------------------------------------------------------------ life cycle
     def start(self) -> None:
         """Queue what a previous run left in the outbox and start delivering."""
-        for seq, monitor, ev in cstore.outbox_pending(self.agent.require_store(), 1_000_000):
+        for seq, monitor, ev in cstore.outbox_pending(self.store, 1_000_000):
             self._routes[monitor].queue.append((seq, ev))
         self._task = asyncio.create_task(self._run())
         self._wake.set()
@@ -117,7 +127,7 @@ class Reporter:
         acked, self._acked = self._acked, []
         added: list[tuple[str, int, common_pb2.Event]] = []
         try:
-            with self.agent.require_store().tx() as db:
+            with self.store.tx() as db:
                 cstore.outbox_delete(db, acked)
                 for monitor, ev, final in batch:
                     added.append((monitor, cstore.outbox_add(db, monitor, ev), ev))
@@ -185,12 +195,12 @@ class Reporter:
             # Only a live stream waiting for an acknowledgement lets events wait in
             # memory; an unreachable monitor gets them written at once (they may wait
             # long, and must survive a restart of this agent).
-            if route.unary or link is None or link.dead or len(link.sent_at) < MAX_OUTSTANDING:
+            if link is None or link.dead or len(link.sent_at) < MAX_OUTSTANDING:
                 return True
         return len(self._emitted) >= REPORT_BATCH
 
     def _next_timeout(self) -> float | None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         waits = []
         for route in self._routes.values():
             if route.queue and route.retry_at > now:
@@ -201,7 +211,7 @@ class Reporter:
         return min(waits) if waits else None
 
     async def _deliver_all(self) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for monitor, route in list(self._routes.items()):
             link = route.link
             if link is not None and link.sent_at and now - link.sent_at[0][0] > ACK_TIMEOUT_S:
@@ -213,28 +223,13 @@ class Reporter:
                 await self._deliver(monitor, route)
 
     async def _deliver(self, monitor: str, route: _Route) -> None:
-        local = self.agent.monitor
-        if monitor == self.agent.name and local is not None:
-            items, route.queue = route.queue, []
-            try:
-                await local.report(self.agent.name, [ev for _, ev in items])
-            except Exception:
-                route.queue = items + route.queue
-                self._failed(route)
-                return
-            self._acked.extend(seq for seq, _ in items)
-            self._wake.set()
-            return
-        address = self._address_of(monitor)
-        if address is None:
-            self._failed(route)  # unknown or gone: keep the events, try again later
-            return
-        if route.unary:
-            await self._deliver_unary(monitor, route, address)
-            return
         link = route.link
         if link is None or link.dead:
-            link = route.link = self._open(monitor, route, address)
+            try:
+                link = route.link = self._open(monitor, route)
+            except ZmeshError:
+                self._failed(route)  # unknown or gone: keep the events, try again later
+                return
         # At most MAX_OUTSTANDING reports unacknowledged: under load each report then
         # carries everything emitted during the previous round trip (fewer, bigger
         # messages and journal commits); when idle, events still leave at once.
@@ -247,10 +242,10 @@ class Reporter:
             items, route.queue = route.queue[:REPORT_BATCH], route.queue[REPORT_BATCH:]
             for seq, ev in items:
                 link.in_flight[seq] = ev
-            link.sent_at.append((time.monotonic(), items[-1][0]))
+            link.sent_at.append((self.clock.monotonic(), items[-1][0]))
             try:
-                await link.call.write(self._request(items))
-            except (grpc.RpcError, asyncio.InvalidStateError, RuntimeError) as exc:
+                await link.stream.send(self._request(items))
+            except ZmeshError as exc:
                 log.info("report stream to %s broke while sending: %s", monitor, exc)
                 self._drop(route, link)
                 self._failed(route)
@@ -258,23 +253,19 @@ class Reporter:
 
     def _request(self, items: list[Item]) -> scheduling_pb2.ReportStatusRequest:
         return scheduling_pb2.ReportStatusRequest(
-            contractor=self.agent.name,
+            contractor=self.name,
             events=[scheduling_pb2.ContractorEvent(outbox_seq=s, event=e) for s, e in items],
         )
 
-    def _stub(self, address: str) -> scheduling_pb2_grpc.SchedulingStub:
-        assert self.agent.channels is not None
-        return scheduling_pb2_grpc.SchedulingStub(self.agent.channels.get(address))
-
-    def _open(self, monitor: str, route: _Route, address: str) -> _Link:
-        link = _Link(self._stub(address).ReportStream())
+    def _open(self, monitor: str, route: _Route) -> _Link:
+        link = _Link(self.transport.open_reports(monitor))
         link.reader = asyncio.create_task(self._read(monitor, route, link))
         return link
 
     async def _read(self, monitor: str, route: _Route, link: _Link) -> None:
         """Acknowledgements of one stream; when it ends, requeue what it did not ack."""
         try:
-            async for resp in link.call:
+            async for resp in link.stream.acks():
                 for seq in resp.acked:
                     if link.in_flight.pop(seq, None) is not None:
                         self._acked.append(seq)
@@ -282,13 +273,8 @@ class Reporter:
                     link.sent_at.pop(0)
                 route.backoff = BACKOFF_MIN_S
                 self._wake.set()
-        except grpc.RpcError as exc:
-            code = exc.code() if hasattr(exc, "code") else None
-            if code == grpc.StatusCode.UNIMPLEMENTED:
-                route.unary = True
-                log.info("monitor %s has no ReportStream: using ReportStatus", monitor)
-            elif code != grpc.StatusCode.CANCELLED:
-                log.info("report stream to %s ended: %s", monitor, code)
+        except ZmeshError as exc:
+            log.info("report stream to %s ended: %s", monitor, exc)
         except asyncio.CancelledError:
             pass
         finally:
@@ -302,7 +288,7 @@ class Reporter:
         if link.dead:
             return
         link.dead = True
-        link.call.cancel()
+        link.stream.close()
         if route.link is link:
             route.link = None
         if link.in_flight:
@@ -313,34 +299,6 @@ class Reporter:
         self._wake.set()
 
     def _failed(self, route: _Route) -> None:
-        route.retry_at = time.monotonic() + route.backoff
+        route.retry_at = self.clock.monotonic() + route.backoff
         route.backoff = min(BACKOFF_MAX_S, route.backoff * 2)
         self._wake.set()
-
-    async def _deliver_unary(self, monitor: str, route: _Route, address: str) -> None:
-        items, route.queue = route.queue[:REPORT_BATCH], route.queue[REPORT_BATCH:]
-        try:
-            resp = await self._stub(address).ReportStatus(self._request(items), timeout=10.0)
-        except grpc.RpcError as exc:
-            log.info("report to %s failed: %s", monitor, exc.code())
-            route.queue = items + route.queue
-            self._failed(route)
-            return
-        acked = set(resp.acked)
-        self._acked.extend(seq for seq, _ in items if seq in acked)
-        rest = [item for item in items if item[0] not in acked]
-        route.queue = rest + route.queue
-        if rest:
-            self._failed(route)
-        else:
-            route.backoff = BACKOFF_MIN_S
-            self._wake.set()
-
-    def _address_of(self, name: str) -> str | None:
-        gossip = self.agent.gossip
-        if gossip is None:
-            return None
-        for m in gossip.members():
-            if m.name == name and m.status != "left":
-                return str(m.address)
-        return None

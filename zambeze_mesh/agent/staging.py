@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zambeze_mesh.agent.digests import input_record, local_info
+from zambeze_mesh.clock import SYSTEM_CLOCK, Clock
 from zambeze_mesh.data.catalog import ObjectInfo
 from zambeze_mesh.data.sandbox import check_path_text
 from zambeze_mesh.data.uris import expand_escapes, parse_uri
@@ -27,10 +27,13 @@ from zambeze_mesh.security.owners import owner_dir, wire_owner
 from zambeze_mesh.v1 import common_pb2
 
 if TYPE_CHECKING:
-    from zambeze_mesh.agent.agent import Agent
     from zambeze_mesh.agent.contractor import Job
+    from zambeze_mesh.agent.datasvc import DataService
+    from zambeze_mesh.data.client import FetchResult
 
 Emit = Callable[[str, str, dict[str, str] | None], Awaitable[None]]
+Fetch = Callable[[str, str, Path], Awaitable["FetchResult"]]
+"""``fetch(holder agent, path on it, local destination)``: pull data from another agent."""
 
 
 @dataclass
@@ -45,10 +48,29 @@ class Prepared:
 
 
 class Stager:
-    """Resolves escapes and references and stages inputs for one agent."""
+    """Resolves escapes and references and stages inputs for one agent.
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    ``name``/``mesh`` identify the agent, ``data_dir`` is its ``@agentdir``, ``data``
+    its data service (sandbox and digest catalog), and ``fetch`` pulls an input from
+    another agent over the data fabric.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        mesh: str,
+        data_dir: Path,
+        data: DataService,
+        fetch: Fetch,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.name = name
+        self.mesh = mesh
+        self.data_dir = data_dir
+        self.data = data
+        self.fetch = fetch
+        self.clock = clock
         self._made: set[Path] = set()
         self._checked: dict[Path, tuple[int, int]] = {}
         # (working_dir text, output_dir text) -> resolved dirs: escapes are expanded
@@ -75,11 +97,11 @@ class Stager:
 
     async def prepare(self, job: Job, emit: Emit) -> Prepared:
         """Create dirs, stage data_uris and script, substitute output refs in args."""
-        agent_dir = self.agent.data_dir
+        agent_dir = self.data_dir
         spec = job.item.tender.spec
         # Default dirs are per owner, then per monitor: another member naming this
         # campaign's id in its own award gets its own dirs, never the real campaign's.
-        runs = f"@agentdir/runs/{run_scopes(self.agent.mesh, job)[1]}"
+        runs = f"@agentdir/runs/{run_scopes(self.mesh, job)[1]}"
         if spec.WhichOneof("body") == "python" and spec.python.function:
             # Shipped functions share one working dir per campaign (they return values).
             default_work = f"{runs}/functions"
@@ -150,7 +172,7 @@ class Stager:
         found = self._dirs.get((work_text, out_text))
         if found is not None:
             return found
-        agent_dir = self.agent.data_dir
+        agent_dir = self.data_dir
         working = expand_escapes(work_text, agentdir=agent_dir)
         if not working.is_absolute():
             working = agent_dir / working
@@ -168,8 +190,6 @@ class Stager:
         A directory already checked is re-validated by one ``stat``: if any component
         was swapped for a symlink meanwhile, the inode differs and the full check runs.
         """
-        from zambeze_mesh.agent.datasvc import for_agent
-
         try:
             st = os.stat(path)
             ident: tuple[int, int] | None = (st.st_dev, st.st_ino)
@@ -179,7 +199,7 @@ class Stager:
             return
         check_path_text(str(path))
         try:
-            for_agent(self.agent).sandbox.root_of(Path(os.path.realpath(path)))
+            self.data.sandbox.root_of(Path(os.path.realpath(path)))
         except NotPermitted:
             raise NotPermitted(
                 f"{what} {str(path)!r} is outside the agent directory and exported roots"
@@ -198,11 +218,9 @@ class Stager:
         """
         parsed = parse_uri(uri)
         if parsed.scheme == "file":
-            return expand_escapes(parsed.path, agentdir=self.agent.data_dir)
-        if parsed.scheme == "agent" and parsed.agent == self.agent.name:
-            from zambeze_mesh.agent.datasvc import for_agent
-
-            return for_agent(self.agent).sandbox.resolve(parsed.path)
+            return expand_escapes(parsed.path, agentdir=self.data_dir)
+        if parsed.scheme == "agent" and parsed.agent == self.name:
+            return self.data.sandbox.resolve(parsed.path)
         return None
 
     async def stage(
@@ -218,7 +236,7 @@ class Stager:
         local = self._local_path(uri)
         if local is not None:
             if not local.exists():
-                raise NotFound(f"input {uri} does not exist on {self.agent.name}")
+                raise NotFound(f"input {uri} does not exist on {self.name}")
             await self._record_local(job, ref, uri, local, role)
             return local
         parsed = parse_uri(uri)
@@ -226,12 +244,10 @@ class Stager:
             raise InvalidInput(f"cannot stage {uri!r}")
         into.mkdir(parents=True, exist_ok=True)
         dest = into / (name or Path(parsed.path).name or "data")
-        from zambeze_mesh.data.client import DataClient
-
         await emit("STAGING", f"fetching {uri}", {"uri": uri})
-        started = time.monotonic()
-        result = await DataClient(self.agent).fetch(parsed.agent, parsed.path, dest)
-        seconds = max(time.monotonic() - started, 1e-6)
+        started = self.clock.monotonic()
+        result = await self.fetch(parsed.agent, parsed.path, dest)
+        seconds = max(self.clock.monotonic() - started, 1e-6)
         detail = {
             "uri": uri,
             "bytes": str(result.bytes),
@@ -251,9 +267,7 @@ class Stager:
 
     async def _record_local(self, job: Job, ref: str, uri: str, path: Path, role: str) -> None:
         """Record an input used in place (its digest from the catalog, hashed if new)."""
-        from zambeze_mesh.agent.datasvc import for_agent
-
-        catalog = for_agent(self.agent).catalog
+        catalog = self.data.catalog
         info = await asyncio.to_thread(local_info, catalog, path)
         job.inputs.append(_record(ref, uri, path, info, role))
 
@@ -266,15 +280,13 @@ class Stager:
         exactly the path named (missing parents are created). Both ends must be
         inside this agent's sandbox (@agentdir or an exported root) when local.
         """
-        from zambeze_mesh.agent.datasvc import for_agent
-
         spec = job.item.tender.spec.transfer
         source = self._resolve_ref(job, spec.source)
         dest = parse_uri(spec.dest)
-        if dest.scheme != "agent" or dest.agent != self.agent.name:
-            raise InvalidInput(f"transfer destination {spec.dest!r} is not on {self.agent.name}")
-        target, name = transfer_target(self.agent.data_dir, spec.dest, dest.path, spec.source)
-        sandbox = for_agent(self.agent).sandbox
+        if dest.scheme != "agent" or dest.agent != self.name:
+            raise InvalidInput(f"transfer destination {spec.dest!r} is not on {self.name}")
+        target, name = transfer_target(self.data_dir, spec.dest, dest.path, spec.source)
+        sandbox = self.data.sandbox
         sandbox.root_of(Path(os.path.realpath(target)))  # NotPermitted outside the sandbox
         target.mkdir(parents=True, exist_ok=True)
         local = self._local_path(source)
@@ -295,9 +307,9 @@ class Stager:
         if os.path.realpath(dest) == str(src):
             return dest
         await emit("STAGING", f"copying {uri}", {"uri": uri})
-        started = time.monotonic()
+        started = self.clock.monotonic()
         n = await asyncio.to_thread(_copy, src, dest)
-        seconds = max(time.monotonic() - started, 1e-6)
+        seconds = max(self.clock.monotonic() - started, 1e-6)
         detail = {"uri": uri, "bytes": str(n), "method": "local-copy"}
         detail["rate_mib_s"] = f"{n / seconds / 2**20:.1f}"
         await emit("STAGING", f"copied {uri} ({n} bytes)", detail)

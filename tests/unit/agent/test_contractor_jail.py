@@ -46,7 +46,8 @@ def _jail(agent: SimpleNamespace, job: Job) -> Jail:
     runs = agent.data_dir / "runs" / run_scopes(agent.mesh, job)[1]
     work = runs / ("functions" if job.item.tender.spec.python.function else "f")
     work.mkdir(parents=True, exist_ok=True)
-    jail = Contractor(agent, registry=None)._jail(job, Prepared(work, work / "output"))  # type: ignore[arg-type]
+    c = Contractor(agent, registry=None, reporter=None, stager=None)  # type: ignore[arg-type]
+    jail = c._jail(job, Prepared(work, work / "output"))
     assert jail is not None
     return jail
 

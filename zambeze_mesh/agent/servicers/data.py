@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from zambeze_mesh.agent.datasvc import DataService, for_agent
+from zambeze_mesh.agent.datasvc import DataService
 from zambeze_mesh.agent.servicers.errors import rpc_errors
 from zambeze_mesh.data.stream import chunk_messages
 from zambeze_mesh.data.wire import info_to_pb, manifest_to_pb
@@ -78,8 +78,8 @@ class DataServicer(data_pb2_grpc.DataServicer):
 
     @property
     def service(self) -> DataService:
-        """The agent's data service (built on first use)."""
-        return for_agent(self.agent)
+        """The agent's data service."""
+        return self.agent.datasvc
 
     def _fault(self) -> DataFault | None:
         hook: DataFault | None = self.fault or getattr(self.agent, "data_fault", None)

@@ -1,4 +1,10 @@
-"""``Scheduling`` service: contract net (contractor side) and reports (monitor side)."""
+"""``Scheduling`` service: contract net (contractor side) and reports (monitor side).
+
+:class:`SchedulingService` answers the calls whatever carries them (the gRPC servicer
+below, or the in-process and in-memory transports of
+:mod:`zambeze_mesh.transport.scheduling`); the servicer only adds the caller's name
+from its certificate.
+"""
 
 from __future__ import annotations
 
@@ -14,76 +20,116 @@ from zambeze_mesh.security.authz import require_caller
 from zambeze_mesh.v1 import scheduling_pb2, scheduling_pb2_grpc
 
 if TYPE_CHECKING:
-    from zambeze_mesh.agent.agent import Agent
     from zambeze_mesh.agent.contractor import Contractor
+    from zambeze_mesh.agent.monitor import Monitor
 
 MAX_ITEMS = 10_000
 
 
-def _caller_name(claimed: str) -> str:
+def _claimed(claimed: str, caller: str) -> str:
+    if claimed != caller:
+        raise NotPermitted(f"request claims to come from {claimed!r} but the caller is {caller!r}")
+    return caller
+
+
+def _limit(what: str, n: int) -> None:
+    if n > MAX_ITEMS:
+        raise InvalidInput(f"too many {what} ({n} > {MAX_ITEMS})")
+
+
+class SchedulingService:
+    """Contract-net calls between monitors and contractors, scoped to the caller.
+
+    ``caller`` is the authenticated calling agent. ``monitor``/``contractor`` in a
+    request must name it, a contractor's jobs are keyed by their monitor, and a
+    monitor takes reports only from the contractor it awarded. The contractor and
+    monitor are attached once built (calls before that are refused as unavailable).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._contractor: Contractor | None = None
+        self._monitor: Monitor | None = None
+
+    def attach(self, contractor: Contractor, monitor: Monitor) -> None:
+        """Start answering with these (the agent's services are up)."""
+        self._contractor = contractor
+        self._monitor = monitor
+
+    def _c(self) -> Contractor:
+        if self._contractor is None:
+            raise Unavailable("the agent is still starting")
+        return self._contractor
+
+    async def call_for_proposals(
+        self, caller: str, req: scheduling_pb2.CallForProposalsRequest
+    ) -> scheduling_pb2.CallForProposalsResponse:
+        """One bid or refusal per tender."""
+        _claimed(req.monitor, caller)
+        _limit("tenders", len(req.tenders))
+        bids = self._c().bids(req)
+        return scheduling_pb2.CallForProposalsResponse(
+            bidder=self.name, bids=[bid_to_pb(b) for b in bids]
+        )
+
+    async def award(
+        self, caller: str, req: scheduling_pb2.AwardRequest
+    ) -> scheduling_pb2.AwardResponse:
+        """Accept or refuse each awarded activity."""
+        _claimed(req.monitor, caller)
+        _limit("award items", len(req.items))
+        return scheduling_pb2.AwardResponse(contractor=self.name, decisions=self._c().award(req))
+
+    async def cancel(
+        self, caller: str, req: scheduling_pb2.CancelActivitiesRequest
+    ) -> scheduling_pb2.CancelActivitiesResponse:
+        """Stop the caller's matching attempts."""
+        monitor = _claimed(req.monitor, caller)
+        _limit("activities", len(req.activities))
+        n = await self._c().cancel(list(req.activities), monitor)
+        return scheduling_pb2.CancelActivitiesResponse(cancelled=n)
+
+    async def report(
+        self, caller: str, req: scheduling_pb2.ReportStatusRequest
+    ) -> scheduling_pb2.ReportStatusResponse:
+        """Journal a contractor's events; acknowledge them once journaled."""
+        contractor = _claimed(req.contractor, caller)
+        _limit("events", len(req.events))
+        if self._monitor is None:
+            raise Unavailable("the agent is still starting")
+        await self._monitor.report(contractor, [e.event for e in req.events])
+        return scheduling_pb2.ReportStatusResponse(acked=[e.outbox_seq for e in req.events])
+
+
+def _caller() -> str:
     caller = require_caller()
-    name = caller.identity.name if caller.identity else ""
-    if claimed != name:
-        raise NotPermitted(f"request claims to come from {claimed!r} but the caller is {name!r}")
-    return name
+    return caller.identity.name if caller.identity else ""
 
 
 class SchedulingServicer(scheduling_pb2_grpc.SchedulingServicer):
-    """Contract-net RPCs between monitors and contractors.
+    """The gRPC face of a :class:`SchedulingService`."""
 
-    Every call is scoped to the caller: ``monitor``/``contractor`` must name the
-    caller's own certificate, a contractor's jobs are keyed by their monitor, and a
-    monitor takes reports only from the contractor it awarded.
-    """
-
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-
-    def _contractor(self) -> Contractor:
-        if self.agent.contractor is None:
-            raise Unavailable("the agent is still starting")
-        return self.agent.contractor
+    def __init__(self, service: SchedulingService) -> None:
+        self.service = service
 
     @rpc_errors
     async def CallForProposals(
         self, request: scheduling_pb2.CallForProposalsRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.CallForProposalsResponse:
-        _caller_name(request.monitor)
-        if len(request.tenders) > MAX_ITEMS:
-            raise InvalidInput(f"too many tenders ({len(request.tenders)} > {MAX_ITEMS})")
-        bids = self._contractor().bids(request)
-        return scheduling_pb2.CallForProposalsResponse(
-            bidder=self.agent.name, bids=[bid_to_pb(b) for b in bids]
-        )
+        return await self.service.call_for_proposals(_caller(), request)
 
     @rpc_errors
     async def Award(
         self, request: scheduling_pb2.AwardRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.AwardResponse:
-        _caller_name(request.monitor)
-        if len(request.items) > MAX_ITEMS:
-            raise InvalidInput(f"too many award items ({len(request.items)} > {MAX_ITEMS})")
-        return scheduling_pb2.AwardResponse(
-            contractor=self.agent.name, decisions=self._contractor().award(request)
-        )
+        return await self.service.award(_caller(), request)
 
     @rpc_errors
     async def ReportStatus(
         self, request: scheduling_pb2.ReportStatusRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.ReportStatusResponse:
-        return await self._report(request)
-
-    async def _report(
-        self, request: scheduling_pb2.ReportStatusRequest
-    ) -> scheduling_pb2.ReportStatusResponse:
-        contractor = _caller_name(request.contractor)
-        if len(request.events) > MAX_ITEMS:
-            raise InvalidInput(f"too many events ({len(request.events)} > {MAX_ITEMS})")
-        monitor = self.agent.monitor
-        if monitor is None:
-            raise Unavailable("the agent is still starting")
-        await monitor.report(contractor, [e.event for e in request.events])
-        return scheduling_pb2.ReportStatusResponse(acked=[e.outbox_seq for e in request.events])
+        # Agents report on ReportStream; this unary form stays for other clients.
+        return await self.service.report(_caller(), request)
 
     @rpc_errors
     async def ReportStream(
@@ -91,15 +137,12 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServicer):
         request_iterator: AsyncIterator[scheduling_pb2.ReportStatusRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[scheduling_pb2.ReportStatusResponse]:
+        caller = _caller()
         async for request in request_iterator:
-            yield await self._report(request)
+            yield await self.service.report(caller, request)
 
     @rpc_errors
     async def Cancel(
         self, request: scheduling_pb2.CancelActivitiesRequest, context: grpc.aio.ServicerContext
     ) -> scheduling_pb2.CancelActivitiesResponse:
-        monitor = _caller_name(request.monitor)
-        if len(request.activities) > MAX_ITEMS:
-            raise InvalidInput(f"too many activities ({len(request.activities)} > {MAX_ITEMS})")
-        n = await self._contractor().cancel(list(request.activities), monitor)
-        return scheduling_pb2.CancelActivitiesResponse(cancelled=n)
+        return await self.service.cancel(_caller(), request)
