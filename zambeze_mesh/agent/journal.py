@@ -96,11 +96,52 @@ class _StateView(Mapping[str, str]):
         return len(self._rows)
 
 
+class CommitFault(sqlite3.OperationalError):
+    """A journal commit failed on purpose (see :class:`CommitFaults`)."""
+
+
+class CommitFaults:
+    """Fails chosen journal commits, for tests of what a failed commit leaves behind.
+
+    Commits are numbered from 1 as they happen; :meth:`fail` arms the ``n``-th commit
+    from now, :meth:`fail_for` every commit during a time window (a full disk, say).
+    A failing commit raises inside its transaction, so SQLite really rolls it back.
+    """
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self.clock = clock or time.monotonic
+        self.commits = 0  # journal commits attempted so far
+        self.failed = 0  # of which failed on purpose
+        self._at: set[int] = set()
+        self._until = 0.0
+
+    def fail(self, n: int) -> None:
+        """Fail the ``n``-th commit from now (1 = the next one)."""
+        self._at.add(self.commits + n)
+
+    def fail_for(self, seconds: float) -> None:
+        """Fail every commit for the next ``seconds``."""
+        self._until = self.clock() + seconds
+
+    def check(self) -> None:
+        """Called by the journal inside its transaction, just before it commits."""
+        self.commits += 1
+        if self.commits in self._at or self.clock() < self._until:
+            self._at.discard(self.commits)
+            self.failed += 1
+            raise CommitFault(f"journal commit {self.commits} failed on purpose")
+
+
 class Journal:
     """Collects transitions and writes them in one transaction before anything acts."""
 
-    def __init__(self, store: Store, live: dict[str, Live]) -> None:
+    def __init__(
+        self, store: Store, live: dict[str, Live], faults: CommitFaults | None = None
+    ) -> None:
         self.store = store
+        self.faults = faults
         self.live = live  # campaigns being driven: a finished one leaves it on commit
         self.events: list[tuple[Live, common_pb2.Event]] = []
         self.rows: dict[tuple[str, str], tuple[Live, cstore.ActivityRow]] = {}
@@ -168,6 +209,8 @@ class Journal:
             cstore.save_activities(db, [(live.id, row) for live, row in self.rows.values()])
             for live in self.finished:
                 cstore.finish_campaign(db, live.id, live.state, live.message, now_ms())
+            if self.faults is not None:
+                self.faults.check()
         for live, ev in self.events:
             live.remember(ev)
         touched = {id(live): live for live, _ in self.events}

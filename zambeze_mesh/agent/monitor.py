@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from zambeze_mesh.agent.campaign_wire import from_proto, now_ms
-from zambeze_mesh.agent.journal import CAMPAIGN_STATES, Journal, Live
+from zambeze_mesh.agent.journal import CAMPAIGN_STATES, CommitFaults, Journal, Live
 from zambeze_mesh.agent.submit_gate import SubmitGate, settle
 from zambeze_mesh.errors import (
     AlreadyExists,
@@ -75,9 +75,11 @@ class Monitor:
         ] = []
         self._reoffer_at = 0.0
         self.gate = SubmitGate(agent.config.max_admitting_activities)
+        #: Journal commits to fail on purpose (tests only; None in production).
+        self.faults: CommitFaults | None = None
 
     def _journal(self) -> Journal:
-        return Journal(self.agent.require_store(), self.live)
+        return Journal(self.agent.require_store(), self.live, self.faults)
 
     # ------------------------------------------------------------ life cycle
     async def start(self, placement: Placement) -> None:
