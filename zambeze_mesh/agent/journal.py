@@ -11,7 +11,7 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from zambeze_mesh.agent.campaign_wire import event, now_ms
 from zambeze_mesh.scheduling import CampaignDag
@@ -55,11 +55,19 @@ class Live:
     # many times in a row they were deferred (for the backoff).
     waiting: dict[str, float] = field(default_factory=dict)
     deferrals: dict[str, int] = field(default_factory=dict)
+    #: True once its final event is committed (``state`` changes a moment earlier,
+    #: while the step that ends it is being written).
+    ended: bool = False
 
     def __post_init__(self) -> None:
         if self.open < 0:
             self.open = sum(1 for a in self.acts.values() if a.state not in st.TERMINAL)
         self.first_seq = self.seq + 1
+
+    @property
+    def committed_seq(self) -> int:
+        """The seq of the last committed event (``seq`` may be ahead during a write)."""
+        return self.first_seq + len(self.recent) - 1
 
     def remember(self, ev: common_pb2.Event) -> None:
         """Keep a journaled event in memory (bounded: old ones are read from the store)."""
@@ -121,6 +129,11 @@ class CommitFaults:
         """Fail the ``n``-th commit from now (1 = the next one)."""
         self._at.add(self.commits + n)
 
+    def disarm(self) -> None:
+        """Forget the armed faults that have not fired yet."""
+        self._at.clear()
+        self._until = 0.0
+
     def fail_for(self, seconds: float) -> None:
         """Fail every commit for the next ``seconds``."""
         self._until = self.clock() + seconds
@@ -135,7 +148,15 @@ class CommitFaults:
 
 
 class Journal:
-    """Collects transitions and writes them in one transaction before anything acts."""
+    """Collects one step's transitions; :meth:`write` records them in one transaction.
+
+    Recording a transition updates the campaign in memory at once (the step's later
+    decisions read it) but keeps what it replaced: after a failed :meth:`write`,
+    :meth:`rollback` puts memory back exactly as it was before the step, and the step
+    can be taken again. Only after :meth:`write` succeeded does :meth:`applied` make
+    the events visible to watchers and retire finished campaigns; acknowledging,
+    answering and sending what depends on them is the caller's, after that.
+    """
 
     def __init__(
         self, store: Store, live: dict[str, Live], faults: CommitFaults | None = None
@@ -146,7 +167,24 @@ class Journal:
         self.events: list[tuple[Live, common_pb2.Event]] = []
         self.rows: dict[tuple[str, str], tuple[Live, cstore.ActivityRow]] = {}
         self.finished: list[Live] = []
-        self.before: Callable[[sqlite3.Connection], None] | None = None
+        self.before: list[Callable[[sqlite3.Connection], None]] = []
+        # What the step replaced: rows and campaigns as they were when first touched.
+        self._rows_before: dict[tuple[str, str], tuple[cstore.ActivityRow, cstore.ActivityRow]] = {}
+        self._live_before: dict[str, tuple[Live, tuple[int, int, str, str]]] = {}
+
+    def touch(self, live: Live, name: str) -> cstore.ActivityRow:
+        """The activity's row, remembered as it is so :meth:`rollback` can restore it
+        (call before changing a row other than through :meth:`activity`)."""
+        row = live.acts[name]
+        key = (live.id, name)
+        if key not in self._rows_before:
+            self._rows_before[key] = (row, replace(row, detail=dict(row.detail)))
+        self._touch_live(live)
+        return row
+
+    def _touch_live(self, live: Live) -> None:
+        if live.id not in self._live_before:
+            self._live_before[live.id] = (live, (live.seq, live.open, live.state, live.message))
 
     def activity(
         self,
@@ -159,8 +197,10 @@ class Journal:
         result: bytes = b"",
         agent: str | None = None,
         attempt: int | None = None,
+        infra_retries: int | None = None,
     ) -> None:
-        row = live.acts[name]
+        """Record an activity's transition (and its event, with the next seq)."""
+        row = self.touch(live, name)
         if state in st.TERMINAL and row.state not in st.TERMINAL:
             live.open -= 1
         row.state = state
@@ -168,6 +208,8 @@ class Journal:
             row.agent = agent
         if attempt is not None:
             row.attempt = attempt
+        if infra_retries is not None:
+            row.infra_retries = infra_retries
         row.message = message
         if detail:
             row.detail.update(detail)
@@ -189,6 +231,8 @@ class Journal:
         self.rows[(live.id, name)] = (live, row)
 
     def campaign(self, live: Live, state: str, message: str = "") -> None:
+        """Record a campaign's transition (and its event)."""
+        self._touch_live(live)
         live.state = state
         live.message = message
         live.seq += 1
@@ -198,27 +242,70 @@ class Journal:
         if state != "RUNNING":
             self.finished.append(live)
 
-    def commit(self) -> None:
-        if not self.events:
+    def merge(self, other: Journal) -> None:
+        """Take ``other``'s records into this step (``other`` prepared a campaign
+        nobody else sees yet, so there is nothing of it to roll back)."""
+        self.before.extend(other.before)
+        self.events.extend(other.events)
+        self.rows.update(other.rows)
+        self.finished.extend(other.finished)
+
+    def write(self) -> None:
+        """Record everything in one transaction (thread-safe: run it off the loop).
+
+        Memory outside the store is not touched, so a failure changes nothing but
+        leaves the records here for :meth:`rollback`.
+        """
+        if not self.events and not self.before:
             return
+        finished_ms = now_ms()
         with self.store.tx() as db:
-            if self.before is not None:
-                self.before(db)
-                self.before = None
+            for before in self.before:
+                before(db)
             cstore.append_events(db, [ev for _, ev in self.events])
             cstore.save_activities(db, [(live.id, row) for live, row in self.rows.values()])
             for live in self.finished:
-                cstore.finish_campaign(db, live.id, live.state, live.message, now_ms())
+                cstore.finish_campaign(db, live.id, live.state, live.message, finished_ms)
             if self.faults is not None:
                 self.faults.check()
+
+    def rollback(self) -> None:
+        """After a failed :meth:`write`: memory as it was before the step."""
+        for row, old in self._rows_before.values():
+            row.state, row.attempt, row.agent = old.state, old.attempt, old.agent
+            row.message, row.detail, row.result = old.message, old.detail, old.result
+            row.infra_retries = old.infra_retries
+        for live, (seq, open_, state, message) in self._live_before.values():
+            live.seq, live.open, live.state, live.message = seq, open_, state, message
+        self._clear()
+
+    def applied(self) -> None:
+        """After :meth:`write` succeeded: watchers see the events, finished
+        campaigns leave :attr:`live`."""
         for live, ev in self.events:
             live.remember(ev)
         touched = {id(live): live for live, _ in self.events}
         for live in touched.values():
             live.notify()
         for live in self.finished:
+            live.ended = True
             self.live.pop(live.id, None)
             log_event(log, "campaign.finished", campaign=live.id, state=live.state)
+        self._clear()
+
+    def commit(self) -> None:
+        """:meth:`write` then :meth:`applied`, or :meth:`rollback` and raise."""
+        try:
+            self.write()
+        except BaseException:
+            self.rollback()
+            raise
+        self.applied()
+
+    def _clear(self) -> None:
         self.events.clear()
         self.rows.clear()
         self.finished.clear()
+        self.before.clear()
+        self._rows_before.clear()
+        self._live_before.clear()

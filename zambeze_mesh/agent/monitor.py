@@ -13,10 +13,11 @@ import asyncio
 import builtins
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from zambeze_mesh.agent.campaign_wire import from_proto, now_ms
+from zambeze_mesh.agent.committer import After, Committer
 from zambeze_mesh.agent.journal import CAMPAIGN_STATES, CommitFaults, Journal, Live
 from zambeze_mesh.agent.submit_gate import SubmitGate, settle
 from zambeze_mesh.errors import (
@@ -70,16 +71,27 @@ class Monitor:
         self.live: dict[str, Live] = {}
         self.placement: Placement | None = None
         self._reoffer_timer: asyncio.TimerHandle | None = None
-        self._reports: builtins.list[
-            tuple[str, builtins.list[common_pb2.Event], asyncio.Future[None]]
-        ] = []
         self._reoffer_at = 0.0
         self.gate = SubmitGate(agent.config.max_admitting_activities)
         #: Journal commits to fail on purpose (tests only; None in production).
         self.faults: CommitFaults | None = None
+        #: Every change of a campaign is a step: decided, committed, then applied.
+        self.steps = Committer(self._journal, self._journal_unwritable)
 
     def _journal(self) -> Journal:
         return Journal(self.agent.require_store(), self.live, self.faults)
+
+    def _journal_unwritable(self, exc: BaseException) -> None:
+        """The journal stayed unwritable: stop the agent rather than run on with
+        campaigns whose state it cannot record (a restart resumes from the journal)."""
+        asyncio.get_running_loop().create_task(self.agent.shutdown())
+
+    async def close(self) -> None:
+        """Stop taking steps (the group being written finishes)."""
+        if self._reoffer_timer is not None:
+            self._reoffer_timer.cancel()
+            self._reoffer_timer = None
+        await self.steps.close()
 
     # ------------------------------------------------------------ life cycle
     async def start(self, placement: Placement) -> None:
@@ -105,26 +117,37 @@ class Monitor:
             self.live[row.id] = live
             log_event(log, "campaign.resumed", campaign=row.id, seq=row.last_seq)
         for live in list(self.live.values()):
-            self._resume(live)
+            done = self.steps.step(self._resume(live), wait=True)
+            assert done is not None
+            await done
 
-    def _resume(self, live: Live) -> None:
+    def _resume(self, live: Live) -> Callable[[Journal], After]:
         """After a restart: re-offer what was being negotiated, keep what was placed."""
-        j = self._journal()
-        stale = []
-        for name, row in live.acts.items():
-            if row.state in (st.READY, st.BIDDING, st.RETRYING):
-                stale.append(TenderKey(live.id, name, row.attempt))
-                j.activity(
-                    live,
-                    name,
-                    st.RETRYING,
-                    message="monitor restarted during placement",
-                    attempt=row.attempt + 1,
-                )
-        j.commit()
-        if self.placement is not None and stale:
-            self.placement.cancel_everywhere(stale)
-        self.advance(live)
+
+        def step(j: Journal) -> After:
+            stale = []
+            for name, row in live.acts.items():
+                if row.state in (st.READY, st.BIDDING, st.RETRYING):
+                    stale.append(TenderKey(live.id, name, row.attempt))
+                if row.state in (st.READY, st.BIDDING):
+                    # (a RETRYING attempt was never offered: it is offered as it is)
+                    j.activity(
+                        live,
+                        name,
+                        st.RETRYING,
+                        message="monitor restarted during placement",
+                        attempt=row.attempt + 1,
+                    )
+            offer = self._advance_into(j, live)
+
+            def after() -> None:
+                if self.placement is not None and stale:
+                    self.placement.cancel_everywhere(stale)
+                self._offer(live, offer)
+
+            return after
+
+        return step
 
     # ------------------------------------------------------------ submit
     async def submit(self, req: campaigns_pb2.SubmitRequest, owner: str = "") -> str:
@@ -159,12 +182,22 @@ class Monitor:
                 created_ms=now_ms(),
                 owner=owner,
             )
-            # The new campaign is nobody else's yet: journal it off the loop.
-            offer = await asyncio.to_thread(self._journal_new, live, req, acts)
-        self.live[cid] = live
+            # The new campaign is nobody else's yet: prepare its records off the loop;
+            # it is driven (and offered) once they are committed.
+            prepared, offer = await asyncio.to_thread(self._journal_new, live, req, acts)
+
+            def step(j: Journal) -> After:
+                def after() -> None:
+                    self.live[cid] = live
+                    self._offer(live, offer)
+
+                return after
+
+            done = self.steps.step(step, wait=True, prepared=prepared)
+            assert done is not None
+            await done
         settle(len(acts))
         log_event(log, "campaign.submitted", campaign=cid, name=req.name, activities=len(acts))
-        self._offer(live, offer)
         return cid
 
     def _resubmitted(self, req: campaigns_pb2.SubmitRequest, owner: str) -> str | None:
@@ -184,16 +217,15 @@ class Monitor:
 
     def _journal_new(
         self, live: Live, req: campaigns_pb2.SubmitRequest, acts: builtins.list[ActivityDef]
-    ) -> builtins.list[str]:
-        """The campaign row, its first event and the first offers: one transaction."""
+    ) -> tuple[Journal, builtins.list[str]]:
+        """The campaign row, its first event and the first offers (to commit as one)."""
         j = self._journal()
         names = [a.name for a in acts]
         cid, created, owner = live.id, live.created_ms, live.owner
-        j.before = lambda db: cstore.insert_campaign(db, cid, req, created, names, owner)
+        j.before.append(lambda db: cstore.insert_campaign(db, cid, req, created, names, owner))
         j.campaign(live, "RUNNING", f"submitted with {len(acts)} activities")
         offer = self._advance_into(j, live)
-        j.commit()
-        return offer
+        return j, offer
 
     @staticmethod
     def _check_sizes(req: campaigns_pb2.SubmitRequest) -> None:
@@ -236,22 +268,6 @@ class Monitor:
                 )
 
     # ------------------------------------------------------------ driving
-    def advance(
-        self,
-        live: Live,
-        succeeded: list[str] | None = None,
-        retrying: list[str] | None = None,
-    ) -> None:
-        """Offer every activity whose predecessors succeeded; finish when all ended.
-
-        With ``succeeded``/``retrying`` only the successors of those activities are
-        examined (incremental: O(degree) per finished activity, not O(campaign)).
-        """
-        j = self._journal()
-        offer = self._advance_into(j, live, succeeded, retrying)
-        j.commit()
-        self._offer(live, offer)
-
     def _offer(self, live: Live, names: list[str]) -> None:
         if names and self.placement is not None and live.state == "RUNNING":
             self.placement.offer(live, names)
@@ -263,7 +279,12 @@ class Monitor:
         succeeded: list[str] | None = None,
         retrying: list[str] | None = None,
     ) -> list[str]:
-        """Journal what :meth:`advance` does into ``j``; returns the names to offer."""
+        """Offer every activity whose predecessors succeeded; finish when all ended.
+
+        Journals into ``j``; returns the names to offer once it is committed. With
+        ``succeeded``/``retrying`` only the successors of those activities are
+        examined (incremental: O(degree) per finished activity, not O(campaign)).
+        """
         if live.state != "RUNNING":
             return []
         if succeeded is None:
@@ -302,14 +323,23 @@ class Monitor:
 
     def placed(self, placements: list[tuple[TenderKey, str]]) -> None:
         """Contract net: agents accepted these awards (journaled in one transaction)."""
-        j = self._journal()
-        for key, agent in placements:
-            live = self._current(key)
-            # (a report from the contractor may already have moved it past AWARDED)
-            if live is not None and live.acts[key.activity].state in (st.READY, st.BIDDING):
-                live.deferrals.pop(key.activity, None)
-                j.activity(live, key.activity, st.AWARDED, agent=agent)
-        j.commit()
+
+        def step(j: Journal) -> After:
+            awarded: builtins.list[tuple[Live, str]] = []
+            for key, agent in placements:
+                live = self._current(key)
+                # (a report from the contractor may already have moved it past AWARDED)
+                if live is not None and live.acts[key.activity].state in (st.READY, st.BIDDING):
+                    j.activity(live, key.activity, st.AWARDED, agent=agent)
+                    awarded.append((live, key.activity))
+
+            def after() -> None:
+                for live, name in awarded:
+                    live.deferrals.pop(name, None)
+
+            return after
+
+        self.steps.step(step)
 
     def placement_deferred(self, items: list[tuple[TenderKey, str]]) -> None:
         """Contract net: no agent has room now; keep these READY and offer them again.
@@ -317,25 +347,34 @@ class Monitor:
         The first deferral journals BIDDING -> READY with the reasons; offering again
         happens inside READY (no event per retry), with a backoff per activity.
         """
-        now = asyncio.get_running_loop().time()
-        j = self._journal()
-        for key, reason in items:
-            live = self._current(key)
-            if live is None or live.state != "RUNNING":
-                continue
-            name = key.activity
-            row = live.acts[name]
-            if row.state not in (st.BIDDING, st.READY):
-                continue
-            n = live.deferrals.get(name, 0) + 1
-            live.deferrals[name] = n
-            live.waiting[name] = now + min(DEFER_MAX_S, DEFER_MIN_S * 2 ** (n - 1))
-            if row.state == st.BIDDING:
-                j.activity(live, name, st.READY, message=f"waiting for room: {reason}")
-            else:
-                row.message = f"waiting for room: {reason}"
-        j.commit()
-        self._arm_reoffer()
+
+        def step(j: Journal) -> After:
+            waiting: builtins.list[tuple[Live, str, str]] = []
+            for key, reason in items:
+                live = self._current(key)
+                if live is None or live.state != "RUNNING":
+                    continue
+                name = key.activity
+                row = live.acts[name]
+                if row.state not in (st.BIDDING, st.READY):
+                    continue
+                message = f"waiting for room: {reason}"
+                if row.state == st.BIDDING:
+                    j.activity(live, name, st.READY, message=message)
+                waiting.append((live, name, message))
+
+            def after() -> None:
+                now = asyncio.get_running_loop().time()
+                for live, name, message in waiting:
+                    n = live.deferrals.get(name, 0) + 1
+                    live.deferrals[name] = n
+                    live.waiting[name] = now + min(DEFER_MAX_S, DEFER_MIN_S * 2 ** (n - 1))
+                    live.acts[name].message = message
+                self._arm_reoffer()
+
+            return after
+
+        self.steps.step(step)
 
     def _arm_reoffer(self) -> None:
         due = [t for live in self.live.values() for t in live.waiting.values()]
@@ -369,10 +408,16 @@ class Monitor:
 
     def placement_failed(self, key: TenderKey, reason: str) -> None:
         """Contract net: nobody could take the activity."""
-        live = self._current(key)
-        if live is None:
-            return
-        self._fail(live, key.activity, reason, {})
+
+        def step(j: Journal) -> After:
+            live = self._current(key)
+            if live is None:
+                return None
+            self._fail_into(j, live, key.activity, reason, {})
+            offer = self._advance_into(j, live, [], [])
+            return lambda: self._offer(live, offer)
+
+        self.steps.step(step)
 
     def _current(self, key: TenderKey) -> Live | None:
         live = self.live.get(key.campaign_id)
@@ -382,12 +427,6 @@ class Monitor:
         if row is None or row.attempt != key.attempt or row.state in st.TERMINAL:
             return None
         return live
-
-    def _fail(self, live: Live, name: str, message: str, detail: dict[str, str]) -> None:
-        j = self._journal()
-        self._fail_into(j, live, name, message, detail)
-        j.commit()
-        self.advance(live, [], [])
 
     def _fail_into(
         self, j: Journal, live: Live, name: str, message: str, detail: dict[str, str]
@@ -402,40 +441,28 @@ class Monitor:
     ) -> asyncio.Future[None]:
         """Events from a contractor: journaled, then acted upon.
 
-        Group commit: every report received in the same turn of the event loop is
+        Group commit: reports received while the previous group is being written are
         journaled in one transaction. The returned future completes once these events
-        are journaled (acknowledge them to the contractor only then).
+        are committed (acknowledge them to the contractor only then).
         """
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._reports.append((contractor, events, done))
-        if len(self._reports) == 1:
-            loop.call_soon(self._flush_reports)
-        return done
 
-    def _flush_reports(self) -> None:
-        batch, self._reports = self._reports, []
-        j = self._journal()
-        progress: dict[str, tuple[Live, builtins.list[str], builtins.list[str]]] = {}
-        try:
-            for contractor, events, _ in batch:
-                self._report_into(j, progress, contractor, events)
+        def step(j: Journal) -> After:
+            progress: dict[str, tuple[Live, builtins.list[str], builtins.list[str]]] = {}
+            self._report_into(j, progress, contractor, events)
             offers = [
                 (live, self._advance_into(j, live, done, retry))
                 for live, done, retry in progress.values()
             ]
-            j.commit()
-        except Exception as exc:
-            log.exception("journaling reports failed")
-            for _, _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        for _, _, fut in batch:
-            if not fut.done():
-                fut.set_result(None)
-        for live, names in offers:
-            self._offer(live, names)
+
+            def after() -> None:
+                for live, names in offers:
+                    self._offer(live, names)
+
+            return after
+
+        done = self.steps.step(step, wait=True)
+        assert done is not None
+        return done
 
     def _report_into(
         self,
@@ -471,7 +498,7 @@ class Monitor:
                 key = TenderKey(live.id, ev.activity, ev.attempt)
                 if self.placement is None or self.placement.cn.awarded_to(key) != contractor:
                     continue
-                row.agent = contractor
+                j.touch(live, ev.activity).agent = contractor
             elif row.agent != contractor:
                 continue
             if (
@@ -517,13 +544,13 @@ class Monitor:
             and row.infra_retries < MAX_HANDED_BACK
         ):
             # A pilot gave it back before its walltime: offer it again, not a failure.
-            row.infra_retries += 1
             j.activity(
                 live,
                 name,
                 st.RETRYING,
                 message=f"attempt {row.attempt} handed back by {contractor}: {ev.message}",
                 attempt=row.attempt + 1,
+                infra_retries=row.infra_retries + 1,
             )
             retry.append(name)
             return
@@ -546,37 +573,43 @@ class Monitor:
 
     def member_down(self, name: str) -> None:
         """Gossip says ``name`` is dead or left: re-offer what it was running."""
-        for live in list(self.live.values()):
-            j = self._journal()
-            lost = []
-            for act, row in live.acts.items():
-                if row.agent == name and row.state in st.PLACED:
-                    lost.append(act)
-            for act in lost:
-                row = live.acts[act]
-                if row.infra_retries >= MAX_INFRA_RETRIES:
-                    lost_n = row.infra_retries + 1
-                    self._fail_into(j, live, act, f"contractor {name} was lost {lost_n} times", {})
-                    continue
-                row.infra_retries += 1
-                j.activity(
-                    live,
-                    act,
-                    st.RETRYING,
-                    message=f"contractor {name} is gone; re-offering",
-                    attempt=row.attempt + 1,
-                    agent="",
-                )
-            j.commit()
-            if lost:
-                log_event(
-                    log,
-                    "campaign.contractor_lost",
-                    campaign=live.id,
-                    agent=name,
-                    activities=len(lost),
-                )
-                self.advance(live)
+
+        def step(j: Journal) -> After:
+            offers: builtins.list[tuple[Live, builtins.list[str], int]] = []
+            for live in list(self.live.values()):
+                lost = [
+                    act
+                    for act, row in live.acts.items()
+                    if row.agent == name and row.state in st.PLACED
+                ]
+                for act in lost:
+                    row = live.acts[act]
+                    if row.infra_retries >= MAX_INFRA_RETRIES:
+                        n = row.infra_retries + 1
+                        self._fail_into(j, live, act, f"contractor {name} was lost {n} times", {})
+                        continue
+                    j.activity(
+                        live,
+                        act,
+                        st.RETRYING,
+                        message=f"contractor {name} is gone; re-offering",
+                        attempt=row.attempt + 1,
+                        agent="",
+                        infra_retries=row.infra_retries + 1,
+                    )
+                if lost:
+                    offers.append((live, self._advance_into(j, live), len(lost)))
+
+            def after() -> None:
+                for live, offer, n in offers:
+                    log_event(
+                        log, "campaign.contractor_lost", campaign=live.id, agent=name, activities=n
+                    )
+                    self._offer(live, offer)
+
+            return after
+
+        self.steps.step(step)
 
     # ------------------------------------------------------------ client API
     def status(self, cid: str, edges: bool = True) -> campaigns_pb2.CampaignStatus:
@@ -591,9 +624,10 @@ class Monitor:
         out = campaigns_pb2.CampaignStatus(
             campaign_id=cid,
             name=row.name,
-            state=CAMPAIGN_STATES[live.state if live else row.state],
+            # (a campaign still driven is RUNNING until its final event is committed)
+            state=CAMPAIGN_STATES["RUNNING" if live else row.state],
             monitor=self.agent.name,
-            last_seq=live.seq if live else row.last_seq,
+            last_seq=live.committed_seq if live else row.last_seq,
             created_unix_ms=row.created_ms,
             message=live.message if live else row.message,
             finished_unix_ms=0 if live else row.finished_ms,
@@ -669,7 +703,7 @@ class Monitor:
                 if final:
                     return
                 continue
-            if live is None or live.state != "RUNNING":
+            if live is None or live.ended:
                 row = cstore.load_campaign(store, cid)
                 if row is None or row.last_seq <= last or not follow:
                     return
@@ -683,24 +717,35 @@ class Monitor:
             except TimeoutError:
                 pass
 
-    def cancel(self, cid: str) -> campaigns_pb2.CampaignStatus:
-        """Cancel every unfinished activity; running ones are killed on their agents."""
-        live = self.live.get(cid)
-        if live is None:
-            return self.status(cid)
-        j = self._journal()
-        running = []
-        for name, row in live.acts.items():
-            if row.state in st.TERMINAL:
-                continue
-            if row.state in st.PLACED:
-                running.append((TenderKey(cid, name, row.attempt), row.agent))
-            j.activity(live, name, st.CANCELLED, message="campaign cancelled")
-        j.campaign(live, "CANCELLED", "cancelled by the user")
-        j.commit()
-        if self.placement is not None:
-            self.placement.withdraw(live)
-            self.placement.cancel_on(running)
+    async def cancel(self, cid: str) -> campaigns_pb2.CampaignStatus:
+        """Cancel every unfinished activity; running ones are killed on their agents.
+
+        Answers once the cancellation is committed."""
+
+        def step(j: Journal) -> After:
+            live = self.live.get(cid)
+            if live is None:
+                return None
+            running = []
+            for name, row in live.acts.items():
+                if row.state in st.TERMINAL:
+                    continue
+                if row.state in st.PLACED:
+                    running.append((TenderKey(cid, name, row.attempt), row.agent))
+                j.activity(live, name, st.CANCELLED, message="campaign cancelled")
+            j.campaign(live, "CANCELLED", "cancelled by the user")
+
+            def after() -> None:
+                if self.placement is not None:
+                    self.placement.withdraw(live)
+                    self.placement.cancel_on(running)
+
+            return after
+
+        if cid in self.live:
+            done = self.steps.step(step, wait=True)
+            assert done is not None
+            await done
         return self.status(cid)
 
 
