@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.procs import ProcMesh
+
+# An illegal activity transition is a bug: in tests it raises (in agent processes
+# started by tests too) instead of being logged and refused.
+os.environ.setdefault("ZMESH_STRICT_TRANSITIONS", "1")
 
 
 @pytest.fixture

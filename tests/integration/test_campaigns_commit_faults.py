@@ -20,6 +20,8 @@ import pytest
 
 from tests.helpers.inproc import mesh
 from zambeze_mesh.agent.journal import CommitFaults
+from zambeze_mesh.control.states import is_allowed
+from zambeze_mesh.scheduling.states import from_proto
 from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2
 
 S = common_pb2
@@ -94,6 +96,14 @@ def check(
         assert a.state == S.ACTIVITY_STATE_SUCCEEDED, (tag, a)
         if i % 2:
             assert pickle.loads(a.result) == i * i, (tag, a.name)
+    # What clients see follows the transition table, with every attempt's AWARDED.
+    seen: dict[str, str] = {}
+    for ev in events:
+        if ev.activity:
+            state = from_proto(ev.state)
+            old = seen.get(ev.activity, "PENDING")
+            assert is_allowed(old, state), f"{tag}/{ev.activity}: {old} -> {state} (seq {ev.seq})"
+            seen[ev.activity] = state
     ran = Counter(runs.read_text().split())
     assert set(ran) == set(acts), f"{tag}: not every activity ran"
     twice = sorted(n for n, c in ran.items() if c > 1)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from zambeze_mesh.agent.campaign_wire import event, now_ms
+from zambeze_mesh.control.states import CampaignState, is_allowed
 from zambeze_mesh.scheduling import CampaignDag
 from zambeze_mesh.scheduling import states as st
+from zambeze_mesh.scheduling.states import IllegalTransition
 from zambeze_mesh.settings.logs import log_event
 from zambeze_mesh.store import campaigns as cstore
 from zambeze_mesh.store.db import Store
@@ -24,12 +27,14 @@ from zambeze_mesh.v1 import common_pb2
 log = logging.getLogger("zambeze_mesh.monitor")
 
 MAX_RECENT_EVENTS = 200_000
-CAMPAIGN_STATES = {
-    "RUNNING": common_pb2.CAMPAIGN_STATE_RUNNING,
-    "SUCCEEDED": common_pb2.CAMPAIGN_STATE_SUCCEEDED,
-    "FAILED": common_pb2.CAMPAIGN_STATE_FAILED,
-    "CANCELLED": common_pb2.CAMPAIGN_STATE_CANCELLED,
+CAMPAIGN_STATES: dict[str, common_pb2.CampaignState.ValueType] = {
+    CampaignState.RUNNING: common_pb2.CAMPAIGN_STATE_RUNNING,
+    CampaignState.SUCCEEDED: common_pb2.CAMPAIGN_STATE_SUCCEEDED,
+    CampaignState.FAILED: common_pb2.CAMPAIGN_STATE_FAILED,
+    CampaignState.CANCELLED: common_pb2.CAMPAIGN_STATE_CANCELLED,
 }
+#: An illegal activity transition raises (tests) instead of being logged and refused.
+STRICT_TRANSITIONS = os.environ.get("ZMESH_STRICT_TRANSITIONS", "") == "1"
 
 
 @dataclass
@@ -41,7 +46,7 @@ class Live:
     dag: CampaignDag
     acts: dict[str, cstore.ActivityRow]
     seq: int
-    state: str = "RUNNING"
+    state: str = CampaignState.RUNNING
     message: str = ""
     created_ms: int = 0
     owner: str = ""  # who submitted it (security.owners); "" for campaigns from before
@@ -198,8 +203,28 @@ class Journal:
         agent: str | None = None,
         attempt: int | None = None,
         infra_retries: int | None = None,
-    ) -> None:
-        """Record an activity's transition (and its event, with the next seq)."""
+    ) -> bool:
+        """Record an activity's transition (and its event, with the next seq).
+
+        Only transitions of :data:`~zambeze_mesh.control.states.ALLOWED` are
+        recorded: any other is a bug, which raises :class:`IllegalTransition` when
+        :data:`STRICT_TRANSITIONS` is on (tests) and is logged and refused (False)
+        otherwise.
+        """
+        old = live.acts[name].state
+        if not is_allowed(old, state):
+            if STRICT_TRANSITIONS:
+                raise IllegalTransition(f"{live.id}/{name}: illegal transition {old} -> {state}")
+            log_event(
+                log,
+                "activity.illegal_transition",
+                level=logging.ERROR,
+                campaign=live.id,
+                activity=name,
+                old=old,
+                new=state,
+            )
+            return False
         row = self.touch(live, name)
         if state in st.TERMINAL and row.state not in st.TERMINAL:
             live.open -= 1
@@ -229,6 +254,7 @@ class Journal:
         ev.seq = live.seq
         self.events.append((live, ev))
         self.rows[(live.id, name)] = (live, row)
+        return True
 
     def campaign(self, live: Live, state: str, message: str = "") -> None:
         """Record a campaign's transition (and its event)."""
@@ -239,7 +265,7 @@ class Journal:
         ev = event(live.id, campaign_state=CAMPAIGN_STATES[state], message=message)
         ev.seq = live.seq
         self.events.append((live, ev))
-        if state != "RUNNING":
+        if state != CampaignState.RUNNING:
             self.finished.append(live)
 
     def merge(self, other: Journal) -> None:

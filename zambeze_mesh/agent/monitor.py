@@ -20,6 +20,7 @@ from zambeze_mesh.agent.campaign_wire import from_proto, now_ms
 from zambeze_mesh.agent.committer import After, Committer
 from zambeze_mesh.agent.journal import CAMPAIGN_STATES, CommitFaults, Journal, Live
 from zambeze_mesh.agent.submit_gate import SubmitGate, settle
+from zambeze_mesh.control.states import CampaignState
 from zambeze_mesh.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -98,7 +99,7 @@ class Monitor:
         """Resume every campaign the journal says is still running."""
         self.placement = placement
         store = self.agent.require_store()
-        for row in cstore.list_campaigns(store, 100_000, state="RUNNING"):
+        for row in cstore.list_campaigns(store, 100_000, state=CampaignState.RUNNING):
             acts = {a.name: a for a in cstore.load_activities(store, row.id)}
             req = cstore.load_request(store, row.id)
             if req is None:
@@ -223,7 +224,7 @@ class Monitor:
         names = [a.name for a in acts]
         cid, created, owner = live.id, live.created_ms, live.owner
         j.before.append(lambda db: cstore.insert_campaign(db, cid, req, created, names, owner))
-        j.campaign(live, "RUNNING", f"submitted with {len(acts)} activities")
+        j.campaign(live, CampaignState.RUNNING, f"submitted with {len(acts)} activities")
         offer = self._advance_into(j, live)
         return j, offer
 
@@ -269,7 +270,7 @@ class Monitor:
 
     # ------------------------------------------------------------ driving
     def _offer(self, live: Live, names: list[str]) -> None:
-        if names and self.placement is not None and live.state == "RUNNING":
+        if names and self.placement is not None and live.state == CampaignState.RUNNING:
             self.placement.offer(live, names)
 
     def _advance_into(
@@ -285,7 +286,7 @@ class Monitor:
         ``succeeded``/``retrying`` only the successors of those activities are
         examined (incremental: O(degree) per finished activity, not O(campaign)).
         """
-        if live.state != "RUNNING":
+        if live.state != CampaignState.RUNNING:
             return []
         if succeeded is None:
             states = live.states()
@@ -302,16 +303,14 @@ class Monitor:
                         ready.append(n)
             retry = list(retrying or [])
         # Ready activities go straight to BIDDING (READY is for those waiting for room).
-        offer = ready + retry
-        for name in offer:
-            j.activity(live, name, st.BIDDING)
+        offer = [name for name in ready + retry if j.activity(live, name, st.BIDDING)]
         if live.open == 0:
             final = live.dag.final_state(live.states())
             j.campaign(live, final, self._final_message(live, final))
         return offer
 
     def _final_message(self, live: Live, final: str) -> str:
-        if final == "SUCCEEDED":
+        if final == CampaignState.SUCCEEDED:
             return f"all {len(live.acts)} activities succeeded"
         failed = [a for a in live.acts.values() if a.state == st.FAILED]
         if failed:
@@ -352,7 +351,7 @@ class Monitor:
             waiting: builtins.list[tuple[Live, str, str]] = []
             for key, reason in items:
                 live = self._current(key)
-                if live is None or live.state != "RUNNING":
+                if live is None or live.state != CampaignState.RUNNING:
                     continue
                 name = key.activity
                 row = live.acts[name]
@@ -498,7 +497,8 @@ class Monitor:
                 key = TenderKey(live.id, ev.activity, ev.attempt)
                 if self.placement is None or self.placement.cn.awarded_to(key) != contractor:
                     continue
-                j.touch(live, ev.activity).agent = contractor
+                # Clients see every attempt's AWARDED, before what the contractor did.
+                j.activity(live, ev.activity, st.AWARDED, agent=contractor)
             elif row.agent != contractor:
                 continue
             if (
@@ -625,7 +625,7 @@ class Monitor:
             campaign_id=cid,
             name=row.name,
             # (a campaign still driven is RUNNING until its final event is committed)
-            state=CAMPAIGN_STATES["RUNNING" if live else row.state],
+            state=CAMPAIGN_STATES[CampaignState.RUNNING if live else row.state],
             monitor=self.agent.name,
             last_seq=live.committed_seq if live else row.last_seq,
             created_unix_ms=row.created_ms,

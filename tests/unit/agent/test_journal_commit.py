@@ -1,0 +1,194 @@
+"""The monitor's journal and committer: commit, then apply (real SQLite, no network)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zambeze_mesh.agent import journal as journal_mod
+from zambeze_mesh.agent.committer import Committer
+from zambeze_mesh.agent.journal import CommitFault, CommitFaults, Journal, Live
+from zambeze_mesh.errors import Unavailable
+from zambeze_mesh.scheduling import CampaignDag, activity_from_spec
+from zambeze_mesh.scheduling import states as st
+from zambeze_mesh.scheduling.states import IllegalTransition
+from zambeze_mesh.store import campaigns as cstore
+from zambeze_mesh.store.db import Store
+from zambeze_mesh.v1 import campaigns_pb2, common_pb2
+
+
+def _campaign(store: Store, names: list[str]) -> Live:
+    specs = [common_pb2.ActivitySpec(name=n, shell=common_pb2.ShellSpec(cmd="true")) for n in names]
+    req = campaigns_pb2.SubmitRequest(name="c", activities=specs)
+    live = Live(
+        "c1",
+        "c",
+        CampaignDag([activity_from_spec(s) for s in specs]),
+        {n: cstore.ActivityRow(n, st.PENDING) for n in names},
+        0,
+    )
+    j = Journal(store, {})
+    j.before.append(lambda db: cstore.insert_campaign(db, "c1", req, 0, names))
+    j.campaign(live, "RUNNING", "submitted")
+    j.commit()
+    return live
+
+
+def _memory(live: Live) -> tuple[object, ...]:
+    rows = tuple(
+        (r.name, r.state, r.attempt, r.agent, r.message, dict(r.detail), r.result, r.infra_retries)
+        for r in live.acts.values()
+    )
+    return rows, live.seq, live.open, live.state, live.message, len(live.recent)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "zmesh.db")
+
+
+async def test_failed_write_leaves_memory_and_store_as_they_were(store: Store) -> None:
+    live = _campaign(store, ["a", "b"])
+    faults = CommitFaults()
+    j = Journal(store, {"c1": live}, faults)
+    j.activity(live, "a", st.BIDDING)
+    j.activity(live, "a", st.AWARDED, agent="x")
+    before = _memory(live)
+    j.rollback()  # (nothing written yet: back to before the step)
+    assert _memory(live) != before
+    assert live.acts["a"].state == st.PENDING and live.seq == 1
+
+    memory = _memory(live)
+    j = Journal(store, {"c1": live}, faults)
+    j.activity(live, "a", st.BIDDING)
+    j.activity(live, "a", st.AWARDED, agent="x", detail={"k": "v"}, infra_retries=2)
+    j.activity(live, "b", st.SKIPPED)
+    j.campaign(live, "FAILED", "x")
+    faults.fail(1)
+    with pytest.raises(CommitFault):
+        j.commit()
+    assert _memory(live) == memory
+    assert cstore.events_after(store, "c1", 0) and cstore.events_after(store, "c1", 1) == []
+    assert [a.state for a in cstore.load_activities(store, "c1")] == [st.PENDING, st.PENDING]
+    assert cstore.load_campaign(store, "c1").last_seq == 1  # type: ignore[union-attr]
+
+    # The same step again, now committed: seqs continue without a gap.
+    j = Journal(store, {"c1": live}, faults)
+    j.activity(live, "a", st.BIDDING)
+    j.commit()
+    assert [e.seq for e in cstore.events_after(store, "c1", 0)] == [1, 2]
+    assert [e.seq for e in live.recent] == [1, 2] and live.committed_seq == 2
+
+
+async def test_illegal_transition_raises_in_strict_mode_and_is_refused_otherwise(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = _campaign(store, ["a"])
+    j = Journal(store, {"c1": live})
+    monkeypatch.setattr(journal_mod, "STRICT_TRANSITIONS", True)
+    with pytest.raises(IllegalTransition):
+        j.activity(live, "a", st.RUNNING)  # PENDING -> RUNNING
+    monkeypatch.setattr(journal_mod, "STRICT_TRANSITIONS", False)
+    assert j.activity(live, "a", st.RUNNING) is False
+    assert live.acts["a"].state == st.PENDING and live.seq == 1 and not j.events
+    j.activity(live, "a", st.BIDDING)
+    assert j.activity(live, "a", st.RETRYING) is True
+    assert j.activity(live, "a", st.RETRYING) is False  # RETRYING -> RETRYING
+
+
+async def test_committer_applies_only_after_the_commit_and_retries_failed_writes(
+    store: Store,
+) -> None:
+    live = _campaign(store, ["a", "b", "c"])
+    faults = CommitFaults()
+    lives = {"c1": live}
+    applied: list[tuple[str, int]] = []
+    committer = Committer(lambda: Journal(store, lives, faults), lambda exc: None)
+
+    def step(name: str) -> object:
+        def decide(j: Journal) -> object:
+            j.activity(live, name, st.BIDDING)
+            # What the step applies sees the records committed.
+            return lambda: applied.append((name, cstore.load_campaign(store, "c1").last_seq))  # type: ignore[union-attr]
+
+        return decide
+
+    faults.fail(1)
+    faults.fail(2)
+    first = committer.step(step("a"), wait=True)  # type: ignore[arg-type]
+    second = committer.step(step("b"), wait=True)  # type: ignore[arg-type]
+    assert first is not None and second is not None
+    await asyncio.wait_for(asyncio.gather(first, second), 10)
+    assert committer.failures == 2 and faults.failed == 2
+    assert [name for name, _ in applied] == ["a", "b"]
+    assert all(seq >= 2 for _, seq in applied)
+    seqs = [e.seq for e in cstore.events_after(store, "c1", 0)]
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) == 3
+    await committer.close()
+
+
+async def test_committer_gives_up_after_its_bound_and_refuses_later_steps(store: Store) -> None:
+    live = _campaign(store, ["a"])
+    faults = CommitFaults()
+    gave_up: list[BaseException] = []
+    committer = Committer(
+        lambda: Journal(store, {"c1": live}, faults), gave_up.append, give_up_after_s=0.3
+    )
+    faults.fail_for(3600)
+    memory = _memory(live)
+
+    def decide(j: Journal) -> None:
+        j.activity(live, "a", st.BIDDING)
+
+    done = committer.step(decide, wait=True)
+    assert done is not None
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(done, 10)
+    assert len(gave_up) == 1 and committer.broken is not None
+    assert _memory(live) == memory
+    with pytest.raises(Unavailable):
+        committer.step(decide, wait=True)
+    await committer.close()
+
+
+async def test_a_failing_step_is_dropped_and_the_others_commit(store: Store) -> None:
+    live = _campaign(store, ["a", "b"])
+    committer = Committer(lambda: Journal(store, {"c1": live}), lambda exc: None)
+
+    def good(j: Journal) -> None:
+        j.activity(live, "a", st.BIDDING)
+
+    def bad(j: Journal) -> None:
+        j.activity(live, "b", st.BIDDING)
+        raise RuntimeError("a bug")
+
+    ok = committer.step(good, wait=True)
+    broken = committer.step(bad, wait=True)
+    assert ok is not None and broken is not None
+    await ok
+    with pytest.raises(RuntimeError):
+        await broken
+    assert live.acts["a"].state == st.BIDDING and live.acts["b"].state == st.PENDING
+    assert [e.activity for e in cstore.events_after(store, "c1", 1)] == ["a"]
+    await committer.close()
+
+
+def test_control_imports_no_asyncio_grpc_sqlite3_networkx() -> None:
+    """The control plane's state machines are pure: a fresh interpreter importing
+    every module of ``zambeze_mesh.control`` loads none of these."""
+    code = (
+        "import pkgutil, importlib, sys, zambeze_mesh.control as c\n"
+        "for m in pkgutil.iter_modules(c.__path__):\n"
+        "    importlib.import_module(c.__name__ + '.' + m.name)\n"
+        "bad = [m for m in ('asyncio','grpc','sqlite3','networkx') if m in sys.modules]\n"
+        "print(len(list(pkgutil.iter_modules(c.__path__))), bad)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split(maxsplit=1)
+    assert int(out[0]) >= 1
+    assert out[1].strip() == "[]"
