@@ -43,7 +43,6 @@ BACKOFF_MAX_S = 2.0
 class _Pending:
     step: Step
     done: asyncio.Future[None] | None
-    prepared: Journal | None
 
 
 class Committer:
@@ -68,21 +67,15 @@ class Committer:
         self.groups = 0
         self.failures = 0
 
-    def step(
-        self, step: Step, *, wait: bool = False, prepared: Journal | None = None
-    ) -> asyncio.Future[None] | None:
-        """Queue ``step``; with ``wait`` a future done once it is committed and applied.
-
-        ``prepared``: records of a new campaign journaled elsewhere (nobody sees it
-        yet), written in the same transaction as the step.
-        """
+    def step(self, step: Step, *, wait: bool = False) -> asyncio.Future[None] | None:
+        """Queue ``step``; with ``wait`` a future done once it is committed and applied."""
         if self.broken is not None:
             if wait:
                 raise Unavailable(f"the campaign journal cannot be written: {self.broken}")
             return None
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] | None = loop.create_future() if wait else None
-        self._queue.append(_Pending(step, done, prepared))
+        self._queue.append(_Pending(step, done))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._drive(), name="zmesh-journal-steps")
         return done
@@ -163,8 +156,6 @@ class Committer:
         afters: list[After] = []
         for i, pending in enumerate(group):
             try:
-                if pending.prepared is not None:
-                    j.merge(pending.prepared)
                 afters.append(pending.step(j))
             except Exception as exc:
                 return afters, (i, exc)

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from zambeze_mesh.agent import journal as journal_mod
 from zambeze_mesh.agent.committer import Committer
-from zambeze_mesh.agent.journal import CommitFault, CommitFaults, Journal, Live
+from zambeze_mesh.agent.journal import CommitFault, CommitFaults, Journal, Live, graph_of
+from zambeze_mesh.control.records import IllegalTransitionError, Transaction
+from zambeze_mesh.control.states import CampaignState
 from zambeze_mesh.errors import Unavailable
 from zambeze_mesh.scheduling import CampaignDag, activity_from_spec
 from zambeze_mesh.scheduling import states as st
-from zambeze_mesh.scheduling.states import IllegalTransition
 from zambeze_mesh.store import campaigns as cstore
 from zambeze_mesh.store.db import Store
 from zambeze_mesh.v1 import campaigns_pb2, common_pb2
@@ -24,18 +24,27 @@ from zambeze_mesh.v1 import campaigns_pb2, common_pb2
 def _campaign(store: Store, names: list[str]) -> Live:
     specs = [common_pb2.ActivitySpec(name=n, shell=common_pb2.ShellSpec(cmd="true")) for n in names]
     req = campaigns_pb2.SubmitRequest(name="c", activities=specs)
+    dag = CampaignDag([activity_from_spec(s) for s in specs])
     live = Live(
-        "c1",
-        "c",
-        CampaignDag([activity_from_spec(s) for s in specs]),
-        {n: cstore.ActivityRow(n, st.PENDING) for n in names},
-        0,
+        "c1", "c", graph_of(dag), {n: cstore.ActivityRow(n, st.PENDING) for n in names}, 0, dag=dag
     )
+    tx = Transaction(strict=True)
+    tx.campaign(live, CampaignState.RUNNING, "submitted")
     j = Journal(store, {})
     j.before.append(lambda db: cstore.insert_campaign(db, "c1", req, 0, names))
-    j.campaign(live, "RUNNING", "submitted")
-    j.commit()
+    j.add(tx)
+    j.write()
+    j.applied()
     return live
+
+
+def _commit(j: Journal) -> None:
+    try:
+        j.write()
+    except BaseException:
+        j.rollback()
+        raise
+    j.applied()
 
 
 def _memory(live: Live) -> tuple[object, ...]:
@@ -54,50 +63,47 @@ def store(tmp_path: Path) -> Store:
 async def test_failed_write_leaves_memory_and_store_as_they_were(store: Store) -> None:
     live = _campaign(store, ["a", "b"])
     faults = CommitFaults()
-    j = Journal(store, {"c1": live}, faults)
-    j.activity(live, "a", st.BIDDING)
-    j.activity(live, "a", st.AWARDED, agent="x")
-    before = _memory(live)
-    j.rollback()  # (nothing written yet: back to before the step)
-    assert _memory(live) != before
-    assert live.acts["a"].state == st.PENDING and live.seq == 1
-
     memory = _memory(live)
+    tx1, tx2 = Transaction(strict=True), Transaction(strict=True)
+    tx1.activity(live, "a", st.BIDDING)
+    tx1.activity(live, "a", st.AWARDED, agent="x", detail={"k": "v"}, infra_retries=2)
+    tx2.activity(live, "b", st.BIDDING)
+    tx2.activity(live, "b", st.FAILED)
+    tx2.campaign(live, CampaignState.FAILED, "x")
     j = Journal(store, {"c1": live}, faults)
-    j.activity(live, "a", st.BIDDING)
-    j.activity(live, "a", st.AWARDED, agent="x", detail={"k": "v"}, infra_retries=2)
-    j.activity(live, "b", st.SKIPPED)
-    j.campaign(live, "FAILED", "x")
+    j.add(tx1)
+    j.add(tx2)
     faults.fail(1)
     with pytest.raises(CommitFault):
-        j.commit()
+        _commit(j)
     assert _memory(live) == memory
-    assert cstore.events_after(store, "c1", 0) and cstore.events_after(store, "c1", 1) == []
+    assert len(cstore.events_after(store, "c1", 0)) == 1
     assert [a.state for a in cstore.load_activities(store, "c1")] == [st.PENDING, st.PENDING]
     assert cstore.load_campaign(store, "c1").last_seq == 1  # type: ignore[union-attr]
+    assert not live.ended
 
     # The same step again, now committed: seqs continue without a gap.
+    tx = Transaction(strict=True)
+    tx.activity(live, "a", st.BIDDING)
     j = Journal(store, {"c1": live}, faults)
-    j.activity(live, "a", st.BIDDING)
-    j.commit()
+    j.add(tx)
+    _commit(j)
     assert [e.seq for e in cstore.events_after(store, "c1", 0)] == [1, 2]
     assert [e.seq for e in live.recent] == [1, 2] and live.committed_seq == 2
 
 
-async def test_illegal_transition_raises_in_strict_mode_and_is_refused_otherwise(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+async def test_illegal_transition_raises_when_strict_and_is_refused_otherwise(
+    store: Store,
 ) -> None:
     live = _campaign(store, ["a"])
-    j = Journal(store, {"c1": live})
-    monkeypatch.setattr(journal_mod, "STRICT_TRANSITIONS", True)
-    with pytest.raises(IllegalTransition):
-        j.activity(live, "a", st.RUNNING)  # PENDING -> RUNNING
-    monkeypatch.setattr(journal_mod, "STRICT_TRANSITIONS", False)
-    assert j.activity(live, "a", st.RUNNING) is False
-    assert live.acts["a"].state == st.PENDING and live.seq == 1 and not j.events
-    j.activity(live, "a", st.BIDDING)
-    assert j.activity(live, "a", st.RETRYING) is True
-    assert j.activity(live, "a", st.RETRYING) is False  # RETRYING -> RETRYING
+    with pytest.raises(IllegalTransitionError):
+        Transaction(strict=True).activity(live, "a", st.RUNNING)  # PENDING -> RUNNING
+    tx = Transaction(strict=False)
+    assert tx.activity(live, "a", st.RUNNING) is False
+    assert live.acts["a"].state == st.PENDING and live.seq == 1 and not tx
+    assert tx.activity(live, "a", st.BIDDING) is True
+    assert tx.activity(live, "a", st.RETRYING) is True
+    assert tx.activity(live, "a", st.RETRYING) is False  # RETRYING -> RETRYING
 
 
 async def test_committer_applies_only_after_the_commit_and_retries_failed_writes(
@@ -111,7 +117,9 @@ async def test_committer_applies_only_after_the_commit_and_retries_failed_writes
 
     def step(name: str) -> object:
         def decide(j: Journal) -> object:
-            j.activity(live, name, st.BIDDING)
+            tx = Transaction(strict=True)
+            tx.activity(live, name, st.BIDDING)
+            j.add(tx)
             # What the step applies sees the records committed.
             return lambda: applied.append((name, cstore.load_campaign(store, "c1").last_seq))  # type: ignore[union-attr]
 
@@ -142,7 +150,9 @@ async def test_committer_gives_up_after_its_bound_and_refuses_later_steps(store:
     memory = _memory(live)
 
     def decide(j: Journal) -> None:
-        j.activity(live, "a", st.BIDDING)
+        tx = Transaction(strict=True)
+        tx.activity(live, "a", st.BIDDING)
+        j.add(tx)
 
     done = committer.step(decide, wait=True)
     assert done is not None
@@ -160,10 +170,14 @@ async def test_a_failing_step_is_dropped_and_the_others_commit(store: Store) -> 
     committer = Committer(lambda: Journal(store, {"c1": live}), lambda exc: None)
 
     def good(j: Journal) -> None:
-        j.activity(live, "a", st.BIDDING)
+        tx = Transaction(strict=True)
+        tx.activity(live, "a", st.BIDDING)
+        j.add(tx)
 
     def bad(j: Journal) -> None:
-        j.activity(live, "b", st.BIDDING)
+        tx = Transaction(strict=True)
+        j.add(tx)
+        tx.activity(live, "b", st.BIDDING)
         raise RuntimeError("a bug")
 
     ok = committer.step(good, wait=True)
