@@ -21,9 +21,12 @@ from zambeze_mesh.control.states import (
     TERMINAL,
     ActivityState,
     CampaignState,
+    is_allowed,
 )
 
 A = ActivityState
+#: What a contractor may report from any placed state.
+_ENDS = frozenset({A.SUCCEEDED, A.FAILED, A.CANCELLED})
 
 #: Times a contractor may be lost under an attempt before the activity fails.
 MAX_INFRA_RETRIES = 3
@@ -183,7 +186,8 @@ class CampaignMachine:
             self._deferred(fx, inp)
         elif isinstance(inp, PlacementFailed):
             run = self._current(inp.key)
-            if run is not None:
+            # (only an attempt under negotiation can fail to be placed)
+            if run is not None and run.acts[inp.key.activity].state in (A.BIDDING, A.READY):
                 self._fail(fx, run, inp.key.activity, inp.reason, {})
                 self._advance(fx, run, [], [])
         elif isinstance(inp, Submitted):
@@ -325,6 +329,8 @@ class CampaignMachine:
                 and (rep.state != A.STAGING or rep.message == row.message)
             ):
                 continue  # a duplicate; STAGING repeats to report each input staged
+            if rep.state not in _ENDS and not is_allowed(run.acts[key.activity].state, rep.state):
+                continue  # an older event sent again, after a newer one: stale
             _, done, retry = progress.setdefault(run.id, (run, [], []))
             self._apply_report(fx, run, inp.contractor, rep, done, retry)
         for run, done, retry in progress.values():
