@@ -28,7 +28,8 @@ S = common_pb2
 pytestmark = pytest.mark.slow
 
 N_ACTIVITIES = 50
-#: Upper bound on N (a campaign of 50 activities takes about 60 to 130 commits).
+#: Upper bound on N (a campaign of 50 activities takes about 50 to 130 commits,
+#: fewer when group commit gathers more steps per transaction).
 MAX_N = 400
 #: Generous bound on one campaign (about 2 s on a quiet machine): a lost result
 #: leaves its campaign running forever.
