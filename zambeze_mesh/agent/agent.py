@@ -423,6 +423,8 @@ class Agent:
                 log_event(log, "zeroconf.failed", level=logging.WARNING, reason=str(exc))
         if self.placement is not None:
             await self.placement.close()
+        if self.monitor is not None:
+            await self.monitor.close()
         if self.contractor is not None:
             await self.contractor.close()
         if self.revocations is not None:

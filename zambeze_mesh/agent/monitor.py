@@ -17,8 +17,32 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from zambeze_mesh.agent.campaign_wire import from_proto, now_ms
-from zambeze_mesh.agent.journal import CAMPAIGN_STATES, Journal, Live
+from zambeze_mesh.agent.committer import After, Committer
+from zambeze_mesh.agent.journal import (
+    CAMPAIGN_STATES,
+    STRICT_TRANSITIONS,
+    CommitFaults,
+    Journal,
+    Live,
+    graph_of,
+)
 from zambeze_mesh.agent.submit_gate import SubmitGate, settle
+from zambeze_mesh.control.campaign import (
+    CampaignMachine,
+    CancelRequested,
+    Deferred,
+    Effects,
+    Input,
+    Key,
+    MemberDown,
+    Placed,
+    PlacementFailed,
+    Report,
+    Reported,
+    Resumed,
+    Submitted,
+)
+from zambeze_mesh.control.states import CampaignState
 from zambeze_mesh.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -47,10 +71,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zambeze_mesh.monitor")
 
-MAX_INFRA_RETRIES = 3
-#: Attempts a campaign's activity may be handed back (by pilots leaving) before the
-#: next hand-back counts as a failure.
-MAX_HANDED_BACK = 32
 #: Backoff of activities no agent has room for: first wait, and the longest.
 DEFER_MIN_S = 0.1
 DEFER_MAX_S = 5.0
@@ -70,21 +90,36 @@ class Monitor:
         self.live: dict[str, Live] = {}
         self.placement: Placement | None = None
         self._reoffer_timer: asyncio.TimerHandle | None = None
-        self._reports: builtins.list[
-            tuple[str, builtins.list[common_pb2.Event], asyncio.Future[None]]
-        ] = []
         self._reoffer_at = 0.0
         self.gate = SubmitGate(agent.config.max_admitting_activities)
+        #: Journal commits to fail on purpose (tests only; None in production).
+        self.faults: CommitFaults | None = None
+        #: Every change of a campaign is a step: decided, committed, then applied.
+        self.steps = Committer(self._journal, self._journal_unwritable)
+        #: The campaigns' state machine; it drives the campaigns in :attr:`live`.
+        self.machine = CampaignMachine(self.live, strict=STRICT_TRANSITIONS)  # type: ignore[arg-type]
 
     def _journal(self) -> Journal:
-        return Journal(self.agent.require_store(), self.live)
+        return Journal(self.agent.require_store(), self.live, self.faults)
+
+    def _journal_unwritable(self, exc: BaseException) -> None:
+        """The journal stayed unwritable: stop the agent rather than run on with
+        campaigns whose state it cannot record (a restart resumes from the journal)."""
+        asyncio.get_running_loop().create_task(self.agent.shutdown())
+
+    async def close(self) -> None:
+        """Stop taking steps (the group being written finishes)."""
+        if self._reoffer_timer is not None:
+            self._reoffer_timer.cancel()
+            self._reoffer_timer = None
+        await self.steps.close()
 
     # ------------------------------------------------------------ life cycle
     async def start(self, placement: Placement) -> None:
         """Resume every campaign the journal says is still running."""
         self.placement = placement
         store = self.agent.require_store()
-        for row in cstore.list_campaigns(store, 100_000, state="RUNNING"):
+        for row in cstore.list_campaigns(store, 100_000, state=CampaignState.RUNNING):
             acts = {a.name: a for a in cstore.load_activities(store, row.id)}
             req = cstore.load_request(store, row.id)
             if req is None:
@@ -94,35 +129,71 @@ class Monitor:
             live = Live(
                 row.id,
                 row.name,
-                dag,
+                graph_of(dag),
                 acts,
                 row.last_seq,
                 created_ms=row.created_ms,
                 owner=row.owner,
+                dag=dag,
             )
             self.live[row.id] = live
             log_event(log, "campaign.resumed", campaign=row.id, seq=row.last_seq)
-        for live in list(self.live.values()):
-            self._resume(live)
+        for cid in list(self.live):
+            await self._take(Resumed(cid), wait=True)
 
-    def _resume(self, live: Live) -> None:
-        """After a restart: re-offer what was being negotiated, keep what was placed."""
-        j = self._journal()
-        stale = []
-        for name, row in live.acts.items():
-            if row.state in (st.READY, st.BIDDING, st.RETRYING):
-                stale.append(TenderKey(live.id, name, row.attempt))
-                j.activity(
-                    live,
-                    name,
-                    st.RETRYING,
-                    message="monitor restarted during placement",
-                    attempt=row.attempt + 1,
-                )
-        j.commit()
-        if self.placement is not None and stale:
-            self.placement.cancel_everywhere(stale)
-        self.advance(live)
+    def _take(self, inp: Input, *, wait: bool = False) -> asyncio.Future[None]:
+        """Queue an input of the machine: stepped, committed, then applied.
+
+        The returned future is done once it is applied (only with ``wait``)."""
+
+        def step(j: Journal) -> After:
+            fx = self.machine.step(asyncio.get_running_loop().time(), inp)
+            j.add(fx.tx)
+            return lambda: self._apply(fx)
+
+        done = self.steps.step(step, wait=wait)
+        if done is None:
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+        return done
+
+    def _apply(self, fx: Effects) -> None:
+        """A step's effects once its records are committed."""
+        if fx.started is not None:
+            assert isinstance(fx.started, Live)
+            self.live[fx.started.id] = fx.started
+        for cid, name in fx.awarded:
+            live = self.live.get(cid)
+            if live is not None:
+                live.deferrals.pop(name, None)
+        if fx.waiting:
+            now = asyncio.get_running_loop().time()
+            for cid, name, message in fx.waiting:
+                live = self.live.get(cid)
+                if live is None:
+                    continue
+                n = live.deferrals.get(name, 0) + 1
+                live.deferrals[name] = n
+                live.waiting[name] = now + min(DEFER_MAX_S, DEFER_MIN_S * 2 ** (n - 1))
+                live.acts[name].message = message
+            self._arm_reoffer()
+        for cid, agent, n in fx.lost:
+            log_event(log, "campaign.contractor_lost", campaign=cid, agent=agent, activities=n)
+        placement = self.placement
+        if placement is None:
+            return
+        if fx.cancel_everywhere:
+            placement.cancel_everywhere([_tender_key(k) for k in fx.cancel_everywhere])
+        for cid in fx.withdraw:
+            live = self.live.get(cid) or _finished(fx, cid)
+            if live is not None:
+                placement.withdraw(live)
+        if fx.cancel_on:
+            placement.cancel_on([(_tender_key(k), agent) for k, agent in fx.cancel_on])
+        for cid, names in fx.offer:
+            live = self.live.get(cid)
+            if live is not None:
+                self._offer(live, names)
 
     # ------------------------------------------------------------ submit
     async def submit(self, req: campaigns_pb2.SubmitRequest, owner: str = "") -> str:
@@ -151,18 +222,32 @@ class Monitor:
             live = Live(
                 cid,
                 req.name,
-                dag,
+                graph_of(dag),
                 {a.name: cstore.ActivityRow(a.name, st.PENDING) for a in acts},
                 0,
                 created_ms=now_ms(),
                 owner=owner,
+                dag=dag,
             )
-            # The new campaign is nobody else's yet: journal it off the loop.
-            offer = await asyncio.to_thread(self._journal_new, live, req, acts)
-        self.live[cid] = live
+            # The new campaign is nobody else's yet: its first step runs off the loop;
+            # it is driven (and offered) once its records are committed.
+            msg = f"submitted with {len(acts)} activities"
+            fx = await asyncio.to_thread(self.machine.step, 0.0, Submitted(live, msg))
+            names = [a.name for a in acts]
+            created = live.created_ms
+
+            def step(j: Journal) -> After:
+                j.before.append(
+                    lambda db: cstore.insert_campaign(db, cid, req, created, names, owner)
+                )
+                j.add(fx.tx, undo=False)
+                return lambda: self._apply(fx)
+
+            done = self.steps.step(step, wait=True)
+            assert done is not None
+            await done
         settle(len(acts))
         log_event(log, "campaign.submitted", campaign=cid, name=req.name, activities=len(acts))
-        self._offer(live, offer)
         return cid
 
     def _resubmitted(self, req: campaigns_pb2.SubmitRequest, owner: str) -> str | None:
@@ -179,19 +264,6 @@ class Monitor:
                 "different request; use a new id for a new campaign"
             )
         return existing
-
-    def _journal_new(
-        self, live: Live, req: campaigns_pb2.SubmitRequest, acts: builtins.list[ActivityDef]
-    ) -> builtins.list[str]:
-        """The campaign row, its first event and the first offers: one transaction."""
-        j = self._journal()
-        names = [a.name for a in acts]
-        cid, created, owner = live.id, live.created_ms, live.owner
-        j.before = lambda db: cstore.insert_campaign(db, cid, req, created, names, owner)
-        j.campaign(live, "RUNNING", f"submitted with {len(acts)} activities")
-        offer = self._advance_into(j, live)
-        j.commit()
-        return offer
 
     @staticmethod
     def _check_sizes(req: campaigns_pb2.SubmitRequest) -> None:
@@ -234,80 +306,13 @@ class Monitor:
                 )
 
     # ------------------------------------------------------------ driving
-    def advance(
-        self,
-        live: Live,
-        succeeded: list[str] | None = None,
-        retrying: list[str] | None = None,
-    ) -> None:
-        """Offer every activity whose predecessors succeeded; finish when all ended.
-
-        With ``succeeded``/``retrying`` only the successors of those activities are
-        examined (incremental: O(degree) per finished activity, not O(campaign)).
-        """
-        j = self._journal()
-        offer = self._advance_into(j, live, succeeded, retrying)
-        j.commit()
-        self._offer(live, offer)
-
     def _offer(self, live: Live, names: list[str]) -> None:
-        if names and self.placement is not None and live.state == "RUNNING":
+        if names and self.placement is not None and live.state == CampaignState.RUNNING:
             self.placement.offer(live, names)
-
-    def _advance_into(
-        self,
-        j: Journal,
-        live: Live,
-        succeeded: list[str] | None = None,
-        retrying: list[str] | None = None,
-    ) -> list[str]:
-        """Journal what :meth:`advance` does into ``j``; returns the names to offer."""
-        if live.state != "RUNNING":
-            return []
-        if succeeded is None:
-            states = live.states()
-            ready = live.dag.ready(states)
-            retry = [n for n, s in states.items() if s == st.RETRYING]
-        else:
-            states = live.states()
-            seen: set[str] = set()
-            ready = []
-            for name in succeeded:
-                for n in live.dag.unblocked_by(name, states):
-                    if n not in seen:
-                        seen.add(n)
-                        ready.append(n)
-            retry = list(retrying or [])
-        # Ready activities go straight to BIDDING (READY is for those waiting for room).
-        offer = ready + retry
-        for name in offer:
-            j.activity(live, name, st.BIDDING)
-        if live.open == 0:
-            final = live.dag.final_state(live.states())
-            j.campaign(live, final, self._final_message(live, final))
-        return offer
-
-    def _final_message(self, live: Live, final: str) -> str:
-        if final == "SUCCEEDED":
-            return f"all {len(live.acts)} activities succeeded"
-        failed = [a for a in live.acts.values() if a.state == st.FAILED]
-        if failed:
-            first = failed[0]
-            tail = first.detail.get("stderr_tail", "")
-            msg = f"activity {first.name!r} failed: {first.message}"
-            return msg + (f"\n{tail[-2000:]}" if tail else "")
-        return "cancelled"
 
     def placed(self, placements: list[tuple[TenderKey, str]]) -> None:
         """Contract net: agents accepted these awards (journaled in one transaction)."""
-        j = self._journal()
-        for key, agent in placements:
-            live = self._current(key)
-            # (a report from the contractor may already have moved it past AWARDED)
-            if live is not None and live.acts[key.activity].state in (st.READY, st.BIDDING):
-                live.deferrals.pop(key.activity, None)
-                j.activity(live, key.activity, st.AWARDED, agent=agent)
-        j.commit()
+        self._take(Placed(tuple((_key(k), agent) for k, agent in placements)))
 
     def placement_deferred(self, items: list[tuple[TenderKey, str]]) -> None:
         """Contract net: no agent has room now; keep these READY and offer them again.
@@ -315,25 +320,7 @@ class Monitor:
         The first deferral journals BIDDING -> READY with the reasons; offering again
         happens inside READY (no event per retry), with a backoff per activity.
         """
-        now = asyncio.get_running_loop().time()
-        j = self._journal()
-        for key, reason in items:
-            live = self._current(key)
-            if live is None or live.state != "RUNNING":
-                continue
-            name = key.activity
-            row = live.acts[name]
-            if row.state not in (st.BIDDING, st.READY):
-                continue
-            n = live.deferrals.get(name, 0) + 1
-            live.deferrals[name] = n
-            live.waiting[name] = now + min(DEFER_MAX_S, DEFER_MIN_S * 2 ** (n - 1))
-            if row.state == st.BIDDING:
-                j.activity(live, name, st.READY, message=f"waiting for room: {reason}")
-            else:
-                row.message = f"waiting for room: {reason}"
-        j.commit()
-        self._arm_reoffer()
+        self._take(Deferred(tuple((_key(k), reason) for k, reason in items)))
 
     def _arm_reoffer(self) -> None:
         due = [t for live in self.live.values() for t in live.waiting.values()]
@@ -367,32 +354,7 @@ class Monitor:
 
     def placement_failed(self, key: TenderKey, reason: str) -> None:
         """Contract net: nobody could take the activity."""
-        live = self._current(key)
-        if live is None:
-            return
-        self._fail(live, key.activity, reason, {})
-
-    def _current(self, key: TenderKey) -> Live | None:
-        live = self.live.get(key.campaign_id)
-        if live is None:
-            return None
-        row = live.acts.get(key.activity)
-        if row is None or row.attempt != key.attempt or row.state in st.TERMINAL:
-            return None
-        return live
-
-    def _fail(self, live: Live, name: str, message: str, detail: dict[str, str]) -> None:
-        j = self._journal()
-        self._fail_into(j, live, name, message, detail)
-        j.commit()
-        self.advance(live, [], [])
-
-    def _fail_into(
-        self, j: Journal, live: Live, name: str, message: str, detail: dict[str, str]
-    ) -> None:
-        j.activity(live, name, st.FAILED, message=message, detail=detail)
-        for dep in live.dag.on_failure(name, live.states()):
-            j.activity(live, dep, st.SKIPPED, message=f"upstream activity {name!r} failed")
+        self._take(PlacementFailed(_key(key), reason))
 
     # ------------------------------------------------------------ reports
     def report(
@@ -400,181 +362,29 @@ class Monitor:
     ) -> asyncio.Future[None]:
         """Events from a contractor: journaled, then acted upon.
 
-        Group commit: every report received in the same turn of the event loop is
+        Group commit: reports received while the previous group is being written are
         journaled in one transaction. The returned future completes once these events
-        are journaled (acknowledge them to the contractor only then).
+        are committed (acknowledge them to the contractor only then).
         """
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._reports.append((contractor, events, done))
-        if len(self._reports) == 1:
-            loop.call_soon(self._flush_reports)
-        return done
-
-    def _flush_reports(self) -> None:
-        batch, self._reports = self._reports, []
-        j = self._journal()
-        progress: dict[str, tuple[Live, builtins.list[str], builtins.list[str]]] = {}
-        try:
-            for contractor, events, _ in batch:
-                self._report_into(j, progress, contractor, events)
-            offers = [
-                (live, self._advance_into(j, live, done, retry))
-                for live, done, retry in progress.values()
-            ]
-            j.commit()
-        except Exception as exc:
-            log.exception("journaling reports failed")
-            for _, _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        for _, _, fut in batch:
-            if not fut.done():
-                fut.set_result(None)
-        for live, names in offers:
-            self._offer(live, names)
-
-    def _report_into(
-        self,
-        j: Journal,
-        progress: dict[str, tuple[Live, builtins.list[str], builtins.list[str]]],
-        contractor: str,
-        events: builtins.list[common_pb2.Event],
-    ) -> None:
+        reports = []
+        awarded = set()
+        cn = self.placement.cn if self.placement is not None else None
         for ev in events:
-            live = self.live.get(ev.campaign_id)
-            if live is None:
-                continue
-            row = live.acts.get(ev.activity)
-            if row is None or row.state in st.TERMINAL:
-                continue
-            if ev.attempt != row.attempt:
-                log_event(
-                    log,
-                    "report.stale_attempt",
-                    campaign=live.id,
-                    activity=ev.activity,
-                    attempt=ev.attempt,
-                    current=row.attempt,
-                )
-                continue
+            key = Key(ev.campaign_id, ev.activity, ev.attempt)
             try:
-                state = from_proto(ev.state)
+                state: st.ActivityState | None = from_proto(ev.state)
             except InvalidInput:
-                continue
-            if row.state in (st.BIDDING, st.READY):
-                # The contractor's report overtook our processing of its acceptance:
-                # adopt it, but only if the contract net awarded it this very attempt.
-                key = TenderKey(live.id, ev.activity, ev.attempt)
-                if self.placement is None or self.placement.cn.awarded_to(key) != contractor:
-                    continue
-                row.agent = contractor
-            elif row.agent != contractor:
-                continue
-            if (
-                state == row.state
-                and state not in st.TERMINAL
-                and (state != st.STAGING or ev.message == row.message)
-            ):
-                continue  # a duplicate; STAGING repeats to report each input staged
-            _, done, retry = progress.setdefault(live.id, (live, [], []))
-            self._apply_report(j, live, contractor, state, ev, done, retry)
-
-    def _apply_report(
-        self,
-        j: Journal,
-        live: Live,
-        contractor: str,
-        state: str,
-        ev: common_pb2.Event,
-        done: list[str],
-        retry: list[str],
-    ) -> None:
-        name = ev.activity
-        row = live.acts[name]
-        detail = dict(ev.detail)
-        if state not in (st.SUCCEEDED, st.FAILED, st.CANCELLED):
-            j.activity(live, name, state, message=ev.message, detail=detail, agent=contractor)
-            return
-        if state == st.SUCCEEDED:
-            j.activity(
-                live,
-                name,
-                st.SUCCEEDED,
-                message=ev.message,
-                detail=detail,
-                result=ev.result,
-                agent=contractor,
+                state = None
+            reports.append(
+                Report(key, state, ev.message, tuple(ev.detail.items()), bytes(ev.result))
             )
-            done.append(name)
-            return
-        if (
-            state == st.FAILED
-            and detail.get("handed_back") == "1"
-            and row.infra_retries < MAX_HANDED_BACK
-        ):
-            # A pilot gave it back before its walltime: offer it again, not a failure.
-            row.infra_retries += 1
-            j.activity(
-                live,
-                name,
-                st.RETRYING,
-                message=f"attempt {row.attempt} handed back by {contractor}: {ev.message}",
-                attempt=row.attempt + 1,
-            )
-            retry.append(name)
-            return
-        if state == st.FAILED and row.attempt < self._max_attempt(live, name, row):
-            j.activity(
-                live,
-                name,
-                st.RETRYING,
-                message=f"attempt {row.attempt} failed: {ev.message}",
-                detail=detail,
-                attempt=row.attempt + 1,
-            )
-            retry.append(name)
-            return
-        self._fail_into(j, live, name, ev.message or f"activity {state.lower()}", detail)
-
-    def _max_attempt(self, live: Live, name: str, row: cstore.ActivityRow) -> int:
-        """Attempts allowed: the first, ``retries`` more, plus one per lost contractor."""
-        return 1 + live.dag.activity(name).retries + row.infra_retries
+            if cn is not None and cn.awarded_to(_tender_key(key)) == contractor:
+                awarded.add(key)
+        return self._take(Reported(contractor, tuple(reports), frozenset(awarded)), wait=True)
 
     def member_down(self, name: str) -> None:
         """Gossip says ``name`` is dead or left: re-offer what it was running."""
-        for live in list(self.live.values()):
-            j = self._journal()
-            lost = []
-            for act, row in live.acts.items():
-                if row.agent == name and row.state in st.PLACED:
-                    lost.append(act)
-            for act in lost:
-                row = live.acts[act]
-                if row.infra_retries >= MAX_INFRA_RETRIES:
-                    lost_n = row.infra_retries + 1
-                    self._fail_into(j, live, act, f"contractor {name} was lost {lost_n} times", {})
-                    continue
-                row.infra_retries += 1
-                j.activity(
-                    live,
-                    act,
-                    st.RETRYING,
-                    message=f"contractor {name} is gone; re-offering",
-                    attempt=row.attempt + 1,
-                    agent="",
-                )
-            j.commit()
-            if lost:
-                log_event(
-                    log,
-                    "campaign.contractor_lost",
-                    campaign=live.id,
-                    agent=name,
-                    activities=len(lost),
-                )
-                self.advance(live)
+        self._take(MemberDown(name))
 
     # ------------------------------------------------------------ client API
     def status(self, cid: str, edges: bool = True) -> campaigns_pb2.CampaignStatus:
@@ -589,9 +399,10 @@ class Monitor:
         out = campaigns_pb2.CampaignStatus(
             campaign_id=cid,
             name=row.name,
-            state=CAMPAIGN_STATES[live.state if live else row.state],
+            # (a campaign still driven is RUNNING until its final event is committed)
+            state=CAMPAIGN_STATES[CampaignState.RUNNING if live else row.state],
             monitor=self.agent.name,
-            last_seq=live.seq if live else row.last_seq,
+            last_seq=live.committed_seq if live else row.last_seq,
             created_unix_ms=row.created_ms,
             message=live.message if live else row.message,
             finished_unix_ms=0 if live else row.finished_ms,
@@ -667,7 +478,7 @@ class Monitor:
                 if final:
                     return
                 continue
-            if live is None or live.state != "RUNNING":
+            if live is None or live.ended:
                 row = cstore.load_campaign(store, cid)
                 if row is None or row.last_seq <= last or not follow:
                     return
@@ -681,25 +492,29 @@ class Monitor:
             except TimeoutError:
                 pass
 
-    def cancel(self, cid: str) -> campaigns_pb2.CampaignStatus:
-        """Cancel every unfinished activity; running ones are killed on their agents."""
-        live = self.live.get(cid)
-        if live is None:
-            return self.status(cid)
-        j = self._journal()
-        running = []
-        for name, row in live.acts.items():
-            if row.state in st.TERMINAL:
-                continue
-            if row.state in st.PLACED:
-                running.append((TenderKey(cid, name, row.attempt), row.agent))
-            j.activity(live, name, st.CANCELLED, message="campaign cancelled")
-        j.campaign(live, "CANCELLED", "cancelled by the user")
-        j.commit()
-        if self.placement is not None:
-            self.placement.withdraw(live)
-            self.placement.cancel_on(running)
+    async def cancel(self, cid: str) -> campaigns_pb2.CampaignStatus:
+        """Cancel every unfinished activity; running ones are killed on their agents.
+
+        Answers once the cancellation is committed."""
+        if cid in self.live:
+            await self._take(CancelRequested(cid), wait=True)
         return self.status(cid)
+
+
+def _key(k: TenderKey) -> Key:
+    return Key(k.campaign_id, k.activity, k.attempt)
+
+
+def _tender_key(k: Key) -> TenderKey:
+    return TenderKey(k.campaign_id, k.activity, k.attempt)
+
+
+def _finished(fx: Effects, cid: str) -> Live | None:
+    """The campaign ``cid`` that this step ended (it has left ``Monitor.live``)."""
+    for run in fx.tx.finished:
+        if run.id == cid and isinstance(run, Live):
+            return run
+    return None
 
 
 def _build(req: campaigns_pb2.SubmitRequest) -> tuple[list[ActivityDef], CampaignDag]:

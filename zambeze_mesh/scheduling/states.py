@@ -1,79 +1,43 @@
 """Activity states, the allowed transitions between them, and the wire mapping.
 
-States are plain upper-case strings (``"PENDING"``, ``"RUNNING"``, ...) so that they
-journal and print without ceremony; :func:`to_proto` / :func:`from_proto` convert
-them to and from ``common_pb2.ActivityState`` at the edge.
+States are :class:`~zambeze_mesh.control.states.ActivityState` members, whose values
+are the plain upper-case strings (``"PENDING"``, ``"RUNNING"``, ...) the journal
+stores; the transition table is the control plane's
+(:data:`zambeze_mesh.control.states.ALLOWED`). :func:`to_proto` / :func:`from_proto`
+convert them to and from ``common_pb2.ActivityState`` at the edge.
 """
 
 from __future__ import annotations
 
+from zambeze_mesh.control.states import ALLOWED, ActivityState
+from zambeze_mesh.control.states import PLACED as _PLACED
+from zambeze_mesh.control.states import TERMINAL as _TERMINAL
 from zambeze_mesh.errors import FailedPrecondition, InvalidInput
 from zambeze_mesh.v1 import common_pb2
 
-PENDING = "PENDING"
-READY = "READY"
-BIDDING = "BIDDING"
-AWARDED = "AWARDED"
-QUEUED = "QUEUED"
-STAGING = "STAGING"
-RUNNING = "RUNNING"
-SUCCEEDED = "SUCCEEDED"
-FAILED = "FAILED"
-CANCELLED = "CANCELLED"
-RETRYING = "RETRYING"
-SKIPPED = "SKIPPED"
+PENDING = ActivityState.PENDING
+READY = ActivityState.READY
+BIDDING = ActivityState.BIDDING
+AWARDED = ActivityState.AWARDED
+QUEUED = ActivityState.QUEUED
+STAGING = ActivityState.STAGING
+RUNNING = ActivityState.RUNNING
+SUCCEEDED = ActivityState.SUCCEEDED
+FAILED = ActivityState.FAILED
+CANCELLED = ActivityState.CANCELLED
+RETRYING = ActivityState.RETRYING
+SKIPPED = ActivityState.SKIPPED
 
 #: Every activity state, in life-cycle order.
-STATES: tuple[str, ...] = (
-    PENDING,
-    READY,
-    BIDDING,
-    AWARDED,
-    QUEUED,
-    STAGING,
-    RUNNING,
-    SUCCEEDED,
-    FAILED,
-    CANCELLED,
-    RETRYING,
-    SKIPPED,
-)
+STATES: tuple[str, ...] = tuple(ActivityState)
 
 #: States an activity never leaves.
-TERMINAL: frozenset[str] = frozenset({SUCCEEDED, FAILED, CANCELLED, SKIPPED})
+TERMINAL: frozenset[str] = frozenset(_TERMINAL)
 
 #: States in which an attempt is placed on (or running at) a contractor.
-PLACED: frozenset[str] = frozenset({AWARDED, QUEUED, STAGING, RUNNING})
+PLACED: frozenset[str] = frozenset(_PLACED)
 
-_ENDINGS = frozenset({FAILED, CANCELLED, RETRYING})
-
-# The execution phase moves forward only; a contractor may skip steps (no inputs
-# to stage, no batch queue), so any later state in this order is allowed.
-_EXECUTION_ORDER = (AWARDED, STAGING, QUEUED, RUNNING, SUCCEEDED)
-
-
-def _forward(state: str) -> frozenset[str]:
-    idx = _EXECUTION_ORDER.index(state)
-    return frozenset(_EXECUTION_ORDER[idx + 1 :]) | _ENDINGS
-
-
-_ALLOWED: dict[str, frozenset[str]] = {
-    # Ready activities are offered at once (BIDDING); READY is for those waiting for room.
-    PENDING: frozenset({READY, BIDDING, FAILED, CANCELLED, SKIPPED}),
-    # READY = waiting for room: offered again without leaving READY until placed.
-    READY: frozenset({BIDDING, AWARDED, FAILED, CANCELLED, SKIPPED, RETRYING}),
-    # A placement round may restart (READY), fail, or end in a retry.
-    BIDDING: frozenset({AWARDED, READY, FAILED, CANCELLED, RETRYING}),
-    AWARDED: _forward(AWARDED),
-    STAGING: _forward(STAGING),
-    QUEUED: _forward(QUEUED),
-    RUNNING: _forward(RUNNING),
-    RETRYING: frozenset({READY, BIDDING, FAILED, CANCELLED}),
-    SUCCEEDED: frozenset(),
-    FAILED: frozenset(),
-    CANCELLED: frozenset(),
-    SKIPPED: frozenset(),
-}
+_ALLOWED: dict[str, frozenset[str]] = {old: frozenset(new) for old, new in ALLOWED.items()}
 
 
 class IllegalTransition(FailedPrecondition):
@@ -116,7 +80,7 @@ def to_proto(state: str) -> common_pb2.ActivityState.ValueType:
     return common_pb2.ActivityState.Value(_PREFIX + state)
 
 
-def from_proto(value: int) -> str:
+def from_proto(value: int) -> ActivityState:
     """The state name of a ``common_pb2.ActivityState`` value (UNSPECIFIED is refused)."""
     try:
         name = common_pb2.ActivityState.Name(value)  # type: ignore[arg-type]
@@ -125,4 +89,4 @@ def from_proto(value: int) -> str:
     state = name.removeprefix(_PREFIX)
     if state not in _ALLOWED:
         raise InvalidInput(f"activity state {name} is not a valid state")
-    return state
+    return ActivityState(state)

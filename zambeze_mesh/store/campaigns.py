@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from zambeze_mesh.control.records import ActivityRow as ActivityRow  # the one row type
 from zambeze_mesh.store.db import Store, run_script
 from zambeze_mesh.v1 import campaigns_pb2, common_pb2
 
@@ -116,20 +117,6 @@ def m5_owners(db: sqlite3.Connection) -> None:
         ALTER TABLE contracts_new RENAME TO contracts;
         """,
     )
-
-
-@dataclass
-class ActivityRow:
-    """The monitor's current view of one activity."""
-
-    name: str
-    state: str
-    attempt: int = 1
-    agent: str = ""
-    message: str = ""
-    detail: dict[str, str] = field(default_factory=dict)
-    result: bytes = b""
-    infra_retries: int = 0
 
 
 @dataclass

@@ -86,11 +86,14 @@ class _ActivityStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Activit
 class ActivityState(_ActivityState, metaclass=_ActivityStateEnumTypeWrapper):
     """Life cycle of an activity. Transitions are journaled by the monitor and
     streamed as Events. The usual path is
-      PENDING -> READY -> BIDDING -> AWARDED [-> QUEUED] [-> STAGING] -> RUNNING
+      PENDING [-> READY] -> BIDDING -> AWARDED [-> STAGING] [-> QUEUED] -> RUNNING
       -> SUCCEEDED | FAILED
-    A FAILED attempt with retries left goes RETRYING (attempt + 1) and back to
-    BIDDING. Final states: SUCCEEDED, FAILED, CANCELLED, SKIPPED. Clients should
-    tolerate repeated states (e.g. several STAGING events, one per input) and
+    Every placed attempt is AWARDED before it is STAGING, QUEUED or RUNNING (the
+    monitor journals AWARDED first even when the contractor's report overtakes the
+    award); STAGING and QUEUED are skipped when there is nothing to stage or no
+    batch queue. A FAILED attempt with retries left goes RETRYING (attempt + 1) and
+    back to BIDDING. Final states: SUCCEEDED, FAILED, CANCELLED, SKIPPED. Clients
+    should tolerate repeated states (e.g. several STAGING events, one per input) and
     states they do not know (treat them as non-final).
     """
 

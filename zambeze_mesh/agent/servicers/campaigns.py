@@ -90,7 +90,7 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
     async def Cancel(
         self, request: campaigns_pb2.CancelCampaignRequest, context: grpc.aio.ServicerContext
     ) -> campaigns_pb2.CampaignStatus:
-        return self._monitor().cancel(self._owned(request.campaign_id))
+        return await self._monitor().cancel(self._owned(request.campaign_id))
 
     @rpc_errors
     async def ListCampaigns(
