@@ -9,8 +9,9 @@ activity states) loads neither networkx (the DAG) nor gRPC.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from zambeze_mesh.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from zambeze_mesh.scheduling import states
@@ -162,16 +163,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE, *_SUBMODULES])
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, globals(), _SUBMODULES)
