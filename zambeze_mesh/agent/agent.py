@@ -27,6 +27,7 @@ from zambeze_mesh.agent.placement import Placement
 from zambeze_mesh.agent.reporter import Reporter
 from zambeze_mesh.agent.revocations import Revocations
 from zambeze_mesh.agent.servicers.scheduling import SchedulingService
+from zambeze_mesh.agent.servicers.streams import ServedStreams
 from zambeze_mesh.agent.staging import Stager
 from zambeze_mesh.data.tlsserve import DataListener
 from zambeze_mesh.errors import AlreadyExists, Unavailable
@@ -122,6 +123,8 @@ class Agent:
         self._datasvc: DataService | None = None
         #: Answers Scheduling calls (gRPC, and this agent's own in-process ones).
         self.scheduling = SchedulingService(self.config.name)
+        #: The long-lived streams the server holds open; ended first when stopping.
+        self.streams = ServedStreams()
 
     @property
     def name(self) -> str:
@@ -284,7 +287,7 @@ class Agent:
         membership_pb2_grpc.add_MembershipServicer_to_server(MembershipServicer(self), server)
         campaigns_pb2_grpc.add_CampaignsServicer_to_server(CampaignsServicer(self), server)
         scheduling_pb2_grpc.add_SchedulingServicer_to_server(
-            SchedulingServicer(self.scheduling), server
+            SchedulingServicer(self.scheduling, self.streams), server
         )
         data_pb2_grpc.add_DataServicer_to_server(DataServicer(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -410,6 +413,9 @@ class Agent:
         self._stopped.set()
 
     async def _teardown(self, grace: float) -> None:
+        # Report streams and Watches would hold the server for its whole grace period:
+        # end them now (peers resend or resume; nothing is lost).
+        self.streams.stop()
         if self.web_view is not None:
             web_view, self.web_view = self.web_view, None
             await web_view.close()

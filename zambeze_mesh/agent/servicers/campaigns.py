@@ -74,7 +74,9 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
     ) -> AsyncIterator[common_pb2.Event]:
         monitor = self._monitor()
         cid = self._owned(request.campaign_id)
-        async for ev in monitor.watch(cid, request.after_seq, request.follow):
+        async for ev in self.agent.streams.serve(
+            monitor.watch(cid, request.after_seq, request.follow)
+        ):
             yield ev
 
     @rpc_errors
@@ -83,7 +85,9 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
     ) -> AsyncIterator[campaigns_pb2.EventBatch]:
         monitor = self._monitor()
         cid = self._owned(request.campaign_id)
-        async for batch in monitor.watch_batches(cid, request.after_seq, request.follow):
+        async for batch in self.agent.streams.serve(
+            monitor.watch_batches(cid, request.after_seq, request.follow)
+        ):
             yield campaigns_pb2.EventBatch(events=batch)
 
     @rpc_errors
