@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from zambeze_mesh.agent.contractor import Contractor
+from zambeze_mesh.agent.databrowse import DataBrowser
 from zambeze_mesh.agent.datalistener import start_data_listener
 from zambeze_mesh.agent.datasvc import DataService, build_data_service
 from zambeze_mesh.agent.gossip import Gossip
@@ -64,6 +65,7 @@ from zambeze_mesh.v1 import (
 
 if TYPE_CHECKING:
     from zambeze_mesh.agent.pilot_scaler import PilotScaler
+    from zambeze_mesh.agent.servicers.campaigns import CampaignsServicer
     from zambeze_mesh.agent.servicers.membership import MembershipServicer
     from zambeze_mesh.data.client import FetchResult
     from zambeze_mesh.ui.embedded import EmbeddedUi
@@ -130,6 +132,7 @@ class Agent:
         #: Answers Data calls once the data service is built (``fault``: a test hook).
         self.data_servicer = DataServicer(self.config)
         self.membership_servicer: MembershipServicer | None = None
+        self.campaigns_servicer: CampaignsServicer | None = None
 
     @property
     def name(self) -> str:
@@ -209,6 +212,8 @@ class Agent:
             address=self.address,
         )
         self.data_servicer.attach(self._datasvc)
+        if self.campaigns_servicer is not None:
+            self.campaigns_servicer.attach_data(DataBrowser(self.name, self._datasvc, self))
         sock = self.home.socket
         self.home.prepare_socket_dir()
         if sock.exists():
@@ -301,7 +306,15 @@ class Agent:
             ca_locked=self.ca_locked,
         )
         membership_pb2_grpc.add_MembershipServicer_to_server(self.membership_servicer, server)
-        campaigns_pb2_grpc.add_CampaignsServicer_to_server(CampaignsServicer(self), server)
+        self.campaigns_servicer = CampaignsServicer(
+            name=self.name,
+            mesh=self.mesh,
+            admins=self.config.admins,
+            streams=self.streams,
+            store=self.store,
+            source=self,
+        )
+        campaigns_pb2_grpc.add_CampaignsServicer_to_server(self.campaigns_servicer, server)
         scheduling_pb2_grpc.add_SchedulingServicer_to_server(
             SchedulingServicer(self.scheduling, self.streams), server
         )
@@ -383,6 +396,8 @@ class Agent:
             transport=transport,
         )
         await self.monitor.start(self.placement)
+        if self.campaigns_servicer is not None:
+            self.campaigns_servicer.attach(monitor=self.monitor, members=self.gossip)
         self.gossip.runner.add_listener(self._on_member_event)
         self._start_pilot_scaler()
         if self.config.zeroconf:
