@@ -65,7 +65,7 @@ async def test_resume_after_broken_stream_sends_little_twice(tmp_path: Path) -> 
                 raise Unavailable("injected: stream broken")
             return msg
 
-        a.data_fault = fault  # type: ignore[attr-defined]
+        a.data_servicer.fault = fault
         dest = tmp_path / "f.bin"
         res = await DataClient(b, backoff=lambda n: 0.01).fetch(a.name, "f.bin", dest)
         assert broken == [3 * MiB]
@@ -86,7 +86,7 @@ async def test_corrupted_chunk_detected_refetched_never_installed(tmp_path: Path
                 msg.data = bytes([msg.data[0] ^ 0xFF]) + msg.data[1:]
             return msg
 
-        a.data_fault = corrupt_once  # type: ignore[attr-defined]
+        a.data_servicer.fault = corrupt_once
         dest = tmp_path / "f.bin"
         client = DataClient(b, backoff=lambda n: 0.01, max_retries=3)
         res = await client.fetch(a.name, "f.bin", dest)
@@ -98,7 +98,7 @@ async def test_corrupted_chunk_detected_refetched_never_installed(tmp_path: Path
                 msg.data = b"\0" * len(msg.data)
             return msg
 
-        a.data_fault = corrupt_always  # type: ignore[attr-defined]
+        a.data_servicer.fault = corrupt_always
         dest2 = tmp_path / "g.bin"
         with pytest.raises(DataIntegrityError):
             await client.fetch(a.name, "f.bin", dest2)
@@ -112,7 +112,7 @@ async def test_corrupted_chunk_detected_refetched_never_installed(tmp_path: Path
                 msg.chunk_digest = ""
             return msg
 
-        a.data_fault = corrupt_no_digest  # type: ignore[attr-defined]
+        a.data_servicer.fault = corrupt_no_digest
         with pytest.raises(DataIntegrityError):
             await client.fetch(a.name, "f.bin", dest2)
         assert not dest2.exists()
@@ -128,7 +128,7 @@ async def test_slow_reader_holder_does_not_buffer_the_file(tmp_path: Path) -> No
             produced.append(i)
             return m
 
-        a.data_fault = count  # type: ignore[attr-defined]
+        a.data_servicer.fault = count
         assert b.channels is not None
         s = data_pb2_grpc.DataStub(b.channels.get(a.address))
         offer = await s.Offer(data_pb2.OfferRequest(path="f.bin"))

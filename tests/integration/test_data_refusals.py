@@ -75,7 +75,7 @@ async def test_offer_and_fetch_refusals(tmp_path: Path, export: Path) -> None:
             chunks.append(i)
             return m
 
-        a.data_fault = count  # type: ignore[attr-defined]
+        a.data_servicer.fault = count
         svc = a.datasvc
         s = stub(b, a)
 

@@ -115,12 +115,13 @@ async def test_scope_is_the_callers_certificate_name(
         with pytest.raises(Unauthenticated, match="only admits names agent-1-pilot-"):
             await join(tmp_path, a1, resp.token, "agent-0-pilot-1")
         # A CA holder whose key is locked admits no pilot: it grants no token either.
-        a0.ca_locked = True
+        assert a0.membership_servicer is not None
+        a0.membership_servicer.ca_locked = True
         try:
             with pytest.raises(FailedPrecondition, match="CA key is locked"):
                 await obtain(a1, "agent-1-pilot-")
         finally:
-            a0.ca_locked = False
+            a0.membership_servicer.ca_locked = False
         # Unspent tokens per agent are bounded (the first one above is still unspent).
         monkeypatch.setattr(grant, "MAX_OUTSTANDING", 2)
         await obtain(a1, "agent-1-pilot-")

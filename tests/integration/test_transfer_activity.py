@@ -2,7 +2,7 @@
 
 Campaigns are submitted on agent-0 over its Unix socket; data moves between the
 other agents. Movement is counted twice: STAGING events (requester side) and hooks
-on every holder that see each outgoing ``Fetch`` chunk (``data_fault``) and
+on every holder that see each outgoing ``Fetch`` chunk (the Data servicer's ``fault``) and
 ``tls-stream`` frame (``tls_data_fault``).
 """
 
@@ -64,7 +64,7 @@ class Served:
         self.streams: Counter[str] = Counter()
         self.bytes: Counter[str] = Counter()
         for a in agents:
-            a.data_fault = self._hook(a.name)  # type: ignore[attr-defined]
+            a.data_servicer.fault = self._hook(a.name)
             a.tls_data_fault = self._frames(a.name)  # type: ignore[attr-defined]
 
     def _frames(self, name: str) -> FrameFault:

@@ -331,7 +331,7 @@ async def test_stolen_grant_is_refused(tmp_path: Path) -> None:
             chunks.append(i)
             return m
 
-        a0.data_fault = count  # type: ignore[attr-defined]
+        a0.data_servicer.fault = count
         async with as_agent(a1, a0) as ch1, as_agent(a2, a0) as ch2:
             s1, s2 = data_pb2_grpc.DataStub(ch1), data_pb2_grpc.DataStub(ch2)
             offer = await s1.Offer(data_pb2.OfferRequest(path="f.bin"), timeout=5)

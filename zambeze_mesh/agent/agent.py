@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from zambeze_mesh.agent.contractor import Contractor
+from zambeze_mesh.agent.databrowse import DataBrowser
 from zambeze_mesh.agent.datalistener import start_data_listener
 from zambeze_mesh.agent.datasvc import DataService, build_data_service
 from zambeze_mesh.agent.gossip import Gossip
@@ -26,7 +27,9 @@ from zambeze_mesh.agent.monitor import Monitor
 from zambeze_mesh.agent.placement import Placement
 from zambeze_mesh.agent.reporter import Reporter
 from zambeze_mesh.agent.revocations import Revocations
+from zambeze_mesh.agent.servicers.data import DataServicer
 from zambeze_mesh.agent.servicers.scheduling import SchedulingService
+from zambeze_mesh.agent.servicers.streams import ServedStreams
 from zambeze_mesh.agent.staging import Stager
 from zambeze_mesh.data.tlsserve import DataListener
 from zambeze_mesh.errors import AlreadyExists, Unavailable
@@ -62,6 +65,8 @@ from zambeze_mesh.v1 import (
 
 if TYPE_CHECKING:
     from zambeze_mesh.agent.pilot_scaler import PilotScaler
+    from zambeze_mesh.agent.servicers.campaigns import CampaignsServicer
+    from zambeze_mesh.agent.servicers.membership import MembershipServicer
     from zambeze_mesh.data.client import FetchResult
     from zambeze_mesh.ui.embedded import EmbeddedUi
 
@@ -122,6 +127,12 @@ class Agent:
         self._datasvc: DataService | None = None
         #: Answers Scheduling calls (gRPC, and this agent's own in-process ones).
         self.scheduling = SchedulingService(self.config.name)
+        #: The long-lived streams the server holds open; ended first when stopping.
+        self.streams = ServedStreams()
+        #: Answers Data calls once the data service is built (``fault``: a test hook).
+        self.data_servicer = DataServicer(self.config)
+        self.membership_servicer: MembershipServicer | None = None
+        self.campaigns_servicer: CampaignsServicer | None = None
 
     @property
     def name(self) -> str:
@@ -159,7 +170,9 @@ class Agent:
         key_pem = ident.key_pem
         cert_pem = der_to_pem(ident.cert_der)
         key_from_pem(key_pem)  # fail early on a damaged key
-        self.revocations = Revocations(self)
+        self.revocations = Revocations(
+            name=self.name, mesh=self.mesh, ca_cert=self.ca.cert, store=self.store
+        )
         self.revocations.load()
         self.channels = ChannelPool(
             channel_credentials(key_pem, cert_pem, self.ca.cert_pem), self.config.max_message_bytes
@@ -198,6 +211,9 @@ class Agent:
             store=self.store,
             address=self.address,
         )
+        self.data_servicer.attach(self._datasvc)
+        if self.campaigns_servicer is not None:
+            self.campaigns_servicer.attach_data(DataBrowser(self.name, self._datasvc, self))
         sock = self.home.socket
         self.home.prepare_socket_dir()
         if sock.exists():
@@ -276,17 +292,33 @@ class Agent:
         return join_hostport(host, port if adv_port == 0 else adv_port)
 
     def _add_services(self, server: grpc.aio.Server) -> None:
+        from zambeze_mesh.agent.admission import Admission
         from zambeze_mesh.agent.servicers.campaigns import CampaignsServicer
-        from zambeze_mesh.agent.servicers.data import DataServicer
         from zambeze_mesh.agent.servicers.membership import MembershipServicer
         from zambeze_mesh.agent.servicers.scheduling import SchedulingServicer
 
-        membership_pb2_grpc.add_MembershipServicer_to_server(MembershipServicer(self), server)
-        campaigns_pb2_grpc.add_CampaignsServicer_to_server(CampaignsServicer(self), server)
-        scheduling_pb2_grpc.add_SchedulingServicer_to_server(
-            SchedulingServicer(self.scheduling), server
+        assert self.store is not None and self.revocations is not None
+        self.membership_servicer = MembershipServicer(
+            name=self.name,
+            admission=Admission(self),
+            revocations=self.revocations,
+            store=self.store,
+            ca_locked=self.ca_locked,
         )
-        data_pb2_grpc.add_DataServicer_to_server(DataServicer(self), server)
+        membership_pb2_grpc.add_MembershipServicer_to_server(self.membership_servicer, server)
+        self.campaigns_servicer = CampaignsServicer(
+            name=self.name,
+            mesh=self.mesh,
+            admins=self.config.admins,
+            streams=self.streams,
+            store=self.store,
+            source=self,
+        )
+        campaigns_pb2_grpc.add_CampaignsServicer_to_server(self.campaigns_servicer, server)
+        scheduling_pb2_grpc.add_SchedulingServicer_to_server(
+            SchedulingServicer(self.scheduling, self.streams), server
+        )
+        data_pb2_grpc.add_DataServicer_to_server(self.data_servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -314,6 +346,9 @@ class Agent:
             is_revoked=self.revocations.set.is_revoked,
             plugins=self.registry.names(),
         )
+        self.revocations.attach(self.gossip, self.channels)
+        if self.membership_servicer is not None:
+            self.membership_servicer.attach(self.gossip)
         await self.gossip.start()
         self.revocations.start()
         # Advertise the batch scheduler and its partitions (re-signs the record).
@@ -334,7 +369,22 @@ class Agent:
             data=self.datasvc,
             fetch=self._fetch,
         )
-        self.contractor = Contractor(self, self.registry, reporter=reporter, stager=stager)
+        self.contractor = Contractor(
+            name=self.name,
+            mesh=self.mesh,
+            slots=cfg.slots,
+            max_queued=cfg.max_queued,
+            sandbox_functions=cfg.sandbox_functions,
+            data_dir=self.data_dir,
+            policy=self.execution_policy,
+            store=self.store,
+            members=self.gossip,
+            catalog=self.datasvc.catalog,
+            sandbox=self.sandbox,
+            registry=self.registry,
+            reporter=reporter,
+            stager=stager,
+        )
         self.scheduling.attach(self.contractor, self.monitor)
         await self.contractor.start()
         self.placement = Placement(
@@ -346,6 +396,8 @@ class Agent:
             transport=transport,
         )
         await self.monitor.start(self.placement)
+        if self.campaigns_servicer is not None:
+            self.campaigns_servicer.attach(monitor=self.monitor, members=self.gossip)
         self.gossip.runner.add_listener(self._on_member_event)
         self._start_pilot_scaler()
         if self.config.zeroconf:
@@ -410,6 +462,9 @@ class Agent:
         self._stopped.set()
 
     async def _teardown(self, grace: float) -> None:
+        # Report streams and Watches would hold the server for its whole grace period:
+        # end them now (peers resend or resume; nothing is lost).
+        self.streams.stop()
         if self.web_view is not None:
             web_view, self.web_view = self.web_view, None
             await web_view.close()

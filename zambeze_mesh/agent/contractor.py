@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from zambeze_mesh.agent.campaign_wire import event, key_of
 from zambeze_mesh.agent.digests import output_detail, result_sha256
@@ -79,8 +79,11 @@ from zambeze_mesh.store import campaigns as cstore
 from zambeze_mesh.v1 import scheduling_pb2
 
 if TYPE_CHECKING:
-    from zambeze_mesh.agent.agent import Agent
-    from zambeze_mesh.execution.sandbox import Jail
+    from zambeze_mesh.data.catalog import Catalog
+    from zambeze_mesh.execution.sandbox import Jail, Sandbox
+    from zambeze_mesh.settings.policy import ExecutionPolicy
+    from zambeze_mesh.store import Store
+    from zambeze_mesh.v1 import common_pb2
 
 log = logging.getLogger("zambeze_mesh.contractor")
 
@@ -96,6 +99,18 @@ STRICT_ENV = "ZMESH_STRICT_MACHINES"
 
 JobKey = tuple[str, TenderKey]
 """A contractor job's key: ``(monitor, (campaign, activity, attempt))``."""
+
+
+class Members(Protocol):
+    """What the contractor needs of membership (the agent's gossip)."""
+
+    def record_of(self, name: str) -> common_pb2.AgentRecord | None:
+        """The latest verified record of ``name`` (this agent's own included)."""
+        ...
+
+    def set_load(self, free_slots: int) -> None:
+        """Gossip this agent's free slots."""
+        ...
 
 
 @dataclass
@@ -137,24 +152,50 @@ class Job:
 
 
 class Contractor:
-    """Executes awarded activities on this agent."""
+    """Executes awarded activities on this agent.
+
+    Built from what it uses: this agent's ``name`` and ``mesh``, its ``slots`` and
+    ``max_queued`` (config), ``sandbox_functions`` (how widely shipped functions share
+    a jail), ``data_dir`` (``@agentdir``), the execution ``policy``, the ``store``
+    (contracts), ``members`` (its own record for bids; where its load is gossiped),
+    the data service's digest ``catalog``, the activities' ``sandbox`` (None: none),
+    the plugin ``registry``, the ``reporter`` (outbox) and the ``stager``.
+    """
 
     def __init__(
         self,
-        agent: Agent,
-        registry: PluginRegistry,
         *,
+        name: str,
+        mesh: str,
+        slots: int,
+        max_queued: int,
+        sandbox_functions: str,
+        data_dir: Path,
+        policy: ExecutionPolicy,
+        store: Store,
+        members: Members,
+        catalog: Catalog,
+        sandbox: Sandbox | None,
+        registry: PluginRegistry,
         reporter: Reporter,
         stager: Stager,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.agent = agent
+        self.name = name
+        self.mesh = mesh
+        self.sandbox_functions = sandbox_functions
+        self.data_dir = data_dir
+        self.policy = policy
+        self.store = store
+        self.members = members
+        self.catalog = catalog
+        self.sandbox = sandbox
         self.registry = registry
         self.clock = clock
         self.stager = stager
         config = ContractorConfig(
-            slots=agent.config.slots,
-            max_queued=agent.config.max_queued,
+            slots=slots,
+            max_queued=max_queued,
             queue_per_slot=QUEUE_PER_SLOT,
             service_memory_s=SERVICE_MEMORY_S,
             strict=os.environ.get(STRICT_ENV, "") not in ("", "0"),
@@ -212,9 +253,7 @@ class Contractor:
                 elif isinstance(effect, Emit):
                     self._emit(effect)
                 elif isinstance(effect, Load):
-                    gossip = self.agent.gossip
-                    if gossip is not None:
-                        gossip.set_load(effect.free)
+                    self.members.set_load(effect.free)
             if not pending:
                 break
             fx = self.machine.step(self.clock(), pending.popleft())
@@ -226,7 +265,7 @@ class Contractor:
         """Write the contracts of newly accepted jobs (one transaction)."""
         jobs = [self.jobs[k] for k in effect.jobs]  # type: ignore[index]
         try:
-            with self.agent.require_store().tx() as db:
+            with self.store.tx() as db:
                 for job in jobs:
                     cstore.contract_put(
                         db,
@@ -252,8 +291,7 @@ class Contractor:
     # ------------------------------------------------------------ life cycle
     async def start(self) -> None:
         """Report attempts lost by a previous crash, then start the reporter."""
-        store = self.agent.require_store()
-        lost = cstore.contracts_open(store)
+        lost = cstore.contracts_open(self.store)
         self.reporter.start()  # first whatever the outbox still holds
         self._step(
             Lost(tuple((monitor, TenderKey(cid, act, n)) for cid, act, n, monitor, _ in lost))
@@ -274,8 +312,7 @@ class Contractor:
 
     # ------------------------------------------------------------ bidding
     def _self_info(self) -> AgentInfo | None:
-        gossip = self.agent.gossip
-        rec = gossip.record_of(self.agent.name) if gossip is not None else None
+        rec = self.members.record_of(self.name)
         return agent_from_record(rec, "alive") if rec is not None else None
 
     def bids(self, req: scheduling_pb2.CallForProposalsRequest) -> list[Bid]:
@@ -327,12 +364,12 @@ class Contractor:
         self, monitor: str, t: scheduling_pb2.Tender, act: ActivityDef
     ) -> str | None:
         """Why this agent's execution policy refuses the tender, or None."""
-        policy = self.agent.execution_policy
+        policy = self.policy
         if not policy.rules:
             return None
         if t.owner and not t.owner.startswith("spiffe://"):
             raise InvalidInput(f"tender owner {t.owner[:80]!r} is not a SPIFFE ID")
-        owner = wire_owner(self.agent.mesh, monitor, t.owner)
+        owner = wire_owner(self.mesh, monitor, t.owner)
         function = act.is_function or t.function_bytes > 0
         return policy.refusal(owner, act.plugin, function=function)
 
@@ -341,16 +378,10 @@ class Contractor:
         return self.machine.expected_runtime(plugin, self.clock())
 
     # ------------------------------------------------------------ awards
-    def award(
-        self,
-        req: scheduling_pb2.AwardRequest,
-        known: dict[TenderKey, ActivityDef] | None = None,
-    ) -> list[scheduling_pb2.AwardDecision]:
+    def award(self, req: scheduling_pb2.AwardRequest) -> list[scheduling_pb2.AwardDecision]:
         """Accept (and queue) or reject each awarded activity.
 
-        An accepted attempt's contract is written before this returns. ``known``:
-        activities already validated by this agent's own monitor (the in-process
-        award), so they are not parsed again.
+        An accepted attempt's contract is written before this returns.
         """
         monitor, m = req.monitor, self.machine
         items: list[AwardItem] = []
@@ -369,7 +400,7 @@ class Contractor:
                 items.append(AwardItem(key, named_monitor=item.monitor))
                 continue
             try:
-                act = (known or {}).get(key) or activity_from_spec(item.tender.spec)
+                act = activity_from_spec(item.tender.spec)
                 refused = self._policy_refusal(monitor, item.tender, act)
             except InvalidInput as exc:
                 items.append(AwardItem(key, named_monitor=item.monitor, refusal=str(exc)))
@@ -453,7 +484,7 @@ class Contractor:
             spec=prepared.spec if prepared.spec is not None else spec,
             working_dir=prepared.working_dir,
             output_dir=prepared.output_dir,
-            agent_dir=self.agent.data_dir,
+            agent_dir=self.data_dir,
             env=prepared.env,
             timeout_s=job.act.timeout_s or None,
             sandbox=self._jail(job, prepared),
@@ -476,7 +507,7 @@ class Contractor:
         (``"owner"``: one warm worker serves every campaign of that owner through
         that monitor, which keeps one spare worker started ahead), the campaign's
         (``"campaign"``) or every campaign's (``"shared"``), writable."""
-        sandbox = self.agent.sandbox
+        sandbox = self.sandbox
         if sandbox is None:
             return None
         spec = job.item.tender.spec
@@ -485,12 +516,12 @@ class Contractor:
         script = prepared.env.get("ZMESH_SCRIPT")
         if script:
             ro.append(Path(script))
-        owner_scope, campaign_scope = run_scopes(self.agent.mesh, job)
+        owner_scope, campaign_scope = run_scopes(self.mesh, job)
         if spec.WhichOneof("body") != "python" or not spec.python.function:
             return sandbox.for_run(campaign_scope, rw, ro)
-        mode = self.agent.config.sandbox_functions
+        mode = self.sandbox_functions
         scope = {"owner": owner_scope, "shared": ""}.get(mode, campaign_scope)
-        shared_dir = self.agent.data_dir / "runs" / scope
+        shared_dir = self.data_dir / "runs" / scope
         shared_dir.mkdir(parents=True, exist_ok=True)  # a custom working dir elsewhere
         rw.append(shared_dir)
         # Per owner (or shared), the next campaign comes to the same workers: keep
@@ -501,8 +532,7 @@ class Contractor:
         """Add the size and sha256 of what a successful attempt produced to its detail."""
         if outcome.state != "SUCCEEDED":
             return
-        catalog = self.agent.datasvc.catalog
-        outcome.detail.update(await asyncio.to_thread(output_detail, catalog, path))
+        outcome.detail.update(await asyncio.to_thread(output_detail, self.catalog, path))
 
     def _emitter(self, job: Job):  # type: ignore[no-untyped-def]
         async def emit(state: str, message: str = "", detail: dict[str, str] | None = None) -> None:
@@ -517,7 +547,7 @@ class Contractor:
             key.activity,
             effect.state,
             attempt=key.attempt,
-            agent=self.agent.name,
+            agent=self.name,
             message=effect.message,
             detail=dict(effect.detail),
             result=effect.result,

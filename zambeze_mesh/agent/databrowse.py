@@ -33,16 +33,14 @@ from zambeze_mesh.security.authz import Caller
 from zambeze_mesh.v1 import data_pb2
 
 if TYPE_CHECKING:
-    from zambeze_mesh.agent.agent import Agent
+    from zambeze_mesh.agent.datasvc import DataService
+    from zambeze_mesh.data.peers import LocalAgent
 
 __all__ = [
+    "DataBrowser",
     "Piece",
-    "browse_admins",
     "check_browse",
-    "list_data",
-    "read_data",
     "split_data_uri",
-    "stat_data",
 ]
 
 
@@ -53,12 +51,6 @@ class Piece:
     offset: int
     data: bytes
     file_size: int
-
-
-def browse_admins(agent: Agent) -> Collection[str]:
-    """Identities (``spiffe://`` URIs, agent setting ``admins``) that may browse besides
-    the local Unix-socket user."""
-    return tuple(agent.config.admins)
 
 
 def check_browse(caller: Caller, admins: Collection[str] = ()) -> None:
@@ -89,24 +81,6 @@ def split_data_uri(uri: str) -> tuple[str, str]:
     return parsed.agent, parsed.path
 
 
-async def list_data(agent: Agent, uri: str, limit: int = 0) -> tuple[str, list[ObjectInfo], bool]:
-    """(holder, entries, truncated) of ``uri`` (a directory's entries, or the file itself)."""
-    holder, path = split_data_uri(uri)
-    if holder == agent.name:
-        entries, truncated = await asyncio.to_thread(agent.datasvc.list, path, limit)
-        return holder, entries, truncated
-    entries, truncated = await DataClient(agent).list(holder, path, limit)
-    return holder, entries, truncated
-
-
-async def stat_data(agent: Agent, uri: str) -> ObjectInfo:
-    """Size, mtime and (for files) sha256 of ``uri``."""
-    holder, path = split_data_uri(uri)
-    if holder == agent.name:
-        return await asyncio.to_thread(agent.datasvc.stat, path)
-    return await DataClient(agent).stat(holder, path)
-
-
 def _bounds(offset: int, size: int, file_size: int) -> int:
     """The end (exclusive) of the range asked for; refuses an offset past the end."""
     if offset > file_size:
@@ -114,71 +88,95 @@ def _bounds(offset: int, size: int, file_size: int) -> int:
     return file_size if size == 0 else min(file_size, offset + size)
 
 
-async def read_data(agent: Agent, uri: str, offset: int = 0, size: int = 0) -> AsyncIterator[Piece]:
-    """The bytes of file ``uri`` in ``[offset, offset + size)`` (``size`` 0: to the end)."""
-    if offset < 0 or size < 0:
-        raise InvalidInput("offset and size must not be negative")
-    holder, path = split_data_uri(uri)
-    svc = agent.datasvc
-    chunk = min(DEFAULT_CHUNK, svc.max_chunk)
-    if holder == agent.name:
-        async for piece in _read_local(agent, path, offset, size, chunk):
-            yield piece
-    else:
-        async for piece in _read_remote(agent, holder, path, offset, size, chunk):
-            yield piece
+class DataBrowser:
+    """Browsing ``NAME://path`` for clients: this agent's own data through its data
+    ``service``, anybody else's over the data fabric (``source``: what a data client
+    needs of this agent). ``name`` is this agent's name."""
 
+    def __init__(self, name: str, service: DataService, source: LocalAgent) -> None:
+        self.name = name
+        self.service = service
+        self.source = source
 
-async def _read_local(
-    agent: Agent, path: str, offset: int, size: int, chunk: int
-) -> AsyncIterator[Piece]:
-    real = await asyncio.to_thread(agent.datasvc.sandbox.resolve, path)
-    if real.is_dir():
-        raise InvalidInput(f"{path!r} is a directory: list it, read its files")
-    fd = await asyncio.to_thread(open_regular, real)
-    try:
-        file_size = os.fstat(fd).st_size
-        end = _bounds(offset, size, file_size)
-        pos = offset
-        if pos == end:
-            yield Piece(pos, b"", file_size)
-        while pos < end:
-            data = await asyncio.to_thread(os.pread, fd, min(chunk, end - pos), pos)
-            if not data:
-                break  # the file shrank while being read
-            yield Piece(pos, data, file_size)
-            pos += len(data)
-    finally:
-        os.close(fd)
+    async def list_data(self, uri: str, limit: int = 0) -> tuple[str, list[ObjectInfo], bool]:
+        """(holder, entries, truncated) of ``uri`` (a directory's entries, or the file itself)."""
+        holder, path = split_data_uri(uri)
+        if holder == self.name:
+            entries, truncated = await asyncio.to_thread(self.service.list, path, limit)
+            return holder, entries, truncated
+        entries, truncated = await DataClient(self.source).list(holder, path, limit)
+        return holder, entries, truncated
 
+    async def stat_data(self, uri: str) -> ObjectInfo:
+        """Size, mtime and (for files) sha256 of ``uri``."""
+        holder, path = split_data_uri(uri)
+        if holder == self.name:
+            return await asyncio.to_thread(self.service.stat, path)
+        return await DataClient(self.source).stat(holder, path)
 
-async def _read_remote(
-    agent: Agent, holder: str, path: str, offset: int, size: int, chunk: int
-) -> AsyncIterator[Piece]:
-    client = DataClient(agent)
-    address = await client.address(holder)
-    offer = await client.offer(address, path)
-    info = info_from_pb(offer.info)
-    if info.is_dir:
-        raise InvalidInput(f"{path!r} on {holder} is a directory: list it, read its files")
-    end = _bounds(offset, size, info.size)
-    if offset == end:
-        yield Piece(offset, b"", info.size)
-        return
-    req = data_pb2.FetchRequest(grant=offer.grant, offset=offset, chunk_size=chunk)
-    call = client.stub(address).Fetch(req)
-    pos = offset
-    try:
-        async for msg in call:
-            if msg.offset != pos:
-                raise DataIntegrityError(f"{holder} sent offset {msg.offset}, expected {pos}")
-            data = msg.data[: end - pos]
-            if data:
-                yield Piece(pos, data, info.size)
+    async def read_data(self, uri: str, offset: int = 0, size: int = 0) -> AsyncIterator[Piece]:
+        """The bytes of file ``uri`` in ``[offset, offset + size)`` (``size`` 0: to the end)."""
+        if offset < 0 or size < 0:
+            raise InvalidInput("offset and size must not be negative")
+        holder, path = split_data_uri(uri)
+        svc = self.service
+        chunk = min(DEFAULT_CHUNK, svc.max_chunk)
+        if holder == self.name:
+            async for piece in self._read_local(path, offset, size, chunk):
+                yield piece
+        else:
+            async for piece in self._read_remote(holder, path, offset, size, chunk):
+                yield piece
+
+    async def _read_local(
+        self, path: str, offset: int, size: int, chunk: int
+    ) -> AsyncIterator[Piece]:
+        real = await asyncio.to_thread(self.service.sandbox.resolve, path)
+        if real.is_dir():
+            raise InvalidInput(f"{path!r} is a directory: list it, read its files")
+        fd = await asyncio.to_thread(open_regular, real)
+        try:
+            file_size = os.fstat(fd).st_size
+            end = _bounds(offset, size, file_size)
+            pos = offset
+            if pos == end:
+                yield Piece(pos, b"", file_size)
+            while pos < end:
+                data = await asyncio.to_thread(os.pread, fd, min(chunk, end - pos), pos)
+                if not data:
+                    break  # the file shrank while being read
+                yield Piece(pos, data, file_size)
                 pos += len(data)
-            if pos >= end or msg.last:
-                break
-    except grpc.RpcError as exc:
-        raise from_rpc_error(exc) from None
-    finally:
-        call.cancel()
+        finally:
+            os.close(fd)
+
+    async def _read_remote(
+        self, holder: str, path: str, offset: int, size: int, chunk: int
+    ) -> AsyncIterator[Piece]:
+        client = DataClient(self.source)
+        address = await client.address(holder)
+        offer = await client.offer(address, path)
+        info = info_from_pb(offer.info)
+        if info.is_dir:
+            raise InvalidInput(f"{path!r} on {holder} is a directory: list it, read its files")
+        end = _bounds(offset, size, info.size)
+        if offset == end:
+            yield Piece(offset, b"", info.size)
+            return
+        req = data_pb2.FetchRequest(grant=offer.grant, offset=offset, chunk_size=chunk)
+        call = client.stub(address).Fetch(req)
+        pos = offset
+        try:
+            async for msg in call:
+                if msg.offset != pos:
+                    raise DataIntegrityError(f"{holder} sent offset {msg.offset}, expected {pos}")
+                data = msg.data[: end - pos]
+                if data:
+                    yield Piece(pos, data, info.size)
+                    pos += len(data)
+                if pos >= end or msg.last:
+                    break
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()

@@ -4,6 +4,12 @@ This is the edge around :class:`~zambeze_mesh.membership.swim.Swim`: it signs th
 agent's record with the agent's own key, verifies every record that arrives against the
 mesh CA (forged, tampered or stale ones are dropped and logged), persists the view and
 incarnation, and answers the Membership RPCs.
+
+The protocol's step never commits to the store on the event loop: the view and the
+incarnation it persists are queued, in order, on a :class:`StoreWriter` thread, so a
+slow commit does not hold up probes, acks or gossip. (A crash can lose only the last
+queued writes: a restarted agent starts above the stored incarnation and refutes
+anything newer its peers hold.)
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from zambeze_mesh.settings.logs import log_event
 from zambeze_mesh.store import Store
 from zambeze_mesh.store import identity as idstore
 from zambeze_mesh.store import members as memstore
+from zambeze_mesh.store.writer import StoreWriter
 from zambeze_mesh.transport.channels import ChannelPool
 from zambeze_mesh.transport.grpc_transport import GrpcTransport
 from zambeze_mesh.v1 import common_pb2
@@ -70,6 +77,7 @@ class Gossip:
     slots, membership preset, capabilities), its advertised addresses, identity and
     the mesh CA certificate, the peer channels, the store (view and incarnation),
     ``is_revoked`` (a certificate's DER digest → revoked?) and a clock for record stamps.
+    Its store writes go through ``writer`` (one of its own by default).
     """
 
     def __init__(
@@ -87,6 +95,7 @@ class Gossip:
         is_revoked: Callable[[str], bool],
         plugins: list[str] | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        writer: StoreWriter | None = None,
     ) -> None:
         ident = identity
         self.agent_config = agent_config
@@ -99,6 +108,7 @@ class Gossip:
         self.data_dir = data_dir
         self.is_revoked = is_revoked
         self.clock = clock
+        self.writer = writer or StoreWriter("gossip-store")
         self._key = key_from_pem(ident.key_pem)
         self._cert_der = ident.cert_der
         self._ca_cert = ca_cert
@@ -154,7 +164,7 @@ class Gossip:
             issued_unix_ms=int(self.clock.time() * 1000),
         )
         self._records[self.name] = rec
-        idstore.bump_incarnation(self.store, inc)
+        self.writer.write("incarnation", idstore.bump_incarnation, self.store, inc)
         return sign_record(self._key, self._cert_der, rec)
 
     def _make_record(self, inc: int) -> common_pb2.SignedRecord:
@@ -228,6 +238,7 @@ class Gossip:
         """Gossip our departure (status ``left``), then stop."""
         await self.runner.leave(drain=max(1.0, 4 * self.config.gossip_interval))
         self._persist()
+        await self.writer.flush()
 
     async def stop(self) -> None:
         """Stop gossiping (idempotent) and persist the last view."""
@@ -239,6 +250,7 @@ class Gossip:
             self._log_stats()
         await self.runner.close()
         self._persist()
+        await self.writer.close()  # everything queued is written
 
     # ----------------------------------------------------------- view
     def members(self) -> list[MemberInfo]:
@@ -292,10 +304,8 @@ class Gossip:
 
     async def introduce(self, name: str, address: str) -> None:
         """A new member was admitted here: remember it so we sync with it once it runs."""
-        memstore.upsert_members(
-            self.store,
-            [memstore.MemberRow(name, address, "", 0, "joining", None)],
-        )
+        row = memstore.MemberRow(name, address, "", 0, "joining", None)
+        await self.writer.run(memstore.upsert_members, self.store, [row])
 
     async def on_rpc(self, pb: object) -> object | None:
         """Answer one Membership RPC (caller already authenticated by the servicer)."""
@@ -314,19 +324,15 @@ class Gossip:
             return
         rec = self._records.get(m.name)
         signed = m.record if isinstance(m.record, common_pb2.SignedRecord) else None
-        memstore.upsert_members(
-            self.store,
-            [
-                memstore.MemberRow(
-                    m.name,
-                    m.address,
-                    rec.admission_address if rec else "",
-                    m.incarnation,
-                    m.status,
-                    signed.SerializeToString() if signed else None,
-                )
-            ],
+        row = memstore.MemberRow(
+            m.name,
+            m.address,
+            rec.admission_address if rec else "",
+            m.incarnation,
+            m.status,
+            signed.SerializeToString() if signed else None,
         )
+        self.writer.write("member", memstore.upsert_members, self.store, [row])
 
     def _persist(self) -> None:
         for m in self.runner.members():

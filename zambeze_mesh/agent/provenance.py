@@ -19,7 +19,9 @@ from zambeze_mesh.store import campaigns as cstore
 from zambeze_mesh.v1 import campaigns_pb2, common_pb2
 
 if TYPE_CHECKING:
-    from zambeze_mesh.agent.agent import Agent
+    from zambeze_mesh.agent.monitor import Monitor
+    from zambeze_mesh.data.peers import LocalAgent
+    from zambeze_mesh.store import Store
 
 PAGE = 5000
 """Most events in one ``ProvenanceRecord``."""
@@ -59,18 +61,27 @@ def recorded_outputs(events: list[common_pb2.Event]) -> list[RecordedOutput]:
 
 
 async def provenance_record(
-    agent: Agent, cid: str, after: int = 0, limit: int = 0, check: bool = False
+    *,
+    monitor: Monitor,
+    store: Store,
+    mesh: str,
+    source: LocalAgent,
+    cid: str,
+    after: int = 0,
+    limit: int = 0,
+    check: bool = False,
 ) -> campaigns_pb2.ProvenanceRecord:
-    """Build one page of a campaign's provenance record (NotFound for an unknown id)."""
+    """Build one page of a campaign's provenance record (NotFound for an unknown id).
+
+    From the campaign's ``monitor`` and the ``store`` that journals it; ``source`` is
+    what a data client needs of this agent (to check outputs on their agents).
+    """
     if limit < 0 or limit > PAGE:
         raise InvalidInput(f"limit must be between 0 and {PAGE}")
-    if agent.monitor is None:
-        raise NotFound(f"no campaign {cid!r} on this agent")
-    store = agent.require_store()
-    status = agent.monitor.status(cid)  # NotFound for an unknown id
+    status = monitor.status(cid)  # NotFound for an unknown id
     for act in status.activities:
         act.result = b""
-    rec = campaigns_pb2.ProvenanceRecord(status=status, mesh=agent.mesh)
+    rec = campaigns_pb2.ProvenanceRecord(status=status, mesh=mesh)
     rows = store.read("SELECT finished_ms FROM campaigns WHERE id = ?", (cid,))
     if rows and rows[0]["finished_ms"] is not None:
         rec.finished_unix_ms = int(rows[0]["finished_ms"])
@@ -95,17 +106,17 @@ async def provenance_record(
             if not more:
                 break
             everything.extend(more)
-        rec.outputs.extend(await check_outputs(agent, recorded_outputs(everything)))
+        rec.outputs.extend(await check_outputs(source, recorded_outputs(everything)))
     return rec
 
 
 async def check_outputs(
-    agent: Agent, outputs: list[RecordedOutput]
+    source: LocalAgent, outputs: list[RecordedOutput]
 ) -> list[campaigns_pb2.OutputCheck]:
     """Stat each recorded output on its agent now (at most :data:`MAX_CHECKS`)."""
     from zambeze_mesh.data.client import DataClient
 
-    client = DataClient(agent)
+    client = DataClient(source)
     gate = asyncio.Semaphore(CHECK_CONCURRENCY)
 
     async def one(o: RecordedOutput) -> campaigns_pb2.OutputCheck:

@@ -26,7 +26,11 @@ from zambeze_mesh.store import names as namestore
 from zambeze_mesh.v1 import membership_pb2, membership_pb2_grpc
 
 if TYPE_CHECKING:
-    from zambeze_mesh.agent.agent import Agent
+    from cryptography import x509
+
+    from zambeze_mesh.agent.gossip import Gossip
+    from zambeze_mesh.store import Store
+    from zambeze_mesh.transport.channels import ChannelPool
 
 log = logging.getLogger("zambeze_mesh.revocations")
 
@@ -37,10 +41,22 @@ MAX_PER_REQUEST = 256
 
 
 class Revocations:
-    """This agent's revocations (see the module docstring)."""
+    """This agent's revocations (see the module docstring).
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    Built from this agent's ``name`` and ``mesh``, the mesh CA certificate
+    (``ca_cert``, which signs revocations) and the ``store`` that keeps them; given
+    membership (whom to retire, whom to tell) and the peer channels by :meth:`attach`
+    once they exist. Revocations learned before that are enforced and kept, and
+    spread by the periodic exchange.
+    """
+
+    def __init__(self, *, name: str, mesh: str, ca_cert: x509.Certificate, store: Store) -> None:
+        self.name = name
+        self.mesh = mesh
+        self.ca_cert = ca_cert
+        self.store = store
+        self.members: Gossip | None = None
+        self.channels: ChannelPool | None = None
         self.set = RevocationSet()
         self._signed: dict[bytes, membership_pb2.SignedRevocation] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -48,8 +64,13 @@ class Revocations:
 
     def load(self) -> None:
         """Enforce the revocations kept in the store (at start, before serving)."""
-        for signed in namestore.load_revocations(self.agent.require_store()):
+        for signed in namestore.load_revocations(self.store):
             self._verify_and_add(signed)
+
+    def attach(self, members: Gossip, channels: ChannelPool) -> None:
+        """Retire revoked members from ``members`` and tell them, over ``channels``."""
+        self.members = members
+        self.channels = channels
 
     def start(self) -> None:
         """Start the periodic exchange (after membership is running)."""
@@ -69,9 +90,7 @@ class Revocations:
         """The retired name if ``signed`` is genuine and new, else None."""
         if signed.revocation in self._signed:
             return None
-        agent = self.agent
-        assert agent.ca is not None
-        rev = verify_revocation(signed, agent.ca.cert, mesh=agent.mesh)
+        rev = verify_revocation(signed, self.ca_cert, mesh=self.mesh)
         self._signed[signed.revocation] = signed
         self.set.add(rev)
         return rev.name
@@ -87,7 +106,7 @@ class Revocations:
                 continue
             if name is None:
                 continue
-            namestore.save_revocation(self.agent.require_store(), signed)
+            namestore.save_revocation(self.store, signed)
             fresh.append(signed)
             self._retire_if_revoked(name)
             log_event(log, "revocation.learned", member=name, source=source)
@@ -96,8 +115,8 @@ class Revocations:
         return len(fresh)
 
     def _retire_if_revoked(self, name: str) -> None:
-        gossip = self.agent.gossip
-        if gossip is None or name == self.agent.name:
+        gossip = self.members
+        if gossip is None or name == self.name:
             return
         for m in gossip.members():
             if m.name == name and m.signed is not None:
@@ -110,17 +129,17 @@ class Revocations:
         task.add_done_callback(self._tasks.discard)
 
     def _peers(self) -> list[tuple[str, str]]:
-        gossip = self.agent.gossip
+        gossip = self.members
         if gossip is None:
             return []
-        return [(m.name, m.address) for m in gossip.alive() if m.name != self.agent.name]
+        return [(m.name, m.address) for m in gossip.alive() if m.name != self.name]
 
     async def _send(self, address: str, signed: list[membership_pb2.SignedRevocation]) -> None:
-        channels = self.agent.channels
+        channels = self.channels
         if channels is None:
             return
         req = membership_pb2.RevokeRequest(revocations=signed[:MAX_PER_REQUEST])
-        setattr(req, "from", self.agent.name)
+        setattr(req, "from", self.name)
         stub = membership_pb2_grpc.MembershipStub(channels.get(address))
         with contextlib.suppress(grpc.RpcError):
             await stub.Revoke(req, timeout=SEND_TIMEOUT_S)

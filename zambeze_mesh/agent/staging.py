@@ -77,13 +77,16 @@ class Stager:
         # and checked once (the dirs themselves are re-validated by _check_inside).
         self._dirs: dict[tuple[str, str], tuple[Path, Path]] = {}
 
-    def _mkdir(self, path: Path) -> None:
-        """Create a directory once (remembered: mkdir is slow on some filesystems)."""
-        if path not in self._made:
-            path.mkdir(parents=True, exist_ok=True)
-            if len(self._made) > 10_000:
-                self._made.clear()
-            self._made.add(path)
+    def _remember(self, path: Path, ident: tuple[int, int] | None) -> None:
+        """Note a directory made and checked (memoized: mkdir and realpath are slow on
+        some filesystems). Only the event loop's thread touches these caches."""
+        if len(self._made) > 10_000:
+            self._made.clear()
+        self._made.add(path)
+        if ident is not None:
+            if len(self._checked) > 10_000:
+                self._checked.clear()
+            self._checked[path] = ident
 
     def _resolve_ref(self, job: Job, value: str) -> str:
         """``@output:act[/sub]`` → ``agent://abs/path[/sub]`` using the monitor's resolution."""
@@ -110,12 +113,15 @@ class Stager:
         work_text = spec.working_dir or default_work
         out_text = spec.output_dir or "@workingdir/output"
         working, output = self._resolve_dirs(work_text, out_text)
-        for what, path in (("working_dir", working), ("output_dir", output)):
-            fresh = path not in self._made
-            self._check_inside(what, path)
-            if fresh:
-                self._mkdir(path)
-                self._check_inside(what, path)  # a symlink swapped in meanwhile
+        dirs = [
+            (what, path, self._checked.get(path), path in self._made)
+            for what, path in (("working_dir", working), ("output_dir", output))
+        ]
+        # stat, realpath and mkdir off the event loop; the caches are updated here.
+        for (_, path, _, _), ident in zip(
+            dirs, await asyncio.to_thread(self._make_dirs, dirs), strict=True
+        ):
+            self._remember(path, ident)
         prepared = Prepared(working, output)
         used: set[str] = set()
         for uri in spec.data_uris:
@@ -184,19 +190,38 @@ class Stager:
         self._dirs[(work_text, out_text)] = (working, output)
         return working, output
 
-    def _check_inside(self, what: str, path: Path) -> None:
+    def _make_dirs(
+        self, dirs: list[tuple[str, Path, tuple[int, int] | None, bool]]
+    ) -> list[tuple[int, int] | None]:
+        """In a worker thread: check each ``(what, path, checked, made)`` directory is
+        inside the sandbox, create it unless ``made``, and check it again (a symlink
+        swapped in meanwhile); each one's identity for the cache (None: not checked)."""
+        idents = []
+        for what, path, checked, made in dirs:
+            ident = self._check_inside(what, path, checked)
+            if not made:
+                path.mkdir(parents=True, exist_ok=True)
+                ident = self._check_inside(what, path, None)
+            idents.append(ident)
+        return idents
+
+    def _check_inside(
+        self, what: str, path: Path, checked: tuple[int, int] | None
+    ) -> tuple[int, int] | None:
         """Refuse a directory outside @agentdir and the exported roots (symlinks resolved).
 
-        A directory already checked is re-validated by one ``stat``: if any component
-        was swapped for a symlink meanwhile, the inode differs and the full check runs.
+        A directory already ``checked`` (its device and inode then) is re-validated by
+        one ``stat``: if any component was swapped for a symlink meanwhile, the inode
+        differs and the full check runs. Returns the identity to remember (None when
+        the directory does not exist yet). Blocking: call it off the event loop.
         """
         try:
             st = os.stat(path)
             ident: tuple[int, int] | None = (st.st_dev, st.st_ino)
         except OSError:
             ident = None
-        if ident is not None and self._checked.get(path) == ident:
-            return
+        if ident is not None and checked == ident:
+            return ident
         check_path_text(str(path))
         try:
             self.data.sandbox.root_of(Path(os.path.realpath(path)))
@@ -204,10 +229,7 @@ class Stager:
             raise NotPermitted(
                 f"{what} {str(path)!r} is outside the agent directory and exported roots"
             ) from None
-        if ident is not None:
-            if len(self._checked) > 10_000:
-                self._checked.clear()
-            self._checked[path] = ident
+        return ident
 
     def _local_path(self, uri: str) -> Path | None:
         """The local path of ``uri`` if the data is on this agent, else None.
@@ -223,6 +245,13 @@ class Stager:
             return self.data.sandbox.resolve(parsed.path)
         return None
 
+    def _existing_local_path(self, uri: str) -> Path | None:
+        """:meth:`_local_path`, which must exist (NotFound); blocking (a worker thread)."""
+        local = self._local_path(uri)
+        if local is not None and not local.exists():
+            raise NotFound(f"input {uri} does not exist on {self.name}")
+        return local
+
     async def stage(
         self, job: Job, uri: str, into: Path, emit: Emit, name: str = "", *, role: str = "input"
     ) -> Path:
@@ -233,16 +262,14 @@ class Stager:
         """
         ref = uri
         uri = self._resolve_ref(job, uri)
-        local = self._local_path(uri)
+        local = await asyncio.to_thread(self._existing_local_path, uri)
         if local is not None:
-            if not local.exists():
-                raise NotFound(f"input {uri} does not exist on {self.name}")
             await self._record_local(job, ref, uri, local, role)
             return local
         parsed = parse_uri(uri)
         if parsed.scheme != "agent" or not parsed.agent:
             raise InvalidInput(f"cannot stage {uri!r}")
-        into.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(into.mkdir, parents=True, exist_ok=True)
         dest = into / (name or Path(parsed.path).name or "data")
         await emit("STAGING", f"fetching {uri}", {"uri": uri})
         started = self.clock.monotonic()
@@ -287,9 +314,13 @@ class Stager:
             raise InvalidInput(f"transfer destination {spec.dest!r} is not on {self.name}")
         target, name = transfer_target(self.data_dir, spec.dest, dest.path, spec.source)
         sandbox = self.data.sandbox
-        sandbox.root_of(Path(os.path.realpath(target)))  # NotPermitted outside the sandbox
-        target.mkdir(parents=True, exist_ok=True)
-        local = self._local_path(source)
+
+        def make_target() -> Path | None:  # blocking: in a worker thread
+            sandbox.root_of(Path(os.path.realpath(target)))  # NotPermitted outside it
+            target.mkdir(parents=True, exist_ok=True)
+            return self._local_path(source)
+
+        local = await asyncio.to_thread(make_target)
         if local is not None:  # same agent: a copy, not a no-op
             real = await asyncio.to_thread(sandbox.resolve, str(local))
             await self._record_local(job, spec.source, source, real, "source")
@@ -304,7 +335,7 @@ class Stager:
 
     async def _copy_local(self, uri: str, src: Path, dest: Path, emit: Emit) -> Path:
         """Copy local ``src`` to ``dest`` (a transfer within one agent)."""
-        if os.path.realpath(dest) == str(src):
+        if await asyncio.to_thread(os.path.realpath, dest) == str(src):
             return dest
         await emit("STAGING", f"copying {uri}", {"uri": uri})
         started = self.clock.monotonic()

@@ -46,7 +46,22 @@ def _jail(agent: SimpleNamespace, job: Job) -> Jail:
     runs = agent.data_dir / "runs" / run_scopes(agent.mesh, job)[1]
     work = runs / ("functions" if job.item.tender.spec.python.function else "f")
     work.mkdir(parents=True, exist_ok=True)
-    c = Contractor(agent, registry=None, reporter=None, stager=None)  # type: ignore[arg-type]
+    c = Contractor(
+        name="a",
+        mesh=agent.mesh,
+        slots=1,
+        max_queued=0,
+        sandbox_functions=agent.config.sandbox_functions,
+        data_dir=agent.data_dir,
+        policy=None,  # type: ignore[arg-type]
+        store=None,  # type: ignore[arg-type]
+        members=None,  # type: ignore[arg-type]
+        catalog=None,  # type: ignore[arg-type]
+        sandbox=agent.sandbox,
+        registry=None,  # type: ignore[arg-type]
+        reporter=None,  # type: ignore[arg-type]
+        stager=None,  # type: ignore[arg-type]
+    )
     jail = c._jail(job, Prepared(work, work / "output"))
     assert jail is not None
     return jail

@@ -18,6 +18,7 @@ import pytest
 
 from zambeze_mesh.agent.campaign_wire import event, key_of
 from zambeze_mesh.agent.servicers.scheduling import SchedulingService, SchedulingServicer
+from zambeze_mesh.agent.servicers.streams import ServedStreams
 from zambeze_mesh.errors import NotPermitted, Unavailable, ZmeshError
 from zambeze_mesh.scheduling import Bid
 from zambeze_mesh.security import (
@@ -115,7 +116,9 @@ async def _grpc_side(ca: MeshCA) -> Side:
     svc, c, m = _service("con")
     key, der = ca.issue(Identity.agent("alpha", "con"), ["127.0.0.1"])
     server = grpc.aio.server(interceptors=[AuthorizationInterceptor("alpha", ca.cert)])
-    scheduling_pb2_grpc.add_SchedulingServicer_to_server(SchedulingServicer(svc), server)
+    scheduling_pb2_grpc.add_SchedulingServicer_to_server(
+        SchedulingServicer(svc, ServedStreams()), server
+    )
     creds = server_credentials(key_to_pem(key), der_to_pem(der), ca.cert_pem)
     port = server.add_secure_port("127.0.0.1:0", creds)
     await server.start()

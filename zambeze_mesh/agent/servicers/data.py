@@ -1,7 +1,7 @@
 """``Data`` service (offers, streaming fetch, push, stat, list): protobuf ↔ DataService.
 
 Fault injection for tests: a ``fault(index, chunk) -> chunk`` callable, given to the
-servicer or set as ``agent.data_fault``, sees every outgoing ``Chunk`` of ``Fetch``
+servicer or set as its ``fault``, sees every outgoing ``Chunk`` of ``Fetch``
 (``index`` counts from 0 in each stream). It may return a modified chunk (e.g. with
 corrupted bytes) or raise a :class:`~zambeze_mesh.errors.ZmeshError` to break the
 stream with that status.
@@ -20,12 +20,12 @@ from zambeze_mesh.agent.datasvc import DataService
 from zambeze_mesh.agent.servicers.errors import rpc_errors
 from zambeze_mesh.data.stream import chunk_messages
 from zambeze_mesh.data.wire import info_to_pb, manifest_to_pb
-from zambeze_mesh.errors import InvalidInput, ResourceExhausted, Unauthenticated
+from zambeze_mesh.errors import InvalidInput, ResourceExhausted, Unauthenticated, Unavailable
 from zambeze_mesh.security.authz import require_caller
 from zambeze_mesh.v1 import data_pb2, data_pb2_grpc
 
 if TYPE_CHECKING:
-    from zambeze_mesh.agent.agent import Agent
+    from zambeze_mesh.settings.config import AgentConfig
 
 DataFault = Callable[[int, data_pb2.Chunk], data_pb2.Chunk]
 """Test hook: sees (index in stream, chunk) before a chunk is sent; returns the chunk."""
@@ -68,22 +68,33 @@ class StreamLimiter:
 
 
 class DataServicer(data_pb2_grpc.DataServicer):
-    """Agent-to-agent data movement; the policy lives in :class:`DataService`."""
+    """Agent-to-agent data movement; the policy lives in :class:`DataService`.
 
-    def __init__(self, agent: Agent, fault: DataFault | None = None) -> None:
-        self.agent = agent
+    ``config`` gives the limits (message size, streams per peer, idle timeout); the
+    data service is attached once the agent has built it (calls before that are
+    refused as unavailable).
+    """
+
+    def __init__(self, config: AgentConfig, fault: DataFault | None = None) -> None:
+        self.config = config
         self.fault = fault
         self.streams = StreamLimiter("Fetch")
         self.pushes = StreamLimiter("Push")
+        self._service: DataService | None = None
+
+    def attach(self, service: DataService) -> None:
+        """Start answering with ``service``."""
+        self._service = service
 
     @property
     def service(self) -> DataService:
         """The agent's data service."""
-        return self.agent.datasvc
+        if self._service is None:
+            raise Unavailable("agent is not running")
+        return self._service
 
     def _fault(self) -> DataFault | None:
-        hook: DataFault | None = self.fault or getattr(self.agent, "data_fault", None)
-        return hook
+        return self.fault
 
     @rpc_errors
     async def Offer(
@@ -100,7 +111,7 @@ class DataServicer(data_pb2_grpc.DataServicer):
             manifest=manifest_to_pb(res.manifest),
             method_params=res.method_params,
         )
-        limit = self.agent.config.max_message_bytes
+        limit = self.config.max_message_bytes
         if resp.ByteSize() > limit:
             raise ResourceExhausted(
                 f"{request.path!r}: the manifest of {len(res.manifest)} files does not fit in "
@@ -113,7 +124,7 @@ class DataServicer(data_pb2_grpc.DataServicer):
         self, request: data_pb2.FetchRequest, context: grpc.aio.ServicerContext
     ) -> None:
         caller = _caller_uri()
-        cfg = self.agent.config
+        cfg = self.config
         with self.streams.hold(caller, cfg.max_streams_per_peer):
             await self._fetch(request, context, caller, cfg.stream_idle_timeout_s)
 
@@ -156,7 +167,7 @@ class DataServicer(data_pb2_grpc.DataServicer):
         self, request_iterator: AsyncIterator[data_pb2.PushChunk], context: grpc.aio.ServicerContext
     ) -> data_pb2.PushResponse:
         caller = _caller_uri()
-        cfg = self.agent.config
+        cfg = self.config
         # The same per-peer stream cap and idle timeout as Fetch: a writer that
         # sends nothing for stream_idle_timeout_s loses the stream.
         with self.pushes.hold(caller, cfg.max_streams_per_peer):

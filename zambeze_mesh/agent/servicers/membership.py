@@ -14,8 +14,9 @@ from zambeze_mesh.security.authz import require_caller
 from zambeze_mesh.v1 import membership_pb2, membership_pb2_grpc
 
 if TYPE_CHECKING:
-    from zambeze_mesh.agent.agent import Agent
     from zambeze_mesh.agent.gossip import Gossip
+    from zambeze_mesh.agent.revocations import Revocations
+    from zambeze_mesh.store import Store
 
 
 def _reply(reply: object | None, what: str) -> Any:
@@ -26,11 +27,33 @@ def _reply(reply: object | None, what: str) -> Any:
 
 
 class MembershipServicer(membership_pb2_grpc.MembershipServicer):
-    """Adapter from the Membership RPCs to :class:`Admission` and the gossip layer."""
+    """Adapter from the Membership RPCs to :class:`Admission` and the gossip layer.
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        self.admission = Admission(agent)
+    Built from this agent's ``name``, its ``admission``, ``revocations`` and
+    ``store`` (pilot tokens), and whether its CA key is locked (``ca_locked``: no
+    pilot tokens then); membership is attached once it runs (SWIM messages before
+    that are refused as unavailable).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        admission: Admission,
+        revocations: Revocations,
+        store: Store,
+        ca_locked: bool,
+    ) -> None:
+        self.name = name
+        self.admission = admission
+        self.revocations = revocations
+        self.store = store
+        self.ca_locked = ca_locked
+        self._gossip_service: Gossip | None = None
+
+    def attach(self, gossip: Gossip) -> None:
+        """Start answering SWIM messages with ``gossip``."""
+        self._gossip_service = gossip
 
     def _gossip(self, claimed: str) -> Gossip:
         caller = require_caller()
@@ -39,7 +62,7 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
                 f"message claims to come from {claimed!r} but the caller's certificate says "
                 f"{caller.identity.name if caller.identity else 'nobody'}"
             )
-        gossip = self.agent.gossip
+        gossip = self._gossip_service
         if gossip is None:
             raise Unavailable("membership is not running yet")
         return gossip
@@ -55,8 +78,8 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
         self, request: membership_pb2.PingRequest, context: grpc.aio.ServicerContext
     ) -> membership_pb2.Ack:
         gossip = self._gossip(getattr(request, "from"))
-        if request.target and request.target != self.agent.name:
-            raise NotFound(f"this is {self.agent.name!r}, not {request.target[:140]!r}")
+        if request.target and request.target != self.name:
+            raise NotFound(f"this is {self.name!r}, not {request.target[:140]!r}")
         return _reply(await gossip.on_rpc(request), "Ping")
 
     @rpc_errors
@@ -94,10 +117,7 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
         self, request: membership_pb2.RevokeRequest, context: grpc.aio.ServicerContext
     ) -> membership_pb2.RevokeResponse:
         caller = require_caller()
-        revocations = self.agent.revocations
-        if revocations is None:
-            raise Unavailable("agent is not running")
-        learned = revocations.learn(request.revocations, caller.name or "local operator")
+        learned = self.revocations.learn(request.revocations, caller.name or "local operator")
         return membership_pb2.RevokeResponse(learned=learned)
 
     @rpc_errors
@@ -106,9 +126,9 @@ class MembershipServicer(membership_pb2_grpc.MembershipServicer):
     ) -> membership_pb2.PilotTokenResponse:
         from zambeze_mesh.pilots.grant import issue
 
-        if self.agent.ca_locked:  # its pilot could not join: admission refuses too
+        if self.ca_locked:  # its pilot could not join: admission refuses too
             raise FailedPrecondition(
                 "the CA key is locked: the operator must restart this agent with"
                 " --ca-passphrase-file"
             )
-        return issue(self.agent.require_store(), require_caller(), request)
+        return issue(self.store, require_caller(), request)

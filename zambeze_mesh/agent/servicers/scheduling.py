@@ -22,6 +22,7 @@ from zambeze_mesh.v1 import scheduling_pb2, scheduling_pb2_grpc
 if TYPE_CHECKING:
     from zambeze_mesh.agent.contractor import Contractor
     from zambeze_mesh.agent.monitor import Monitor
+    from zambeze_mesh.agent.servicers.streams import ServedStreams
 
 MAX_ITEMS = 10_000
 
@@ -107,10 +108,12 @@ def _caller() -> str:
 
 
 class SchedulingServicer(scheduling_pb2_grpc.SchedulingServicer):
-    """The gRPC face of a :class:`SchedulingService`."""
+    """The gRPC face of a :class:`SchedulingService`; ``streams`` ends its report
+    streams when the agent stops."""
 
-    def __init__(self, service: SchedulingService) -> None:
+    def __init__(self, service: SchedulingService, streams: ServedStreams) -> None:
         self.service = service
+        self.streams = streams
 
     @rpc_errors
     async def CallForProposals(
@@ -138,7 +141,7 @@ class SchedulingServicer(scheduling_pb2_grpc.SchedulingServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[scheduling_pb2.ReportStatusResponse]:
         caller = _caller()
-        async for request in request_iterator:
+        async for request in self.streams.serve(request_iterator):
             yield await self.service.report(caller, request)
 
     @rpc_errors
