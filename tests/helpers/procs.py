@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,3 +152,19 @@ class ProcMesh:
                 last = exc
             time.sleep(0.2)
         raise AssertionError(f"timed out waiting for {what}: {last}")
+
+
+def dispatch_script(tmp_path: Path, home: Path, source: str) -> str:
+    """Run a campaign script (which prints ``CAMPAIGN <id>``) against the agent at
+    ``home`` through the public Python API; the campaign id it printed."""
+    script = tmp_path / "campaign_script.py"
+    script.write_text(textwrap.dedent(source))
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "ZMESH_HOME": str(home)},
+        check=True,
+    ).stdout
+    return next(ln.split()[1] for ln in out.splitlines() if ln.startswith("CAMPAIGN"))

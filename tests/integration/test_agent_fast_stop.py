@@ -11,16 +11,14 @@ event stream from seq 0 is complete and gap-free.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import grpc
 
-from tests.helpers.procs import ProcAgent, ProcMesh
+from tests.helpers.procs import ProcMesh, dispatch_script
 from zambeze_mesh.cli.daemon import process_alive
 from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2
 
@@ -67,20 +65,6 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
-def _dispatch(tmp_path: Path, mon: ProcAgent) -> str:
-    script = tmp_path / "naps.py"
-    script.write_text(textwrap.dedent(CAMPAIGN))
-    out = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "ZMESH_HOME": str(mon.home)},
-        check=True,
-    ).stdout
-    return next(ln.split()[1] for ln in out.splitlines() if ln.startswith("CAMPAIGN"))
-
-
 async def _events(sock: Path, cid: str, until_running: bool) -> list[common_pb2.Event]:
     """The campaign's events from seq 0: until ``nap`` runs, or until the campaign ends."""
     seen: list[common_pb2.Event] = []
@@ -110,7 +94,7 @@ def test_stop_ends_served_streams_promptly_and_loses_nothing(
         what="w1 to join",
     )
     sock = mon.home / "agent.sock"
-    cid = _dispatch(tmp_path, mon)
+    cid = dispatch_script(tmp_path, mon.home, CAMPAIGN)
     running = asyncio.run(_events(sock, cid, until_running=True))
     assert running[-1].agent == "w1"  # w1's report stream to mon is open now
 

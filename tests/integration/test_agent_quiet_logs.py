@@ -9,18 +9,16 @@ that call only after the grace period, in tasks that outlive the server).
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
-import textwrap
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 import grpc
 
 from tests.helpers.creds import home_credentials
-from tests.helpers.procs import ProcAgent, ProcMesh
+from tests.helpers.procs import ProcAgent, ProcMesh, dispatch_script
 from zambeze_mesh.cli.daemon import process_alive
 from zambeze_mesh.v1 import campaigns_pb2, campaigns_pb2_grpc, common_pb2, scheduling_pb2_grpc
 
@@ -51,20 +49,6 @@ async def main(sock, cid):
 
 asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
-
-
-def _dispatch(tmp_path: Path, mon: ProcAgent) -> str:
-    script = tmp_path / "naps.py"
-    script.write_text(textwrap.dedent(CAMPAIGN))
-    out = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "ZMESH_HOME": str(mon.home)},
-        check=True,
-    ).stdout
-    return next(ln.split()[1] for ln in out.splitlines() if ln.startswith("CAMPAIGN"))
 
 
 async def _until_running(sock: Path, cid: str) -> str:
@@ -134,7 +118,7 @@ def test_peer_cancellations_log_no_traceback(procmesh: ProcMesh, tmp_path: Path)
         what="w1 to join",
     )
     sock = mon.home / "agent.sock"
-    cid = _dispatch(tmp_path, mon)
+    cid = dispatch_script(tmp_path, mon.home, CAMPAIGN)
     assert asyncio.run(_until_running(sock, cid)) == "w1"
 
     asyncio.run(_cancel_watches(sock, cid))  # cancelled by the client
