@@ -19,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from zambeze_mesh.agent.journal import Journal
 from zambeze_mesh.errors import Unavailable
 from zambeze_mesh.settings.logs import log_event
+from zambeze_mesh.store.writer import StoreWriter
 
 log = logging.getLogger("zambeze_mesh.monitor")
 
@@ -60,7 +60,7 @@ class Committer:
         self.give_up_after_s = give_up_after_s
         self._queue: list[_Pending] = []
         self._task: asyncio.Task[None] | None = None
-        self._writer: ThreadPoolExecutor | None = None
+        self._writer = StoreWriter("zmesh-journal")
         #: Set once the committer gave up: every later step is refused.
         self.broken: BaseException | None = None
         #: Groups written, and writes that failed (for tests and logs).
@@ -90,9 +90,7 @@ class Committer:
                 await task
             except asyncio.CancelledError:
                 pass
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            await asyncio.to_thread(writer.shutdown, True)
+        await self._writer.close()
 
     async def _drive(self) -> None:
         while self._queue and self.broken is None:
@@ -114,10 +112,8 @@ class Committer:
                 if pending.done is not None and not pending.done.done():
                     pending.done.set_exception(exc)
                 continue
-            if self._writer is None:
-                self._writer = ThreadPoolExecutor(1, thread_name_prefix="zmesh-journal")
             try:
-                await loop.run_in_executor(self._writer, j.write)
+                await self._writer.run(j.write)
             except Exception as exc:
                 j.rollback()
                 self.failures += 1
